@@ -1,0 +1,2 @@
+"""The ``ktc`` command line. Each verb lives in its own module with a
+``register(subparsers)`` function; ``main`` wires them together."""

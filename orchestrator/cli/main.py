@@ -1,0 +1,77 @@
+"""Entry point of the ``ktc`` console script.
+
+Library code never prints; this module and the verb modules render. A
+:class:`~orchestrator.errors.KtClusterError` is shown as its message only, never
+as a traceback: exit 2 for bad input (configs, arguments), 1 for runtime
+failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from orchestrator.errors import ConfigError, KtClusterError
+
+# Each module defines register(subparsers) and sets `func` on its parser.
+VERB_MODULES: tuple[str, ...] = (
+    "orchestrator.cli.validate",
+    "orchestrator.cli.submit",
+    "orchestrator.cli.resume",
+    "orchestrator.cli.status",
+    "orchestrator.cli.results",
+    "orchestrator.cli.export",
+    "orchestrator.cli.scale",
+    "orchestrator.cli.cancel",
+    "orchestrator.cli.cluster",
+)
+
+EXIT_OK = 0
+EXIT_RUNTIME_ERROR = 1
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ktc",
+        description="ktcluster: run Keras Tuner searches across a Ray cluster of GPU machines.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for name in VERB_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # verb not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KtClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
