@@ -1,0 +1,148 @@
+"""``ktc validate FILE...``: check cluster and search files and show what they resolve to.
+
+Every file is checked (one bad file does not hide the others). A cluster file
+prints its worker map; a search file a short summary. Exit 0 when all are
+valid, 2 when any is not. ``--json`` prints one JSON list instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.config import ClusterSpec, SearchSpec, check_importable, load_config
+from orchestrator.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """The outcome of validating one file."""
+
+    file: str
+    spec: ClusterSpec | SearchSpec | None
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def valid(self) -> bool:
+        """True when the file loaded without errors."""
+        return self.spec is not None and not self.errors
+
+    @property
+    def kind(self) -> str | None:
+        """``cluster``, ``search``, or None when the kind could not be told."""
+        return None if self.spec is None else self.spec.kind
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``validate`` verb to the ``ktc`` parser."""
+    parser = subparsers.add_parser(
+        "validate",
+        help="check cluster and search YAML files",
+        description="Check cluster and search YAML files; print the worker map of cluster files.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="cluster or search YAML files")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of tables")
+    parser.set_defaults(func=run)
+
+
+def check_file(path: str) -> FileReport:
+    """Validate one file; user code named in a search file must import from the cwd."""
+    try:
+        spec = load_config(path)
+        if isinstance(spec, SearchSpec):
+            check_importable(spec, [os.getcwd()], source=path)
+    except ConfigError as exc:
+        return FileReport(file=path, spec=None, errors=(str(exc),))
+    warnings = tuple(spec.warnings()) if isinstance(spec, ClusterSpec) else ()
+    return FileReport(file=path, spec=spec, warnings=warnings)
+
+
+def search_summary(spec: SearchSpec) -> dict[str, Any]:
+    """The few facts of a search file worth showing."""
+    dataset = spec.dataset.source if spec.dataset is not None else "(hypermodel default)"
+    return {
+        "name": spec.name,
+        "hypermodel": spec.hypermodel.name,
+        "overrides": sorted(spec.hypermodel.overrides),
+        "dataset": dataset,
+        "oracle": spec.oracle.type,
+        "max_trials": None if spec.oracle.type == "hyperband" else spec.oracle.max_trials,
+        "objective": spec.objective.name,
+        "direction": spec.objective.resolved_direction,
+        "epochs": spec.training.epochs,
+        "output_directory": str(spec.resolve_directory()),
+    }
+
+
+def _to_json(report: FileReport) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "file": report.file,
+        "kind": report.kind,
+        "valid": report.valid,
+        "errors": list(report.errors),
+        "warnings": list(report.warnings),
+    }
+    if isinstance(report.spec, ClusterSpec):
+        out["workers"] = [slot.to_dict() for slot in report.spec.worker_slots()]
+    elif isinstance(report.spec, SearchSpec):
+        out["search"] = search_summary(report.spec)
+    return out
+
+
+def _worker_table(spec: ClusterSpec) -> Table:
+    table = Table(title=f"cluster {spec.name!r}: ray {spec.ray.address}", title_justify="left")
+    for column in ("worker", "node", "host", "GPUs", "GPU share", "memory cap", "CPUs"):
+        table.add_column(column)
+    for slot in spec.worker_slots():
+        table.add_row(
+            slot.worker_id,
+            slot.node,
+            slot.host,
+            slot.cuda_visible_devices or "-",
+            f"{slot.gpu_share:g}",
+            f"{slot.memory_cap_mb} MB" if slot.memory_cap_mb is not None else "-",
+            f"{slot.cpus:g}",
+        )
+    return table
+
+
+def _render(report: FileReport, out: Console, err: Console) -> None:
+    if not report.valid:
+        for message in report.errors:
+            err.print(f"error: {message}", markup=False, highlight=False)
+        return
+    out.print(f"{report.file}: valid {report.kind} file", markup=False, highlight=False)
+    for warning in report.warnings:
+        err.print(f"warning: {report.file}: {warning}", markup=False, highlight=False)
+    if isinstance(report.spec, ClusterSpec):
+        out.print(_worker_table(report.spec))
+    elif isinstance(report.spec, SearchSpec):
+        for key, value in search_summary(report.spec).items():
+            if key == "overrides" and not value:
+                continue
+            shown = ", ".join(value) if isinstance(value, list) else value
+            out.print(f"  {key}: {shown}", markup=False, highlight=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate every file in ``args.files``; 0 when all are valid, 2 otherwise."""
+    reports = [check_file(path) for path in args.files]
+    if args.json:
+        sys.stdout.write(json.dumps([_to_json(r) for r in reports], indent=2) + "\n")
+    else:
+        out = Console(file=sys.stdout, soft_wrap=True)
+        err = Console(file=sys.stderr, soft_wrap=True)
+        for report in reports:
+            _render(report, out, err)
+    return EXIT_OK if all(r.valid for r in reports) else EXIT_BAD_INPUT

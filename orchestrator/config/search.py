@@ -1,0 +1,466 @@
+"""The search file: what to tune (hypermodel, dataset), how (oracle, training), and where.
+
+Relative dataset paths are resolved against the current working directory (the
+folder ``ktc submit`` runs in), not against the YAML's folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.config.errors_format import FieldProblems, Problem
+from orchestrator.errors import ConfigError
+
+BUILTIN_HYPERMODELS: tuple[str, ...] = ("cnn", "mlp", "transfer", "sleep")
+BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
+FILE_DATASETS: tuple[str, ...] = ("npz", "image_directory")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_REFERENCE_RE = re.compile(rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*$")
+_OVERRIDE_KEYS = frozenset({"min", "max", "step", "sampling", "values", "value", "default"})
+_SAMPLINGS = ("linear", "log", "reverse_log")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_reference(value: str, builtins: Sequence[str], what: str) -> None:
+    if value in builtins or _REFERENCE_RE.match(value):
+        return
+    hint = ""
+    if value.count(":") != 1 and "." in value and ":" not in value:
+        module, _, attr = value.rpartition(".")
+        hint = f" Did you mean '{module}:{attr}'?"
+    raise ValueError(
+        f"expected a built-in name ({', '.join(builtins)}) or 'package.module:attribute', "
+        f"got {value!r}.{hint} Use a built-in {what}, or name your own code as "
+        "module:attribute (dotted module path, exactly one colon)."
+    )
+
+
+def _shorthand(data: Any, key: str) -> Any:
+    return {key: data} if isinstance(data, str) else data
+
+
+def _override_problems(name: str, spec: Any) -> list[Problem]:
+    path: tuple[str | int, ...] = ("overrides", name)
+    if not isinstance(spec, dict):
+        return [
+            Problem(
+                path,
+                f"expected a mapping such as {{min: 16, max: 64}}, {{values: [a, b]}} or "
+                f"{{value: x}}, got {spec!r}. Write the override as a mapping.",
+            )
+        ]
+    unknown = sorted(set(spec) - _OVERRIDE_KEYS)
+    if unknown:
+        return [
+            Problem(
+                (*path, unknown[0]),
+                f"unknown override key {unknown[0]!r}; allowed: {', '.join(sorted(_OVERRIDE_KEYS))}.",
+            )
+        ]
+    forms = [f for f in ("range", "values", "value") if (f in spec if f != "range" else "min" in spec or "max" in spec)]
+    if len(forms) != 1:
+        return [
+            Problem(
+                path,
+                "expected exactly one form: {min, max[, step, sampling]} for a number range, "
+                f"{{values: [...]}} for a choice, or {{value: x}} to fix it; got keys "
+                f"{sorted(spec)}.",
+            )
+        ]
+    if forms == ["range"]:
+        low, high = spec.get("min"), spec.get("max")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            return [Problem(path, f"expected numeric min and max, got min={low!r}, max={high!r}.")]
+        if low > high:  # type: ignore[operator]
+            return [Problem(path, f"`min <= max` must hold, but got min={low}, max={high}.")]
+        if spec.get("sampling", "linear") not in _SAMPLINGS:
+            return [
+                Problem(
+                    (*path, "sampling"),
+                    f"expected one of {', '.join(_SAMPLINGS)}, got {spec['sampling']!r}.",
+                )
+            ]
+    if forms == ["values"] and (not isinstance(spec["values"], list) or not spec["values"]):
+        return [Problem((*path, "values"), f"expected a non-empty list, got {spec['values']!r}.")]
+    return []
+
+
+class HypermodelSpec(_Model):
+    """The model to tune: a built-in (``cnn``, ``mlp``, ``transfer``, ``sleep``) or ``module:attr``.
+
+    ``overrides`` narrow or fix hyperparameter ranges; ``options`` are other settings.
+    The shorthand ``hypermodel: cnn`` means ``{name: cnn}``.
+    """
+
+    name: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return _shorthand(data, "name")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        _check_reference(value, BUILTIN_HYPERMODELS, "hypermodel")
+        return value
+
+    @model_validator(mode="after")
+    def _overrides(self) -> HypermodelSpec:
+        problems = [p for k, v in self.overrides.items() for p in _override_problems(k, v)]
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+    @property
+    def is_builtin(self) -> bool:
+        """True for a built-in hypermodel name."""
+        return self.name in BUILTIN_HYPERMODELS
+
+    @property
+    def module(self) -> str | None:
+        """The module of a ``module:attribute`` reference (None for built-ins)."""
+        return None if self.is_builtin else self.name.split(":", 1)[0]
+
+    @property
+    def attribute(self) -> str | None:
+        """The attribute of a ``module:attribute`` reference (None for built-ins)."""
+        return None if self.is_builtin else self.name.split(":", 1)[1]
+
+
+def _resolve_cwd_path(value: str | None, info: ValidationInfo, key: str) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    if (info.context or {}).get("check_paths", True) and not path.exists():
+        raise ValueError(
+            f"{key} {value!r} does not exist (looked for {path}; relative paths are relative "
+            "to the current directory). Fix the path or run from the right folder."
+        )
+    return str(path)
+
+
+class DatasetSpec(_Model):
+    """Training data: a built-in, ``npz``, ``image_directory`` or ``module:function``.
+
+    The shorthand ``dataset: digits`` means ``{source: digits}``.
+    """
+
+    source: str
+    path: str | None = None
+    image_size: tuple[StrictInt, StrictInt] | None = None
+    color_mode: Literal["rgb", "grayscale"] = "rgb"
+    validation_split: float = Field(0.2, gt=0, lt=1)
+    validation_path: str | None = None
+    subset: StrictInt | None = Field(None, gt=0)
+    seed: StrictInt = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return _shorthand(data, "source")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        _check_reference(value, (*BUILTIN_DATASETS, *FILE_DATASETS), "dataset")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _resolve_cwd_path(value, info, "path")
+
+    @field_validator("validation_path")
+    @classmethod
+    def _validation_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _resolve_cwd_path(value, info, "validation_path")
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"expected two positive integers [height, width], got {list(value)}.")
+        return value
+
+    @model_validator(mode="after")
+    def _combination(self) -> DatasetSpec:
+        problems: list[Problem] = []
+        needs_path = self.source in FILE_DATASETS
+        if needs_path and self.path is None:
+            problems.append(
+                Problem(("path",), f"source {self.source!r} needs a path; add 'path: ...'.")
+            )
+        if not needs_path and self.path is not None:
+            problems.append(
+                Problem(
+                    ("path",),
+                    f"path is only used by sources npz and image_directory, not {self.source!r}; "
+                    "remove it.",
+                )
+            )
+        if self.source == "image_directory" and self.image_size is None:
+            problems.append(
+                Problem(
+                    ("image_size",),
+                    "source 'image_directory' needs image_size: [height, width]; add it.",
+                )
+            )
+        if self.source != "image_directory" and self.image_size is not None:
+            problems.append(
+                Problem(
+                    ("image_size",),
+                    "image_size is only used by source image_directory; remove it.",
+                )
+            )
+        if self.validation_path is not None and "validation_split" in self.model_fields_set:
+            problems.append(
+                Problem(
+                    ("validation_split",),
+                    "set either validation_split or validation_path, not both.",
+                )
+            )
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+    @property
+    def is_builtin(self) -> bool:
+        """True for a built-in dataset name."""
+        return self.source in BUILTIN_DATASETS
+
+    @property
+    def is_user_function(self) -> bool:
+        """True when the source is the user's own ``module:function``."""
+        return ":" in self.source
+
+
+class ObjectiveSpec(_Model):
+    """The metric to optimise. Without a direction: ``*loss``/``*error`` -> min, else max."""
+
+    name: str = Field("val_accuracy", min_length=1)
+    direction: Literal["max", "min"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return _shorthand(data, "name")
+
+    @property
+    def resolved_direction(self) -> Literal["max", "min"]:
+        """The explicit direction, else inferred from the metric's name."""
+        if self.direction is not None:
+            return self.direction
+        return "min" if self.name.endswith(("loss", "error")) else "max"
+
+
+_TYPE_KEYS: dict[str, tuple[str, ...]] = {
+    "hyperband": ("max_epochs", "factor", "hyperband_iterations"),
+    "bayesian": ("num_initial_points", "alpha", "beta"),
+}
+
+
+class OracleSpec(_Model):
+    """The search algorithm and its parameters. Type-specific keys are refused on other types."""
+
+    type: Literal["random", "grid", "bayesian", "hyperband"] = "random"
+    max_trials: StrictInt | None = Field(10, ge=1)
+    seed: StrictInt | None = None
+    executions_per_trial: StrictInt = Field(1, ge=1)
+    max_epochs: StrictInt = Field(10, ge=1)
+    factor: StrictInt = Field(3, ge=2)
+    hyperband_iterations: StrictInt = Field(1, ge=1)
+    num_initial_points: StrictInt | None = Field(None, ge=1)
+    alpha: float = Field(1e-4, gt=0)
+    beta: float = Field(2.6, gt=0)
+
+    @model_validator(mode="after")
+    def _type_keys(self) -> OracleSpec:
+        problems: list[Problem] = []
+        for owner, keys in _TYPE_KEYS.items():
+            if owner == self.type:
+                continue
+            problems.extend(
+                Problem(
+                    (key,),
+                    f"'{key}' is a {owner} setting, but oracle.type is {self.type!r}; "
+                    f"remove it or set type: {owner}.",
+                )
+                for key in keys
+                if key in self.model_fields_set
+            )
+        if self.type == "hyperband" and "max_trials" in self.model_fields_set:
+            problems.append(
+                Problem(
+                    ("max_trials",),
+                    "hyperband does not use max_trials (its budget is max_epochs, factor and "
+                    "hyperband_iterations); remove max_trials.",
+                )
+            )
+        if self.type in ("random", "bayesian") and self.max_trials is None:
+            problems.append(
+                Problem(
+                    ("max_trials",),
+                    f"the {self.type} oracle needs max_trials; expected an integer >= 1, got null.",
+                )
+            )
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+
+class EarlyStoppingSpec(_Model):
+    """Stop a trial's training when ``monitor`` stops improving."""
+
+    monitor: str = "val_loss"
+    patience: StrictInt = Field(3, ge=0)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainingSpec(_Model):
+    """How each trial trains: epochs, batch size, early stopping, Keras verbosity."""
+
+    epochs: StrictInt = Field(10, ge=1)
+    batch_size: StrictInt = Field(32, ge=1)
+    early_stopping: EarlyStoppingSpec | None = None
+    verbose: StrictInt = Field(0, ge=0, le=2)
+
+
+class FailurePolicy(_Model):
+    """Retries, the consecutive-failure limit, and trial leases (heartbeat < lease timeout)."""
+
+    retries_per_trial: StrictInt = Field(2, ge=0)
+    max_consecutive_failed_trials: StrictInt = Field(5, ge=1)
+    lease_timeout_s: float = Field(60.0, gt=0)
+    heartbeat_interval_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_heartbeat(cls, data: Any) -> Any:
+        # Filled in before validation so the frozen model always has a number.
+        if isinstance(data, dict) and data.get("heartbeat_interval_s") is None:
+            lease = data.get("lease_timeout_s", 60.0)
+            if isinstance(lease, (int, float)) and not isinstance(lease, bool) and lease > 0:
+                return {**data, "heartbeat_interval_s": lease / 4}
+        return data
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> FailurePolicy:
+        hb = self.heartbeat_interval_s
+        if hb is not None and hb >= self.lease_timeout_s:
+            raise FieldProblems.one(
+                ("heartbeat_interval_s",),
+                f"`heartbeat_interval_s < lease_timeout_s` must hold, but got "
+                f"heartbeat_interval_s={hb:g}, lease_timeout_s={self.lease_timeout_s:g}. "
+                "Lower the heartbeat (a quarter of the lease is a good value).",
+            )
+        return self
+
+
+class OutputSpec(_Model):
+    """Where the search directory goes (default ``./searches/<name>-<timestamp>``)."""
+
+    directory: str | None = None
+
+
+class SearchSpec(_Model):
+    """A whole search file."""
+
+    kind: Literal["search"] = "search"
+    name: str = Field("search", pattern=NAME_PATTERN)
+    hypermodel: HypermodelSpec
+    dataset: DatasetSpec | None = None
+    objective: ObjectiveSpec = ObjectiveSpec()
+    oracle: OracleSpec = OracleSpec()
+    training: TrainingSpec = TrainingSpec()
+    failure: FailurePolicy = FailurePolicy()
+    output: OutputSpec = OutputSpec()
+
+    def resolve_directory(self, now: datetime | None = None) -> Path:
+        """The search directory: ``output.directory``, else ``searches/<name>-<YYYYmmdd-HHMMSS>``.
+
+        Relative paths are relative to the current working directory.
+        """
+        if self.output.directory is not None:
+            return Path(self.output.directory).expanduser()
+        stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+        return Path("searches") / f"{self.name}-{stamp}"
+
+
+def _import_reference(reference: str, key: str, source: str) -> Any:
+    module_name, _, attr_path = reference.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure in user code is a config problem
+        raise ConfigError(
+            f"{source}: {key}: cannot import module {module_name!r} for {reference!r}: "
+            f"{type(exc).__name__}: {exc}. Check the module path and run from the folder "
+            "that contains the package (it must be importable)."
+        ) from None
+    for part in attr_path.split("."):
+        if not hasattr(target, part):
+            raise ConfigError(
+                f"{source}: {key}: module {module_name!r} has no attribute {attr_path!r}; "
+                f"expected a function or class named {attr_path!r}. Fix the name after ':'."
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise ConfigError(
+            f"{source}: {key}: {reference!r} is a {type(target).__name__}, not callable; "
+            "expected a function or class."
+        )
+    return target
+
+
+def check_importable(
+    spec: SearchSpec | HypermodelSpec | DatasetSpec,
+    search_path: Sequence[str],
+    source: str = "search file",
+) -> None:
+    """Check that user ``module:attribute`` references import and exist.
+
+    ``search_path`` entries (typically the current directory) are put first on
+    ``sys.path`` for the check and removed after. Built-ins are not imported.
+    Raises :class:`ConfigError` with the module's own error otherwise.
+    """
+    refs: list[tuple[str, str]] = []
+    hypermodel = spec.hypermodel if isinstance(spec, SearchSpec) else spec
+    dataset = spec.dataset if isinstance(spec, SearchSpec) else spec
+    if isinstance(hypermodel, HypermodelSpec) and not hypermodel.is_builtin:
+        refs.append((hypermodel.name, "hypermodel.name"))
+    if isinstance(dataset, DatasetSpec) and dataset.is_user_function:
+        refs.append((dataset.source, "dataset.source"))
+    if not refs:
+        return
+    added = [p for p in search_path if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        for reference, key in refs:
+            _import_reference(reference, key, source)
+    finally:
+        for entry in added:
+            if entry in sys.path:
+                sys.path.remove(entry)
