@@ -1,0 +1,359 @@
+"""The declarative search spaces of the built-in hypermodels, and their overrides.
+
+A built-in hypermodel describes each hyperparameter once, as an :class:`HpDef`
+(pure data, no TensorFlow). The search YAML may override any of them under
+``hypermodel.overrides``; :func:`effective_def` merges an override into the
+default and validates it, and :func:`declare` registers the result on a Keras
+Tuner ``HyperParameters`` object. Keeping this module free of TF lets the chief
+and ``ktc`` validate a search file in milliseconds.
+
+Override forms (``<name>`` is a hyperparameter name of the hypermodel):
+
+- ``{min, max, step, sampling}`` (any subset): change an Int/Float range;
+- ``{values: [...]}``: turn the hyperparameter into a Choice over these values;
+- ``{value: x}``: fix it (a Keras Tuner ``Fixed``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from orchestrator.errors import ConfigError
+
+HpKind = Literal["int", "float", "choice", "boolean", "fixed"]
+Scalar = int | float | str | bool
+
+_RANGE_KEYS = frozenset({"min", "max", "step", "sampling"})
+_ALL_KEYS = _RANGE_KEYS | {"values", "value"}
+_SAMPLINGS = ("linear", "log", "reverse_log")
+
+
+@dataclass(frozen=True)
+class HpDef:
+    """One hyperparameter of a built-in search space.
+
+    ``allowed`` restricts the values a Choice/Fixed override may take (for
+    example the optimizer names the model knows how to build); empty means any
+    value of the right type. ``per_index`` marks a template such as ``filters``
+    that is declared once per block as ``filters_0``, ``filters_1``, ...
+    """
+
+    name: str
+    kind: HpKind
+    default: Scalar | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    sampling: str = "linear"
+    values: tuple[Scalar, ...] = ()
+    allowed: tuple[Scalar, ...] = ()
+    per_index: bool = False
+    doc: str = ""
+    only_when_overridden: bool = False
+
+    def describe(self) -> str:
+        """A one-line human description of the range, for docs and errors."""
+        if self.kind in ("int", "float"):
+            text = f"{self.kind.capitalize()} {self.min}..{self.max}"
+            if self.step is not None:
+                text += f" step {self.step}"
+            if self.sampling != "linear":
+                text += f" {self.sampling}"
+            return text
+        if self.kind == "choice":
+            return f"Choice {list(self.values)}"
+        if self.kind == "boolean":
+            return "Boolean"
+        return f"Fixed {self.default!r}"
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """The hyperparameters and option keys one built-in hypermodel accepts."""
+
+    hypermodel: str
+    hps: tuple[HpDef, ...]
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> HpDef:
+        """The definition named ``name`` (KeyError when unknown)."""
+        for hp in self.hps:
+            if hp.name == name:
+                return hp
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The override keys this hypermodel knows, in declaration order."""
+        return tuple(hp.name for hp in self.hps)
+
+
+def _where(hypermodel: str, key: str) -> str:
+    return f"search.yaml: hypermodel.overrides.{key}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def suggest(name: str, known: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` when a close name exists, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def effective_def(space: SpaceSpec, name: str, override: Any) -> HpDef:
+    """Merge ``override`` into the default definition ``name`` and validate it.
+
+    Raises :class:`ConfigError` naming the key, the problem and the fix.
+    """
+    where = _where(space.hypermodel, name)
+    try:
+        base = space.get(name)
+    except KeyError:
+        raise ConfigError(
+            f"{where}: unknown hyperparameter for {space.hypermodel!r}"
+            f"{suggest(name, space.names)} Known: {', '.join(space.names)}."
+        ) from None
+    if not isinstance(override, Mapping):
+        raise ConfigError(
+            f"{where}: expected a mapping such as {{min: .., max: ..}}, {{values: [..]}} "
+            f"or {{value: ..}}, got {override!r}."
+        )
+    keys = set(override)
+    unknown = sorted(str(k) for k in keys - _ALL_KEYS)
+    if unknown:
+        bad = unknown[0]
+        raise ConfigError(
+            f"{where}.{bad}: unknown override key{suggest(bad, sorted(_ALL_KEYS))} "
+            f"Expected one of min, max, step, sampling, values, value."
+        )
+    if not keys:
+        raise ConfigError(f"{where}: empty override; remove it or give min/max, values or value.")
+    forms = [("value" in keys), ("values" in keys), bool(keys & _RANGE_KEYS)]
+    if sum(forms) > 1:
+        raise ConfigError(
+            f"{where}: mixes override forms {sorted(keys)}; use exactly one of "
+            "{min, max, step, sampling}, {values: [...]} or {value: x}."
+        )
+    if "value" in keys:
+        value = override["value"]
+        _check_member(where, base, value)
+        return replace(base, kind="fixed", default=value, values=(value,))
+    if "values" in keys:
+        values = override["values"]
+        if not isinstance(values, list | tuple) or not values:
+            raise ConfigError(f"{where}.values: expected a non-empty list, got {values!r}.")
+        for value in values:
+            _check_member(where, base, value)
+        kinds = {type(v) for v in values}
+        if len(kinds) > 1 and not all(_is_number(v) for v in values):
+            raise ConfigError(
+                f"{where}.values: all values must have one type, got {list(values)!r}."
+            )
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{where}.values: duplicate values in {list(values)!r}.")
+        return replace(base, kind="choice", values=tuple(values), default=values[0])
+    # Range form.
+    if base.kind not in ("int", "float"):
+        raise ConfigError(
+            f"{where}: {name!r} is a {base.describe()}; a range (min/max/step/sampling) "
+            f"applies only to Int and Float. Use {{values: [...]}} or {{value: x}}."
+        )
+    return _merge_range(where, base, override)
+
+
+def _check_member(where: str, base: HpDef, value: Any) -> None:
+    if base.kind == "int" and not _is_int(value):
+        raise ConfigError(f"{where}: expected an integer for {base.name!r}, got {value!r}.")
+    if base.kind == "float" and not _is_number(value):
+        raise ConfigError(f"{where}: expected a number for {base.name!r}, got {value!r}.")
+    if base.kind == "boolean" and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false for {base.name!r}, got {value!r}.")
+    if base.allowed and value not in base.allowed:
+        raise ConfigError(
+            f"{where}: {value!r} is not supported for {base.name!r}"
+            f"{suggest(str(value), [str(a) for a in base.allowed])} "
+            f"Supported: {', '.join(map(str, base.allowed))}."
+        )
+
+
+def _merge_range(where: str, base: HpDef, override: Mapping[str, Any]) -> HpDef:
+    lo = override.get("min", base.min)
+    hi = override.get("max", base.max)
+    step = override.get("step", base.step)
+    sampling = override.get("sampling", base.sampling)
+    check = _is_int if base.kind == "int" else _is_number
+    for key, value in (("min", lo), ("max", hi)):
+        if not check(value):
+            raise ConfigError(
+                f"{where}.{key}: expected {'an integer' if base.kind == 'int' else 'a number'}, "
+                f"got {value!r}."
+            )
+    if step is not None and (not check(step) or step <= 0):
+        raise ConfigError(f"{where}.step: expected a positive number, got {step!r}.")
+    if sampling not in _SAMPLINGS:
+        raise ConfigError(
+            f"{where}.sampling: expected one of {', '.join(_SAMPLINGS)}, got {sampling!r}"
+            f"{suggest(str(sampling), _SAMPLINGS)}"
+        )
+    if lo > hi:
+        raise ConfigError(f"{where}: `min <= max` must hold, but got (min={lo}, max={hi}).")
+    if sampling != "linear" and lo <= 0:
+        raise ConfigError(
+            f"{where}: sampling {sampling!r} needs min > 0, got min={lo}; "
+            "raise min or use sampling: linear."
+        )
+    if base.name in _POSITIVE and lo < 1:
+        raise ConfigError(f"{where}.min: {base.name!r} must be >= 1, got {lo}.")
+    if base.name in _UNIT_INTERVAL and (lo < 0 or hi >= 1):
+        raise ConfigError(f"{where}: {base.name!r} must lie in [0, 1), got (min={lo}, max={hi}).")
+    if base.kind == "int":
+        lo, hi = int(lo), int(hi)
+        step = int(step) if step is not None else None
+    elif step is not None and sampling != "linear" and step <= 1:
+        # Keras Tuner treats a Float step under log sampling as a multiplicative factor.
+        raise ConfigError(
+            f"{where}.step: with sampling {sampling!r} the step is a factor and must be > 1, "
+            f"got {step}; drop step or use sampling: linear."
+        )
+    default = base.default
+    if not (isinstance(default, int | float) and lo <= default <= hi):
+        default = lo
+    return replace(base, min=lo, max=hi, step=step, sampling=sampling, default=default)
+
+
+# Names whose values must be positive integers or probabilities, checked on ranges.
+_POSITIVE = frozenset({"conv_blocks", "filters", "units", "dense_layers", "pool_size"})
+_UNIT_INTERVAL = frozenset({"dropout"})
+
+
+def check_value_bounds(where: str, hp: HpDef) -> None:
+    """Reject Choice/Fixed values that cannot build (e.g. ``units: {value: 0}``)."""
+    values = hp.values if hp.kind in ("choice", "fixed") else ()
+    for value in values:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if hp.name in _POSITIVE and value < 1:
+            raise ConfigError(f"{where}: {hp.name!r} must be >= 1, got {value!r}.")
+        if hp.name in _UNIT_INTERVAL and not 0 <= value < 1:
+            raise ConfigError(f"{where}: {hp.name!r} must lie in [0, 1), got {value!r}.")
+        if hp.name == "learning_rate" and value <= 0:
+            raise ConfigError(f"{where}: 'learning_rate' must be > 0, got {value!r}.")
+
+
+def resolve_space(
+    space: SpaceSpec, overrides: Mapping[str, Any], options: Mapping[str, Any]
+) -> dict[str, HpDef]:
+    """Validate ``overrides`` and ``options`` against ``space``; the effective defs by name.
+
+    Definitions flagged ``only_when_overridden`` (``batch_size``) appear only when
+    overridden.
+    """
+    for key in options:
+        if key not in space.options:
+            known = ", ".join(space.options) or "(none)"
+            raise ConfigError(
+                f"search.yaml: hypermodel.options.{key}: unknown option for "
+                f"{space.hypermodel!r}{suggest(str(key), list(space.options))} Known: {known}."
+            )
+    resolved: dict[str, HpDef] = {}
+    for name, override in overrides.items():
+        hp = effective_def(space, str(name), override)
+        check_value_bounds(_where(space.hypermodel, str(name)), hp)
+        resolved[str(name)] = hp
+    out: dict[str, HpDef] = {}
+    for hp in space.hps:
+        if hp.name in resolved:
+            out[hp.name] = resolved[hp.name]
+        elif not hp.only_when_overridden:
+            out[hp.name] = hp
+    return out
+
+
+def upper_bound(hp: HpDef) -> int:
+    """The largest integer value ``hp`` can take (sizes per-index declarations)."""
+    if hp.kind in ("int", "float"):
+        return int(math.floor(hp.max or 0))
+    return int(max(int(v) for v in hp.values))
+
+
+def declare(hp: Any, definition: HpDef, name: str | None = None) -> Any:
+    """Register ``definition`` on a Keras Tuner ``HyperParameters`` and return its value.
+
+    ``name`` overrides the registered name (``filters_1`` for the ``filters``
+    template). Works on any object with Keras Tuner's ``hp.*`` methods, so this
+    module never imports keras_tuner itself.
+    """
+    hp_name = name or definition.name
+    kind = definition.kind
+    if kind == "fixed":
+        return hp.Fixed(hp_name, definition.default)
+    if kind == "choice":
+        return hp.Choice(hp_name, list(definition.values), default=definition.default)
+    if kind == "boolean":
+        return hp.Boolean(hp_name, default=bool(definition.default))
+    if kind == "int":
+        return hp.Int(
+            hp_name,
+            int(definition.min or 0),
+            int(definition.max or 0),
+            step=int(definition.step) if definition.step is not None else 1,
+            sampling=definition.sampling,
+            default=int(definition.default) if definition.default is not None else None,
+        )
+    return hp.Float(
+        hp_name,
+        float(definition.min or 0.0),
+        float(definition.max or 0.0),
+        step=definition.step,
+        sampling=definition.sampling,
+        default=float(definition.default) if definition.default is not None else None,
+    )
+
+
+def generic_def(name: str, override: Any) -> HpDef:
+    """The definition an override declares for a user hypermodel, whose space is unknown.
+
+    ``{value}`` is a Fixed, ``{values}`` a Choice, and a range needs ``min`` and
+    ``max``: an Int when both (and ``step``) are integers, else a Float. Keras
+    Tuner keeps the first declaration of a name, so declaring these before the
+    user's ``build`` runs overrides the user's own ranges.
+    """
+    where = f"search.yaml: hypermodel.overrides.{name}"
+    if not isinstance(override, Mapping):
+        raise ConfigError(
+            f"{where}: expected a mapping such as {{min: .., max: ..}}, {{values: [..]}} "
+            f"or {{value: ..}}, got {override!r}."
+        )
+    if "value" in override:
+        base = HpDef(name, "fixed", default=override["value"])
+    elif "values" in override:
+        values = override["values"]
+        first = values[0] if isinstance(values, list | tuple) and values else None
+        base = HpDef(name, "boolean" if isinstance(first, bool) else "choice", default=first)
+        if isinstance(first, int | float) and not isinstance(first, bool):
+            base = HpDef(name, "float")
+    else:
+        missing = [key for key in ("min", "max") if key not in override]
+        if missing:
+            raise ConfigError(
+                f"{where}: a range for a user hypermodel needs both min and max "
+                f"(missing {', '.join(missing)}); the default range is unknown to ktcluster."
+            )
+        ints = all(_is_int(override.get(k)) for k in ("min", "max")) and (
+            override.get("step") is None or _is_int(override.get("step"))
+        )
+        base = HpDef(name, "int" if ints else "float", min=override["min"], max=override["max"])
+    space = SpaceSpec("user hypermodel", (base,))
+    return effective_def(space, name, override)
