@@ -12,6 +12,9 @@ Override forms (``<name>`` is a hyperparameter name of the hypermodel):
 - ``{min, max, step, sampling}`` (any subset): change an Int/Float range;
 - ``{values: [...]}``: turn the hyperparameter into a Choice over these values;
 - ``{value: x}``: fix it (a Keras Tuner ``Fixed``).
+
+A range or ``values`` override may also set ``default`` (the value Keras Tuner
+tries first); it must lie in the range or the values.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ HpKind = Literal["int", "float", "choice", "boolean", "fixed"]
 Scalar = int | float | str | bool
 
 _RANGE_KEYS = frozenset({"min", "max", "step", "sampling"})
-_ALL_KEYS = _RANGE_KEYS | {"values", "value"}
+_ALL_KEYS = _RANGE_KEYS | {"values", "value", "default"}
 _SAMPLINGS = ("linear", "log", "reverse_log")
 
 
@@ -136,10 +139,15 @@ def effective_def(space: SpaceSpec, name: str, override: Any) -> HpDef:
         bad = unknown[0]
         raise ConfigError(
             f"{where}.{bad}: unknown override key{suggest(bad, sorted(_ALL_KEYS))} "
-            f"Expected one of min, max, step, sampling, values, value."
+            f"Expected one of min, max, step, sampling, values, value, default."
         )
     if not keys:
         raise ConfigError(f"{where}: empty override; remove it or give min/max, values or value.")
+    if keys == {"default"}:
+        raise ConfigError(
+            f"{where}: 'default' needs a range or values next to it; to fix the value "
+            "use {value: x}."
+        )
     forms = [("value" in keys), ("values" in keys), bool(keys & _RANGE_KEYS)]
     if sum(forms) > 1:
         raise ConfigError(
@@ -147,6 +155,8 @@ def effective_def(space: SpaceSpec, name: str, override: Any) -> HpDef:
             "{min, max, step, sampling}, {values: [...]} or {value: x}."
         )
     if "value" in keys:
+        if "default" in keys:
+            raise ConfigError(f"{where}: a fixed {{value: x}} takes no 'default'; remove it.")
         value = override["value"]
         _check_member(where, base, value)
         return replace(base, kind="fixed", default=value, values=(value,))
@@ -163,7 +173,10 @@ def effective_def(space: SpaceSpec, name: str, override: Any) -> HpDef:
             )
         if len(set(values)) != len(values):
             raise ConfigError(f"{where}.values: duplicate values in {list(values)!r}.")
-        return replace(base, kind="choice", values=tuple(values), default=values[0])
+        default = override.get("default", values[0])
+        if default not in values:
+            raise ConfigError(f"{where}.default: {default!r} is not one of {list(values)!r}.")
+        return replace(base, kind="choice", values=tuple(values), default=default)
     # Range form.
     if base.kind not in ("int", "float"):
         raise ConfigError(
@@ -227,9 +240,13 @@ def _merge_range(where: str, base: HpDef, override: Mapping[str, Any]) -> HpDef:
             f"{where}.step: with sampling {sampling!r} the step is a factor and must be > 1, "
             f"got {step}; drop step or use sampling: linear."
         )
-    default = base.default
+    default = override.get("default", base.default)
+    if "default" in override and not (check(default) and lo <= default <= hi):
+        raise ConfigError(f"{where}.default: expected a number in [{lo}, {hi}], got {default!r}.")
     if not (isinstance(default, int | float) and lo <= default <= hi):
         default = lo
+    if base.kind == "int":
+        default = int(default)
     return replace(base, min=lo, max=hi, step=step, sampling=sampling, default=default)
 
 
