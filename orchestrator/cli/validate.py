@@ -81,7 +81,11 @@ def search_summary(spec: SearchSpec) -> dict[str, Any]:
         "objective": spec.objective.name,
         "direction": spec.objective.resolved_direction,
         "epochs": spec.training.epochs,
-        "output_directory": str(spec.resolve_directory()),
+        "output_directory": (
+            spec.output.directory
+            if spec.output.directory is not None
+            else f"searches/{spec.name}-<timestamp>"
+        ),
     }
 
 
@@ -129,7 +133,7 @@ def _render(report: FileReport, out: Console, err: Console) -> None:
         out.print(_worker_table(report.spec))
     elif isinstance(report.spec, SearchSpec):
         for key, value in search_summary(report.spec).items():
-            if key == "overrides" and not value:
+            if value is None or (key == "overrides" and not value):
                 continue
             shown = ", ".join(value) if isinstance(value, list) else value
             out.print(f"  {key}: {shown}", markup=False, highlight=False)
@@ -141,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps([_to_json(r) for r in reports], indent=2) + "\n")
     else:
-        out = Console(file=sys.stdout, soft_wrap=True)
-        err = Console(file=sys.stderr, soft_wrap=True)
+        out = Console(file=sys.stdout, soft_wrap=True, emoji=False)
+        err = Console(file=sys.stderr, soft_wrap=True, emoji=False)
         for report in reports:
             _render(report, out, err)
     return EXIT_OK if all(r.valid for r in reports) else EXIT_BAD_INPUT

@@ -182,7 +182,9 @@ def _node_problems(node: NodeSpec) -> list[Problem]:
         seen.setdefault(gpu, i)
     if node.workers is not None:
         for key in ("workers_per_gpu", "cpu_workers"):
-            if key in node.model_fields_set and not (key == "workers_per_gpu" and node.workers_per_gpu == 1):
+            if key in node.model_fields_set and not (
+                key == "workers_per_gpu" and node.workers_per_gpu == 1
+            ):
                 problems.append(
                     Problem(
                         (key,),

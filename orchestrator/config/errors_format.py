@@ -43,7 +43,7 @@ class FieldProblems(ValueError):
 
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = tuple(problems)
-        super().__init__("; ".join(f"{format_key_path(p.path)}: {p.render()}" for p in problems))
+        super().__init__(" ".join(f"{format_key_path(p.path)}: {p.render()}" for p in problems))
 
     @classmethod
     def one(cls, path: KeyPath, message: str) -> FieldProblems:
@@ -150,11 +150,18 @@ def _describe(error: Any, root: type[BaseModel]) -> tuple[KeyPath, str]:
         return loc, f"expected one of {ctx.get('expected')}, got {_got(value)}. Use one of those."
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
-        return loc, f"expected a number {words} {ctx.get(key)}, got {_got(value)}. Fix the value."
-    if kind in ("too_short", "too_long"):
+        bound = ctx.get(key)
+        shown = f"{bound:g}" if isinstance(bound, (int, float)) else str(bound)
+        return loc, f"expected a number {words} {shown}, got {_got(value)}. Fix the value."
+    if kind == "too_short":
         return loc, (
-            f"expected {ctx.get('min_length', 1)} to {ctx.get('max_length', 'any number of')} "
-            f"entries, got {ctx.get('actual_length')}. Fix the list."
+            f"expected at least {ctx.get('min_length')} entries, got "
+            f"{ctx.get('actual_length')}. Add entries to the list."
+        )
+    if kind == "too_long":
+        return loc, (
+            f"expected at most {ctx.get('max_length')} entries, got "
+            f"{ctx.get('actual_length')}. Remove entries from the list."
         )
     if kind == "string_pattern_mismatch":
         return loc, (
@@ -167,10 +174,20 @@ def _describe(error: Any, root: type[BaseModel]) -> tuple[KeyPath, str]:
     return loc, f"{error['msg']}; got {_got(value)}."
 
 
+def _has_nested(error: Any, errors: Sequence[Any]) -> bool:
+    loc = tuple(error["loc"])
+    return any(len(e["loc"]) > len(loc) and tuple(e["loc"][: len(loc)]) == loc for e in errors)
+
+
 def translate(exc: ValidationError, root: type[BaseModel], doc: YamlDocument) -> ConfigError:
     """One :class:`ConfigError` listing every problem in ``exc``, with file, line and key path."""
     entries: list[tuple[int, str]] = []
-    for error in exc.errors():
+    errors = exc.errors()
+    for error in errors:
+        if error["type"] in ("too_short", "too_long") and _has_nested(error, errors):
+            # pydantic counts only the valid items, so a list whose items are wrong is
+            # also "too short"; the item errors are the real news.
+            continue
         ctx = error.get("ctx") or {}
         inner = ctx.get("error")
         loc: KeyPath = tuple(error["loc"])

@@ -77,7 +77,11 @@ def _override_problems(name: str, spec: Any) -> list[Problem]:
                 f"unknown override key {unknown[0]!r}; allowed: {', '.join(sorted(_OVERRIDE_KEYS))}.",
             )
         ]
-    forms = [f for f in ("range", "values", "value") if (f in spec if f != "range" else "min" in spec or "max" in spec)]
+    forms = [
+        f
+        for f in ("range", "values", "value")
+        if (f in spec if f != "range" else "min" in spec or "max" in spec)
+    ]
     if len(forms) != 1:
         return [
             Problem(

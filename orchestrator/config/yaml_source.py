@@ -113,7 +113,9 @@ def read_yaml_file(path: str | Path) -> YamlDocument:
     file = Path(path)
     source = str(path)
     if not file.exists():
-        raise ConfigError(f"{source}: no such file. Check the path (it is relative to {Path.cwd()}).")
+        raise ConfigError(
+            f"{source}: no such file. Check the path (it is relative to {Path.cwd()})."
+        )
     if file.is_dir():
         raise ConfigError(f"{source}: is a directory; expected a YAML file.")
     try:
