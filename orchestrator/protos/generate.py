@@ -26,6 +26,7 @@ def generate(out_dir: Path) -> list[Path]:
             "protoc",
             f"-I{PROTO_DIR}",
             f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}",
             f"--grpc_python_out={out_dir}",
             str(PROTO_DIR / PROTO_NAME),
         ]
@@ -41,7 +42,7 @@ def generate(out_dir: Path) -> list[Path]:
         flags=re.M,
     )
     grpc_file.write_text(text)
-    return [out_dir / "ktcluster_pb2.py", grpc_file]
+    return [out_dir / "ktcluster_pb2.py", out_dir / "ktcluster_pb2.pyi", grpc_file]
 
 
 def main(argv: list[str] | None = None) -> int:

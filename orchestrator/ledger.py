@@ -1,0 +1,259 @@
+"""The ledger: an append-only SQLite log of trial events, the search's source of truth.
+
+Schema (see docs/architecture.md):
+
+- ``meta(key, value)``: search id, the frozen specs as JSON, the schema version.
+- ``events(seq, ts, kind, trial_id, attempt, worker_id, payload)``: one row per
+  transition. Rows are only ever inserted, so the cost per event is O(1) no
+  matter how many trials came before (Keras Tuner rewrites oracle.json, O(n),
+  on every trial).
+- ``oracle_snapshot(id=1, seq, state)``: the oracle's own decision state
+  (Hyperband brackets, seed state, grid cursor) as of event ``seq``. It is
+  upserted in the same transaction as the event that changed it, so a snapshot
+  is never ahead of or behind the events it belongs to.
+
+Durability: WAL mode. ``synchronous=NORMAL`` (the default) makes every commit
+durable against a crash of the chief process, the failure we promise to
+survive; only an OS crash or power loss can drop the last commits, and those
+are in-flight trials that resume re-runs anyway. ``FULL`` fsyncs each commit;
+BENCHMARKS.md gives the measured cost of both.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.errors import LedgerError
+
+LEDGER_FILE_NAME = "ledger.db"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    trial_id TEXT,
+    attempt INTEGER,
+    worker_id TEXT,
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS oracle_snapshot (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+"""
+
+
+class EventKind(str, Enum):
+    """What a ledger row records."""
+
+    CREATED = "created"  # the oracle produced a trial (payload: trial state)
+    ASSIGNED = "assigned"  # a worker leased an attempt
+    PROGRESS = "progress"  # an epoch report (payload: epoch, metrics)
+    REQUEUED = "requeued"  # an attempt ended without a result; the trial waits again
+    COMPLETED = "completed"  # final: metrics, score
+    FAILED = "failed"  # final: retries exhausted or non-retryable
+    SPACE = "space"  # the hyperparameter space grew (payload: HyperParameters config)
+    SEARCH = "search"  # the search changed state (payload: state, message)
+
+
+FINAL_KINDS = frozenset({EventKind.COMPLETED, EventKind.FAILED})
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One row of the events table."""
+
+    seq: int
+    ts: float
+    kind: EventKind
+    trial_id: str | None
+    attempt: int | None
+    worker_id: str | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event to append (the ledger assigns seq and ts)."""
+
+    kind: EventKind
+    trial_id: str | None = None
+    attempt: int | None = None
+    worker_id: str | None = None
+    payload: Mapping[str, Any] | None = None
+
+
+class Ledger:
+    """Append-only event log in ``<search_dir>/ledger.db``.
+
+    Thread safety: one connection, guarded by a lock; every public method is
+    safe to call from any thread. Each ``append`` is one committed transaction,
+    so when it returns the event is durable (see module docstring).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Clock | None = None,
+        synchronous: str = "NORMAL",
+        read_only: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        if synchronous not in ("NORMAL", "FULL"):
+            raise LedgerError(
+                f"ledger synchronous mode must be NORMAL or FULL, got {synchronous!r}"
+            )
+        if read_only:
+            if not self.path.exists():
+                raise LedgerError(
+                    f"{self.path}: no ledger here; expected a search directory made by `ktc submit`."
+                )
+            uri = f"file:{self.path}?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.executescript(_SCHEMA)
+        self._read_only = read_only
+
+    # ------------------------------------------------------------------ meta
+
+    def set_meta(self, values: Mapping[str, Any]) -> None:
+        """Store search-level facts (JSON-encoded), in one transaction."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                    [(k, json.dumps(v)) for k, v in values.items()],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def meta(self) -> dict[str, Any]:
+        """All search-level facts."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+        return {key: json.loads(value) for key, value in rows}
+
+    # ---------------------------------------------------------------- events
+
+    def append(
+        self,
+        kind: EventKind,
+        *,
+        trial_id: str | None = None,
+        attempt: int | None = None,
+        worker_id: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        snapshot: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Commit one event (and, atomically with it, the oracle snapshot)."""
+        return self.append_many(
+            [PendingEvent(kind, trial_id, attempt, worker_id, payload)], snapshot=snapshot
+        )
+
+    def append_many(
+        self, events: list[PendingEvent], *, snapshot: Mapping[str, Any] | None = None
+    ) -> int:
+        """Commit several events in one transaction; return the last seq."""
+        if self._read_only:
+            raise LedgerError(f"{self.path}: opened read-only")
+        ts = self._clock.wall()
+        rows = [
+            (
+                ts,
+                event.kind.value,
+                event.trial_id,
+                event.attempt,
+                event.worker_id,
+                json.dumps(dict(event.payload or {}), allow_nan=False),
+            )
+            for event in events
+        ]
+        snapshot_text = json.dumps(snapshot, allow_nan=False) if snapshot is not None else None
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                last_seq = 0
+                for row in rows:
+                    cursor = self._conn.execute(
+                        "INSERT INTO events(ts, kind, trial_id, attempt, worker_id, payload) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                    last_seq = int(cursor.lastrowid or 0)
+                if snapshot_text is not None:
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO oracle_snapshot(id, seq, state) VALUES (1, ?, ?)",
+                        (last_seq, snapshot_text),
+                    )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return last_seq
+
+    def events(self, *, after_seq: int = 0) -> Iterator[LedgerEvent]:
+        """Every event after ``after_seq``, in commit order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, ts, kind, trial_id, attempt, worker_id, payload FROM events "
+                "WHERE seq > ? ORDER BY seq",
+                (after_seq,),
+            ).fetchall()
+        for seq, ts, kind, trial_id, attempt, worker_id, payload in rows:
+            yield LedgerEvent(
+                seq=seq,
+                ts=ts,
+                kind=EventKind(kind),
+                trial_id=trial_id,
+                attempt=attempt,
+                worker_id=worker_id,
+                payload=json.loads(payload),
+            )
+
+    def count(self) -> int:
+        """How many events the ledger holds."""
+        with self._lock:
+            (n,) = self._conn.execute("SELECT COUNT(*) FROM events").fetchone()
+        return int(n)
+
+    def latest_snapshot(self) -> tuple[int, dict[str, Any]] | None:
+        """The oracle snapshot and the seq of the event it belongs to."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT seq, state FROM oracle_snapshot WHERE id = 1"
+            ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), json.loads(row[1])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

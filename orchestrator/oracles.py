@@ -1,0 +1,67 @@
+"""Build a Keras Tuner oracle from a :class:`SearchSpec`.
+
+Shared by the chief (which decides) and by workers (whose RemoteOracle needs
+the same ``objective`` and limits locally). Keras Tuner is imported lazily so
+modules that only need types don't pay for TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import keras_tuner
+
+    from orchestrator.config import SearchSpec
+
+# The chief owns retries and the consecutive-failure limit itself (leases,
+# tracebacks, a clean FAILED state), so Keras Tuner's own are turned off: its
+# limit raises inside end_trial and hangs its chief (KT-RAY-NOTES.md).
+_NO_LIMIT = 10**9
+
+
+def build_objective(search: SearchSpec) -> keras_tuner.Objective:
+    import keras_tuner
+
+    return keras_tuner.Objective(search.objective.name, search.objective.resolved_direction)
+
+
+def build_oracle(search: SearchSpec, hyperparameters: Any = None) -> keras_tuner.Oracle:
+    """A fresh oracle of the spec's type, with KT's own retry and failure limits off."""
+    import keras_tuner
+
+    spec = search.oracle
+    common: dict[str, Any] = {
+        "objective": build_objective(search),
+        "seed": spec.seed,
+        "hyperparameters": hyperparameters,
+        "max_retries_per_trial": 0,
+        "max_consecutive_failed_trials": _NO_LIMIT,
+    }
+    oracle: keras_tuner.Oracle
+    if spec.type == "random":
+        oracle = keras_tuner.oracles.RandomSearchOracle(max_trials=spec.max_trials, **common)
+    elif spec.type == "grid":
+        oracle = keras_tuner.oracles.GridSearchOracle(max_trials=spec.max_trials, **common)
+    elif spec.type == "bayesian":
+        oracle = keras_tuner.oracles.BayesianOptimizationOracle(
+            max_trials=spec.max_trials,
+            num_initial_points=spec.num_initial_points,
+            alpha=spec.alpha,
+            beta=spec.beta,
+            **common,
+        )
+    elif spec.type == "hyperband":
+        oracle = keras_tuner.oracles.HyperbandOracle(
+            max_epochs=spec.max_epochs,
+            factor=spec.factor,
+            hyperband_iterations=spec.hyperband_iterations,
+            **common,
+        )
+        # KT's Hyperband has no max_trials of its own; the base create_trial
+        # honours the attribute, so a user's cap still applies.
+        oracle.max_trials = spec.max_trials
+    else:  # pragma: no cover - the config literal rules this out
+        raise ValueError(f"unknown oracle type {spec.type!r}")
+    oracle._display.verbose = 0
+    return oracle
