@@ -308,12 +308,8 @@ def test_cli_up_dry_run_and_real(
     assert record.read_text().startswith(f"up -y {out_file}\n")
     assert "head_ip: 10.0.0.1" in record.read_text()
 
-    bin_dir2 = (
-        _fake_ray(tmp_path / "x", "echo 'Permission denied (publickey)' >&2; exit 1\n")
-        if (tmp_path / "x").mkdir() is None
-        else None
-    )
-    assert bin_dir2 is not None
+    (tmp_path / "failing").mkdir()
+    bin_dir2 = _fake_ray(tmp_path / "failing", "echo 'Permission denied (publickey)' >&2; exit 1\n")
     monkeypatch.setenv("PATH", f"{bin_dir2}:{os.environ['PATH']}")
     assert ktc_main(["cluster", "down", str(cluster), "--yes", "--no-ray-auth"]) == 1
     assert "Permission denied (publickey)" in capsys.readouterr().err
