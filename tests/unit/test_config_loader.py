@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,20 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"is a directory; expected a YAML file"):
         load_config(tmp_path)
+
+
+def test_reference_doc_examples_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (REPO / "docs" / "config-reference.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 2
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name in ("chief.pem", "chief-key.pem", "ca.pem"):
+        (certs / name).write_text("x")
+    monkeypatch.chdir(tmp_path)
+    kinds = []
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"doc{i}.yaml"
+        path.write_text(block)
+        kinds.append(load_config(path).kind)
+    assert kinds == ["cluster", "search"]
