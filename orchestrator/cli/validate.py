@@ -62,10 +62,23 @@ def check_file(path: str) -> FileReport:
         spec = load_config(path)
         if isinstance(spec, SearchSpec):
             check_importable(spec, [os.getcwd()], source=path)
+            _check_hypermodel_space(spec, path)
     except ConfigError as exc:
         return FileReport(file=path, spec=None, errors=(str(exc),))
     warnings = tuple(spec.warnings()) if isinstance(spec, ClusterSpec) else ()
     return FileReport(file=path, spec=spec, warnings=warnings)
+
+
+def _check_hypermodel_space(spec: SearchSpec, path: str) -> None:
+    """Check overrides and options against the hypermodel's own space (no TF import)."""
+    from workers.hypermodels import validate_overrides
+
+    try:
+        validate_overrides(spec.hypermodel)
+    except ConfigError as exc:
+        # The workers package names the file generically; name the real one.
+        message = str(exc).removeprefix("search.yaml: ")
+        raise ConfigError(f"{path}: {message}") from None
 
 
 def search_summary(spec: SearchSpec) -> dict[str, Any]:

@@ -305,6 +305,17 @@ MALFORMED: list[tuple[str, str, str]] = [
         r"min=64, max=16",
     ),
     (
+        "override-unknown-hyperparameter",
+        "hypermodel:\n  name: cnn\n  overrides:\n    filtrs: {min: 16, max: 32}\n",
+        r"bad\.yaml: hypermodel\.overrides\.filtrs: unknown hyperparameter for 'cnn'; "
+        r"did you mean 'filters'\?",
+    ),
+    (
+        "hypermodel-unknown-option",
+        "hypermodel: {name: sleep, options: {epoch_s: 0.1, bogus: 1}}\n",
+        r"bad\.yaml: hypermodel\.options\.bogus: unknown option for 'sleep'",
+    ),
+    (
         "override-unknown-key",
         "hypermodel:\n  name: cnn\n  overrides:\n    filters: {lo: 16}\n",
         r"hypermodel\.overrides\.filters\.lo: unknown override key 'lo'",
