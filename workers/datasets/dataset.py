@@ -182,11 +182,12 @@ def as_array(where: str, value: Any) -> np.ndarray:
         array = np.asarray(value)
     except Exception as exc:
         raise DatasetError(
-            f"{where}: expected an array, got {type(value).__name__}: {exc}"
+            f"{where}: expected a numeric array of one shape, got {type(value).__name__} ({exc}); "
+            "return numpy arrays."
         ) from exc
     if array.dtype == object:
         raise DatasetError(
-            f"{where}: expected a numeric array, got dtype object (ragged or mixed data of "
+            f"{where}: expected a numeric array of one shape, got dtype object (ragged or mixed data of "
             f"type {type(value).__name__}); return numpy arrays of one shape."
         )
     return array

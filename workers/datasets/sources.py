@@ -248,7 +248,8 @@ def _user_result(reference: str, result: Any) -> RawData:
                 as_array(f"{where}: {n}", v) for n, v in zip(names, result, strict=True)
             )
             return RawData(x, y, xv, yv)
-        if len(result) == 2 and all(isinstance(p, tuple | list) and len(p) == 2 for p in result):
+        # Pairs are tuples, data is arrays or lists: ([[1, 2], [3]], [0, 1]) is (x, y).
+        if len(result) == 2 and all(isinstance(p, tuple) and len(p) == 2 for p in result):
             (x, y), (xv, yv) = result
             return RawData(
                 as_array(f"{where}: x_train", x),
