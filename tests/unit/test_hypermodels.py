@@ -411,3 +411,16 @@ def test_user_reference_errors(user_module: str) -> None:
         resolve_hypermodel(spec("no_such_pkg_xyz:build"), (8, 8, 1), 10)
     with pytest.raises(ConfigError, match=r"options apply only to the built-in hypermodels"):
         validate_overrides(spec(f"{user_module}:build_model", options={"epoch_s": 1}))
+
+
+def test_cnn_rejects_flat_inputs_and_unknown_builtins() -> None:
+    from types import SimpleNamespace
+
+    with pytest.raises(
+        ConfigError, match=r"expected image inputs of shape \(H, W\).*use hypermodel: mlp"
+    ):
+        resolve_hypermodel(spec(), (64,), 10)
+    with pytest.raises(
+        ConfigError, match=r"unknown built-in hypermodel 'cnnn'; did you mean 'cnn'"
+    ):
+        validate_overrides(SimpleNamespace(name="cnnn", overrides={}, options={}))
