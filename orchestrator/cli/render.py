@@ -1,0 +1,205 @@
+"""Rich renderables shared by the ``ktc`` verbs (status, results, submit's progress).
+
+Everything here builds renderables from the status document (a plain dict,
+the same live or offline) or from :class:`~orchestrator.trials.TrialView`s;
+nothing prints. The verbs decide where the output goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.trials import TrialStatus, TrialView, rank_trials
+
+STATE_STYLES: dict[str, str] = {
+    "running": "bold cyan",
+    "completed": "bold green",
+    "failed": "bold red",
+    "cancelled": "bold yellow",
+    "interrupted": "bold magenta",
+}
+
+WORKER_STATE_STYLES: dict[str, str] = {
+    "running": "green",
+    "idle": "dim",
+    "pending": "yellow",
+    "draining": "cyan",
+    "starting": "blue",
+    "stopped": "dim",
+    "dead": "red",
+}
+
+TRIAL_STATUS_STYLES: dict[str, str] = {
+    TrialStatus.PENDING.value: "dim",
+    TrialStatus.RUNNING.value: "cyan",
+    TrialStatus.COMPLETED.value: "green",
+    TrialStatus.FAILED.value: "red",
+}
+
+
+def format_score(score: float | None) -> str:
+    """A score with enough digits to tell trials apart, or ``-``."""
+    return "-" if score is None else f"{score:.4f}"
+
+
+def format_value(value: Any) -> str:
+    """A hyperparameter value, short."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_hyperparameters(values: Mapping[str, Any], *, max_chars: int = 120) -> str:
+    """``name=value`` pairs, without Keras Tuner's bookkeeping (``tuner/...``)."""
+    text = " ".join(
+        f"{name}={format_value(value)}"
+        for name, value in values.items()
+        if not str(name).startswith("tuner/")
+    )
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``12.3s``, ``4m05s`` or ``-``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def state_line(document: Mapping[str, Any]) -> Text:
+    """``search <dir>: RUNNING - message`` with the state coloured."""
+    state = str(document.get("state", "?"))
+    line = Text()
+    line.append("search ", style="bold")
+    line.append(str(document.get("search_dir", "")))
+    line.append(": ")
+    line.append(state.upper(), style=STATE_STYLES.get(state, "bold"))
+    message = document.get("message")
+    if message:
+        line.append(f" - {message}")
+    return line
+
+
+def counts_line(document: Mapping[str, Any]) -> Text:
+    """Trials by status, out of ``max_trials``."""
+    counts: Mapping[str, int] = document.get("counts", {})
+    max_trials = document.get("max_trials")
+    line = Text("trials: ", style="bold")
+    parts = []
+    for status in TrialStatus:
+        parts.append((f"{counts.get(status.value, 0)} {status.value.lower()}", status.value))
+    for i, (part, status_value) in enumerate(parts):
+        if i:
+            line.append(", ")
+        line.append(part, style=TRIAL_STATUS_STYLES[status_value])
+    if max_trials is not None:
+        line.append(f" (max_trials {max_trials})")
+    return line
+
+
+def best_line(document: Mapping[str, Any]) -> Text:
+    """The best trial so far, or a note that there is none yet."""
+    best = document.get("best")
+    objective = str(document.get("objective", "score"))
+    line = Text("best: ", style="bold")
+    if not best:
+        line.append("no completed trial yet", style="dim")
+        return line
+    line.append(f"{objective} = {format_score(best.get('score'))}", style="bold green")
+    line.append(f"  trial {best.get('trial_id')}  ")
+    line.append(format_hyperparameters(best.get("hyperparameters") or {}), style="dim")
+    return line
+
+
+def workers_table(workers: Sequence[Mapping[str, Any]]) -> Table:
+    """One row per worker slot: node, GPUs, state, trial, epoch, pending reason."""
+    table = Table(title="workers", title_justify="left", expand=False)
+    for column in ("worker", "node", "GPUs", "state", "trial", "epoch", "pending reason"):
+        table.add_column(column, no_wrap=column != "pending reason")
+    for worker in workers:
+        state = str(worker.get("state", "?"))
+        gpus = worker.get("gpus") or []
+        epoch = worker.get("epoch")
+        table.add_row(
+            str(worker.get("worker_id", "?")),
+            str(worker.get("node", "?")),
+            ",".join(str(g) for g in gpus) if gpus else "cpu",
+            Text(state, style=WORKER_STATE_STYLES.get(state, "")),
+            str(worker.get("trial_id") or "-"),
+            "-" if epoch is None else str(epoch),
+            str(worker.get("pending_reason") or ""),
+        )
+    return table
+
+
+def render_status(document: Mapping[str, Any]) -> RenderableType:
+    """The whole ``ktc status`` view of a status document."""
+    parts: list[RenderableType] = [state_line(document), counts_line(document)]
+    workers = document.get("workers") or []
+    if workers:
+        parts.append(workers_table(workers))
+    elif document.get("state") != "running":
+        parts.append(Text("workers: none (no live chief)", style="dim"))
+    else:
+        parts.append(Text("workers: none reported", style="dim"))
+    parts.append(best_line(document))
+    return Group(*parts)
+
+
+def trials_table(
+    trials: Sequence[TrialView],
+    *,
+    objective: str,
+    title: str | None = None,
+    numbered: bool = True,
+) -> Table:
+    """Trials in the order given: rank, id, status, score, hyperparameters, attempts, worker, time."""
+    table = Table(title=title, title_justify="left")
+    if numbered:
+        table.add_column("#", justify="right")
+    table.add_column("trial", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column(objective, justify="right", no_wrap=True)
+    table.add_column("hyperparameters")
+    table.add_column("attempts", justify="right")
+    table.add_column("worker", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    for i, trial in enumerate(trials, start=1):
+        status = trial.status.value
+        hp_text = format_hyperparameters(trial.values)
+        if trial.status is TrialStatus.FAILED and trial.error_message:
+            hp_text = f"{hp_text}\n[error] {trial.error_message.strip().splitlines()[-1][:160]}"
+        row: list[Any] = [
+            trial.trial_id,
+            Text(status, style=TRIAL_STATUS_STYLES.get(status, "")),
+            format_score(trial.score),
+            hp_text,
+            str(trial.attempts),
+            trial.worker_id or "-",
+            format_duration(trial.duration_s),
+        ]
+        if numbered:
+            row.insert(0, str(i) if trial.status is TrialStatus.COMPLETED else "")
+        table.add_row(*row)
+    return table
+
+
+def top_trials_table(
+    trials: Sequence[TrialView], *, objective: str, direction: str, n: int = 5
+) -> Table:
+    """The ``n`` best completed trials, best first (submit's final table)."""
+    ranked = [t for t in rank_trials(list(trials), direction) if t.status is TrialStatus.COMPLETED]
+    return trials_table(
+        ranked[: max(n, 0)], objective=objective, title=f"top {min(n, len(ranked))} trials"
+    )

@@ -1,0 +1,63 @@
+"""``ktc results DIR [--json] [--top N]``: a search's trials, best first.
+
+Read from the ledger (opened read-only), so it works the same while the
+search runs, after it ended, and after its chief died. Completed trials come
+first, ranked by the objective; then the rest (running, pending, failed) by id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from orchestrator.cli.render import trials_table
+from orchestrator.errors import ConfigError
+from orchestrator.status import read_search
+from orchestrator.trials import TrialStatus, rank_trials
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``results`` verb to the ``ktc`` parser."""
+    parser = subparsers.add_parser(
+        "results",
+        help="list a search's trials, best first",
+        description="List a search's trials, best first (completed, ranked by the objective).",
+    )
+    parser.add_argument("search_dir", metavar="DIR", type=Path, help="the search directory")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list (trial_id, status, score, hyperparameters, metrics, attempts, "
+        "worker, duration_s)",
+    )
+    parser.add_argument(
+        "--top", type=int, default=None, metavar="N", help="only the N best completed trials"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the ranked trials as a table or JSON."""
+    if args.top is not None and args.top < 1:
+        raise ConfigError(f"--top: expected a number of trials >= 1, got {args.top}")
+    search = read_search(args.search_dir)
+    ranked = rank_trials(search.trials(), search.direction)
+    if args.top is not None:
+        ranked = [t for t in ranked if t.status is TrialStatus.COMPLETED][: args.top]
+    if args.json:
+        print(json.dumps([t.to_json() for t in ranked], indent=2))
+        return 0
+    console = Console()
+    done = sum(1 for t in ranked if t.status is TrialStatus.COMPLETED)
+    title = (
+        f"{search.spec.name}: {len(ranked)} trial(s), {done} completed, "
+        f"{search.objective} ({search.direction})"
+    )
+    console.print(trials_table(ranked, objective=search.objective, title=title))
+    if not ranked:
+        console.print("no trials yet", style="dim")
+    return 0
