@@ -205,14 +205,50 @@ def read_search(search_dir: Path | str) -> OfflineSearch:
     path = require_search_dir(Path(search_dir))
     with Ledger(path / LEDGER_FILE, read_only=True) as ledger:
         replayed = replay(ledger)
+    spec = stored_search_spec(replayed.meta, source=path / LEDGER_FILE)
+    return OfflineSearch(search_dir=path, spec=spec, replayed=replayed)
+
+
+# Oracle keys that belong to one oracle type (orchestrator.config.search._TYPE_KEYS).
+_TYPE_ONLY_ORACLE_KEYS: dict[str, tuple[str, ...]] = {
+    "hyperband": ("max_epochs", "factor", "hyperband_iterations"),
+    "bayesian": ("num_initial_points", "alpha", "beta"),
+}
+
+
+def stored_search_spec(meta: dict[str, Any], *, source: Path | str = LEDGER_FILE) -> SearchSpec:
+    """The SearchSpec stored in the ledger meta (``search_spec``).
+
+    A spec dumped with every default (``model_dump()``) does not validate
+    again: OracleSpec refuses another type's keys once they are *set*, and a
+    full dump sets them all. Those keys (and hyperband's ``max_trials``) carry
+    only defaults for other oracle types, so they are dropped before
+    validating.
+    """
     try:
-        spec = SearchSpec.model_validate(replayed.meta["search_spec"])
-    except (KeyError, ValueError) as exc:
+        data = dict(meta["search_spec"])
+    except (KeyError, TypeError, ValueError) as exc:
         raise LedgerError(
-            f"{path / LEDGER_FILE}: the stored search spec is unreadable ({exc}); "
+            f"{source}: no search spec in the ledger meta ({exc}); expected a directory "
+            "made by `ktc submit`"
+        ) from exc
+    oracle = dict(data.get("oracle") or {})
+    kind = oracle.get("type", "random")
+    for owner, keys in _TYPE_ONLY_ORACLE_KEYS.items():
+        if owner != kind:
+            for key in keys:
+                oracle.pop(key, None)
+    if kind == "hyperband":
+        oracle.pop("max_trials", None)
+    if oracle:
+        data["oracle"] = oracle
+    try:
+        return SearchSpec.model_validate(data)
+    except ValueError as exc:
+        raise LedgerError(
+            f"{source}: the stored search spec is unreadable ({exc}); "
             "was this directory written by another ktcluster version?"
         ) from exc
-    return OfflineSearch(search_dir=path, spec=spec, replayed=replayed)
 
 
 def live_chief(search_dir: Path) -> ChiefInfo | None:
