@@ -1,0 +1,91 @@
+"""Shared fixtures for the chief's tests: a search directory, a fake clock, a
+unit-level broker factory (no network) and a started chief (real gRPC on a free
+port)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The chief and its tests never need a GPU; keep TF off any that exist.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture
+def search_dir(tmp_path: Path) -> Path:
+    """An empty directory for one search (the chief creates it)."""
+    return tmp_path / "search"
+
+
+@pytest.fixture
+def fake_clock() -> Any:
+    """A clock that moves only when the test advances it."""
+    from orchestrator.clock import FakeClock
+
+    return FakeClock()
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path, fake_clock: Any) -> Iterator[Callable[..., Any]]:
+    """Build a TrialBroker over a real Ledger in tmp_path and a real OracleHost.
+
+    ``make_broker(search, initial_space=None, ledger_name="ledger.db")`` records
+    the initial space and the RUNNING state, as Chief.create does.
+    """
+    from orchestrator.broker import TrialBroker
+    from orchestrator.ledger import Ledger
+    from orchestrator.oracle_host import OracleHost
+
+    ledgers: list[Any] = []
+
+    def build(search: Any, *, initial_space: Any = None, ledger_name: str = "ledger.db") -> Any:
+        ledger = Ledger(tmp_path / ledger_name, clock=fake_clock)
+        ledgers.append(ledger)
+        host = OracleHost(search, initial_space=initial_space)
+        broker = TrialBroker(
+            search=search, ledger=ledger, oracle_host=host, clock=fake_clock, long_poll_s=0.0
+        )
+        space = host.space_config()
+        if space.get("space"):
+            broker.record_space(space)
+        broker.set_running("search started")
+        return broker
+
+    yield build
+    for ledger in ledgers:
+        try:
+            ledger.close()
+        except Exception:  # already closed by the test
+            pass
+
+
+@pytest.fixture
+def start_chief(search_dir: Path) -> Iterator[Callable[..., Any]]:
+    """``start_chief(search, **create_kwargs) -> (chief, endpoint)``: a Chief
+    created in ``search_dir`` and started on a free 127.0.0.1 port. Closed at
+    teardown (after cancelling, so no worker thread stays blocked)."""
+    from orchestrator.chief import Chief
+
+    chiefs: list[Any] = []
+
+    def start(search: Any, directory: Path | None = None, **kwargs: Any) -> tuple[Any, Any]:
+        chief = Chief.create(search, directory or search_dir, **kwargs)
+        chiefs.append(chief)
+        endpoint = chief.start()
+        return chief, endpoint
+
+    yield start
+    for chief in chiefs:
+        try:
+            chief.cancel(now=True)
+        except Exception:
+            pass
+        try:
+            chief.close(grace_s=0.2)
+        except Exception:
+            pass
