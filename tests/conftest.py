@@ -4,6 +4,7 @@ port)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,10 +59,8 @@ def make_broker(tmp_path: Path, fake_clock: Any) -> Iterator[Callable[..., Any]]
 
     yield build
     for ledger in ledgers:
-        try:
+        with contextlib.suppress(Exception):  # already closed by the test
             ledger.close()
-        except Exception:  # already closed by the test
-            pass
 
 
 @pytest.fixture
@@ -81,11 +80,7 @@ def start_chief(search_dir: Path) -> Iterator[Callable[..., Any]]:
 
     yield start
     for chief in chiefs:
-        try:
+        with contextlib.suppress(Exception):
             chief.cancel(now=True)
-        except Exception:
-            pass
-        try:
+        with contextlib.suppress(Exception):
             chief.close(grace_s=0.2)
-        except Exception:
-            pass

@@ -1,0 +1,279 @@
+"""The broker's state machine without a network: EndTrial idempotency, stale
+tokens, the consecutive-failure limit, long-polls that do not spin the oracle,
+and a slow oracle that must not block EndTrial or heartbeats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.broker import AssignmentKind, TrialBroker, check_metrics
+from orchestrator.errors import InvalidRequestError, StaleLeaseError
+from orchestrator.oracle_host import OracleHost
+from orchestrator.trials import AttemptStatus, SearchState, TrialStatus
+from tests.helpers import float_space, ledger_rows, make_search
+
+
+def _broker(make_broker: Callable[..., TrialBroker], max_trials: int = 5, **failure: Any) -> Any:
+    search = make_search(
+        {"type": "random", "max_trials": max_trials, "seed": 1},
+        failure={"retries_per_trial": 1, **failure},
+    )
+    return make_broker(search, initial_space=float_space())
+
+
+def test_end_trial_twice_records_once(
+    make_broker: Callable[..., TrialBroker], tmp_path: Path
+) -> None:
+    broker = _broker(make_broker)
+    a = broker.create_trial("w0", wait_s=0)
+    first = broker.end_trial(
+        a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": 0.7}
+    )
+    n = len(ledger_rows(tmp_path / "ledger.db"))
+    second = broker.end_trial(
+        a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": 0.7}
+    )
+    assert first.recorded and not second.recorded
+    assert first.final_status is second.final_status is TrialStatus.COMPLETED
+    assert len(ledger_rows(tmp_path / "ledger.db")) == n
+    completed = [r for r in ledger_rows(tmp_path / "ledger.db") if r[1] == "completed"]
+    assert [(tid, att) for _, _, tid, att in completed] == [(a.trial_id, 1)]
+
+
+def test_retried_end_of_a_requeued_attempt_is_idempotent_too(
+    make_broker: Callable[..., TrialBroker], tmp_path: Path
+) -> None:
+    broker = _broker(make_broker)
+    a = broker.create_trial("w0", wait_s=0)
+    broker.end_trial(
+        a.trial_id, a.token, status=AttemptStatus.INVALID, metrics={}, error_message="x"
+    )
+    n = len(ledger_rows(tmp_path / "ledger.db"))
+    again = broker.end_trial(a.trial_id, a.token, status=AttemptStatus.INVALID, metrics={})
+    assert not again.recorded and again.final_status is TrialStatus.PENDING
+    assert len(ledger_rows(tmp_path / "ledger.db")) == n
+
+
+def test_stale_token_is_refused_and_ignored(
+    make_broker: Callable[..., TrialBroker], fake_clock: Any, tmp_path: Path
+) -> None:
+    broker = _broker(make_broker, lease_timeout_s=5.0)
+    a = broker.create_trial("w0", wait_s=0)
+    fake_clock.advance(6.0)
+    broker.expire_leases()
+    b = broker.create_trial("w1", wait_s=0)
+    assert b.trial_id == a.trial_id and b.attempt == 2
+    n = len(ledger_rows(tmp_path / "ledger.db"))
+    with pytest.raises(
+        StaleLeaseError, match=r"not the current attempt's \(attempt 2 is held by w1\)"
+    ):
+        broker.end_trial(a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": 9})
+    with pytest.raises(StaleLeaseError, match="its result is ignored"):
+        broker.report(a.trial_id, a.token, epoch=3, metrics={"score": 9})
+    assert len(ledger_rows(tmp_path / "ledger.db")) == n
+    assert broker.get_trial(a.trial_id).status is TrialStatus.RUNNING
+    assert broker.get_trial(a.trial_id).score is None
+    # The current attempt still ends normally, and then every token is stale.
+    broker.end_trial(b.trial_id, b.token, status=AttemptStatus.COMPLETED, metrics={"score": 1})
+    with pytest.raises(StaleLeaseError, match="already ended as COMPLETED"):
+        broker.end_trial(a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": 9})
+    assert broker.get_trial(a.trial_id).score == 1
+
+
+def test_unknown_trial_id_is_invalid(make_broker: Callable[..., TrialBroker]) -> None:
+    broker = _broker(make_broker)
+    with pytest.raises(InvalidRequestError, match="unknown trial id '42'"):
+        broker.end_trial("42", "tok", status=AttemptStatus.COMPLETED, metrics={"score": 1})
+    with pytest.raises(InvalidRequestError, match="unknown trial id"):
+        broker.report("42", "tok", epoch=0, metrics={})
+
+
+def test_completed_without_objective_is_invalid_and_retried(
+    make_broker: Callable[..., TrialBroker],
+) -> None:
+    broker = _broker(make_broker)
+    a = broker.create_trial("w0", wait_s=0)
+    out = broker.end_trial(a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"acc": 1})
+    assert out.final_status is TrialStatus.PENDING
+    assert "the objective 'score' is missing" in (broker.get_trial(a.trial_id).error_message or "")
+
+
+@pytest.mark.parametrize(
+    ("metrics", "match"),
+    [
+        ({"score": float("nan")}, "expected a finite number"),
+        ({"score": float("inf")}, "expected a finite number"),
+        ({"": 1.0}, "metric names must be printable"),
+        ({"a\x00b": 1.0}, "metric names must be printable"),
+        ({"x" * 201: 1.0}, "metric names must be printable"),
+        ({f"m{i}": 1.0 for i in range(257)}, "at most 256 entries"),
+    ],
+)
+def test_check_metrics_rejects(metrics: dict[str, float], match: str) -> None:
+    with pytest.raises(InvalidRequestError, match=match):
+        check_metrics(metrics)
+
+
+def test_consecutive_failures_end_the_search_quoting_the_last_error(
+    make_broker: Callable[..., TrialBroker],
+) -> None:
+    broker = _broker(
+        make_broker, max_trials=10, max_consecutive_failed_trials=3, retries_per_trial=0
+    )
+    for i in range(3):
+        a = broker.create_trial("w0", wait_s=0)
+        broker.end_trial(
+            a.trial_id,
+            a.token,
+            status=AttemptStatus.INVALID,
+            metrics={},
+            error_message=f"ValueError: bad layer {i}",
+            traceback_tail="Traceback ...",
+        )
+    assert broker.state is SearchState.FAILED
+    assert "3 consecutive trials failed" in broker.message
+    assert "ValueError: bad layer 2" in broker.message
+    assert broker.create_trial("w0", wait_s=0).kind is AssignmentKind.STOP
+    assert broker.wait_finished(0) is SearchState.FAILED
+
+
+def test_success_resets_the_consecutive_failure_count(
+    make_broker: Callable[..., TrialBroker],
+) -> None:
+    broker = _broker(
+        make_broker, max_trials=10, max_consecutive_failed_trials=2, retries_per_trial=0
+    )
+    for status in ("FAILED", "COMPLETED", "FAILED", "COMPLETED"):
+        a = broker.create_trial("w0", wait_s=0)
+        broker.end_trial(
+            a.trial_id,
+            a.token,
+            status=AttemptStatus(status),
+            metrics={"score": 1.0},
+            error_message="e",
+        )
+    assert broker.state is SearchState.RUNNING
+
+
+class _CountingHost(OracleHost):
+    """An OracleHost that counts create_trial calls and can be made slow."""
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self.creates = 0
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+
+    def create_trial(self) -> Any:
+        self.creates += 1
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(10.0)
+        return super().create_trial()
+
+
+def _counting_broker(tmp_path: Path, fake_clock: Any, oracle: dict[str, Any]) -> TrialBroker:
+    from orchestrator.ledger import Ledger
+
+    search = make_search(oracle, failure={"retries_per_trial": 0})
+    host = _CountingHost(search, initial_space=float_space())
+    broker = TrialBroker(
+        search=search,
+        ledger=Ledger(tmp_path / "counting.db", clock=fake_clock),
+        oracle_host=host,
+        clock=fake_clock,
+        long_poll_s=0.3,
+    )
+    broker.set_running("start")
+    return broker
+
+
+def test_idle_long_poll_asks_the_oracle_once_per_change(tmp_path: Path, fake_clock: Any) -> None:
+    """Hyperband waiting on a round answers IDLE; waiting workers must long-poll
+    on the condition, not re-ask the oracle in a loop."""
+    broker = _counting_broker(
+        tmp_path, fake_clock, {"type": "hyperband", "seed": 1, "max_epochs": 3, "factor": 3}
+    )
+    host = broker.oracle_host
+    assert isinstance(host, _CountingHost)
+    first_round = []
+    while True:
+        a = broker.create_trial("w0", wait_s=0)
+        if a.kind is not AssignmentKind.TRIAL:
+            break
+        first_round.append(a)
+    assert len(first_round) >= 2
+    creates = host.creates
+    started = time.monotonic()
+    answer = broker.create_trial("w1", wait_s=1.0)
+    assert answer.kind is AssignmentKind.WAIT
+    assert time.monotonic() - started >= 0.9  # it long-polled
+    assert host.creates == creates  # and asked the oracle nothing new
+    # An end is a change: a waiting worker asks the oracle again and gets the continuation.
+    for a in first_round:
+        broker.end_trial(a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": 1})
+    nxt = broker.create_trial("w1", wait_s=1.0)
+    assert nxt.kind is AssignmentKind.TRIAL
+    assert nxt.values is not None and "tuner/trial_id" in nxt.values
+
+
+def test_slow_oracle_does_not_block_end_trial_or_heartbeats(
+    tmp_path: Path, fake_clock: Any
+) -> None:
+    broker = _counting_broker(tmp_path, fake_clock, {"type": "random", "max_trials": 5, "seed": 1})
+    host = broker.oracle_host
+    assert isinstance(host, _CountingHost)
+    a = broker.create_trial("w0", wait_s=0)
+    host.gate = threading.Event()
+    host.entered.clear()
+    result: list[Any] = []
+    slow = threading.Thread(target=lambda: result.append(broker.create_trial("w1", wait_s=5)))
+    slow.start()
+    try:
+        assert host.entered.wait(5.0)  # w1 is inside the (blocked) oracle call
+        t0 = time.monotonic()
+        broker.report(a.trial_id, a.token, epoch=-1, metrics={})
+        out = broker.end_trial(
+            a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": 1}
+        )
+        assert out.recorded
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        host.gate.set()
+        slow.join(10.0)
+    assert result and result[0].kind is AssignmentKind.TRIAL
+    # The end was queued during the oracle call; it reaches the oracle before
+    # the oracle's next decision.
+    host.gate = None
+    broker.create_trial("w2", wait_s=0)
+    assert host.oracle.trials[a.trial_id].status == "COMPLETED"
+
+
+def test_oracle_exception_does_not_leak_keras_tuner_lock(
+    tmp_path: Path, fake_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = _counting_broker(tmp_path, fake_clock, {"type": "random", "max_trials": 5, "seed": 1})
+    oracle = broker.oracle_host.oracle
+    calls = {"n": 0}
+    original = type(oracle).populate_space
+
+    def flaky(self: Any, trial_id: str) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("oracle bug")
+        return original(self, trial_id)
+
+    monkeypatch.setattr(type(oracle), "populate_space", flaky)
+    with pytest.raises(RuntimeError, match="oracle bug"):
+        broker.create_trial("w0", wait_s=0)
+    done: list[Any] = []
+    t = threading.Thread(target=lambda: done.append(broker.create_trial("w0", wait_s=0)))
+    t.start()
+    t.join(5.0)
+    assert done and done[0].kind is AssignmentKind.TRIAL, "the oracle stayed locked"
