@@ -1,0 +1,71 @@
+"""``ktc export DIR --out best.keras [--rank N] [--verify]``: save a trial's model.
+
+Rebuilds the trial at rank N (1 = best) from the search directory alone (no
+live chief needed) and writes a ``.keras`` file that loads with
+``keras.models.load_model``, with the best epoch's weights. ``--verify``
+evaluates it on the search's validation set and prints the result next to the
+recorded score (exit 1 when they differ).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from orchestrator.cli.render import format_hyperparameters, format_score
+from orchestrator.export import check_out_path, export_model, verify_export
+
+# Float rounding between fit's validation pass and evaluate() stays far below this.
+VERIFY_TOLERANCE = 1e-4
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``export`` verb to the ``ktc`` parser."""
+    parser = subparsers.add_parser(
+        "export",
+        help="save a trial's model as a .keras file",
+        description=(
+            "Rebuild a trial's model (the best, or --rank N) with its best epoch's weights "
+            "and save it as a .keras file that keras.models.load_model reads."
+        ),
+    )
+    parser.add_argument("search_dir", metavar="DIR", type=Path, help="the search directory")
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="FILE.keras", help="where to write the model"
+    )
+    parser.add_argument(
+        "--rank", type=int, default=1, metavar="N", help="1 = the best trial (default), 2 = next"
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="evaluate the exported model on the validation set and compare with the score",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, optionally verify, and say what was written."""
+    check_out_path(args.out)  # before importing TensorFlow
+    result = export_model(args.search_dir, args.out, rank=args.rank)
+    print(
+        f"exported trial {result.trial_id} (rank {args.rank}, score "
+        f"{format_score(result.score)}) to {result.out_path}"
+    )
+    print(f"hyperparameters: {format_hyperparameters(result.hyperparameters, max_chars=400)}")
+    if not args.verify:
+        return 0
+    check = verify_export(args.search_dir, result)
+    recorded = "-" if check.recorded is None else f"{check.recorded:.6f}"
+    print(
+        f"verify: {check.metric} on the validation set = {check.evaluated:.6f}; recorded {recorded}"
+    )
+    difference = check.difference
+    if difference is not None and difference > VERIFY_TOLERANCE:
+        print(
+            f"verify: MISMATCH by {difference:.6f}; the checkpoint may not be the best epoch's "
+            "(or the dataset changed since the search ran)"
+        )
+        return 1
+    return 0

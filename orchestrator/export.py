@@ -1,0 +1,247 @@
+"""Rebuild a trial's model from the search directory and save it as one ``.keras`` file.
+
+What a trial leaves behind (see ``orchestrator/artifacts.py``): its
+hyperparameters in the ledger (Keras Tuner's ``Trial.get_state()``), and under
+``<search_dir>/trials/<trial_id>/`` the best epoch's weights
+(``checkpoint.weights.h5``, written by Keras Tuner's ``SaveBestEpoch``) and the
+model's ``build_config.json``. The model is rebuilt the way Keras Tuner's own
+``Tuner.load_model`` does it: build from the hyperparameters, build the
+weights from the build config when needed, load the checkpoint. The ledger
+meta's ``search_spec`` names the hypermodel, and ``dataset_info`` (written by
+``ktc submit``) gives the input shape, the number of classes and the label
+form the hypermodel was built with.
+
+TensorFlow and Keras are imported only when a model is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ConfigError, KtClusterError
+from orchestrator.search_dir import TRIALS_DIR
+from orchestrator.status import OfflineSearch, read_search
+from orchestrator.trials import TrialStatus, TrialView, rank_trials
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.weights.h5"
+BUILD_CONFIG_FILE = "build_config.json"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export_model`` wrote."""
+
+    trial_id: str
+    score: float | None
+    out_path: Path
+    hyperparameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The exported model evaluated on the search's validation set."""
+
+    metric: str  # the objective's name, e.g. val_accuracy
+    evaluated: float
+    recorded: float | None
+
+    @property
+    def difference(self) -> float | None:
+        """``|evaluated - recorded|``, or None when no score was recorded."""
+        return None if self.recorded is None else abs(self.evaluated - self.recorded)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The ledger meta's ``dataset_info``: what the hypermodel was built for."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    label_mode: str
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], search_dir: Path) -> DatasetInfo:
+        """Parse ``meta["dataset_info"]``; KtClusterError naming the fix when absent or bad."""
+        info = meta.get("dataset_info")
+        if not isinstance(info, dict):
+            raise KtClusterError(
+                f"{search_dir}: the ledger has no dataset_info (input shape, classes), so the "
+                "model cannot be rebuilt; the search was made before `ktc submit` recorded it. "
+                "Re-run the search with this version to export its models."
+            )
+        try:
+            return cls(
+                input_shape=tuple(int(d) for d in info["input_shape"]),
+                num_classes=int(info["num_classes"]),
+                label_mode=str(info.get("label_mode", "int")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KtClusterError(
+                f"{search_dir}: the ledger's dataset_info is malformed ({exc!r}); expected "
+                '{"input_shape": [...], "num_classes": n, "label_mode": "int"|"onehot"}, '
+                f"got {info!r}"
+            ) from exc
+
+
+def pick_trial(search: OfflineSearch, rank: int) -> TrialView:
+    """The completed trial at ``rank`` (1 = best)."""
+    if rank < 1:
+        raise ConfigError(f"--rank: expected 1 (the best trial) or more, got {rank}")
+    completed = [
+        t
+        for t in rank_trials(search.trials(), search.direction)
+        if t.status is TrialStatus.COMPLETED
+    ]
+    if not completed:
+        raise KtClusterError(
+            f"{search.search_dir}: no completed trial to export yet; see `ktc status "
+            f"{search.search_dir}`"
+        )
+    if rank > len(completed):
+        raise KtClusterError(
+            f"--rank {rank}: the search has only {len(completed)} completed trial(s); "
+            f"pick a rank from 1 to {len(completed)} (see `ktc results {search.search_dir}`)"
+        )
+    return completed[rank - 1]
+
+
+def check_out_path(out_path: Path) -> Path:
+    """The output path, checked to end in ``.keras`` (the format load_model reads)."""
+    path = Path(out_path)
+    if path.suffix != ".keras":
+        raise ConfigError(
+            f"--out {path}: the file name must end in .keras (Keras' native format, read by "
+            f"keras.models.load_model); got {path.suffix or 'no extension'!r}, "
+            f"e.g. --out {path.with_suffix('.keras').name}"
+        )
+    if path.is_dir():
+        raise ConfigError(f"--out {path}: is a directory; give a file name ending in .keras")
+    return path
+
+
+def export_model(search_dir: Path | str, out_path: Path | str, rank: int = 1) -> ExportResult:
+    """Rebuild the trial at ``rank`` (1 = best) and save it to ``out_path`` (``.keras``).
+
+    The file loads with ``keras.models.load_model`` (compiled, with the best
+    epoch's weights). Raises KtClusterError (ConfigError for bad arguments)
+    naming what is missing and how to fix it.
+    """
+    out = check_out_path(Path(out_path))
+    search = read_search(search_dir)
+    if search.spec.hypermodel.name == "sleep":
+        raise KtClusterError(
+            f"{search.search_dir}: the sleep benchmark hypermodel has no model to export"
+        )
+    trial = pick_trial(search, rank)
+    info = DatasetInfo.from_meta(search.replayed.meta, search.search_dir)
+    trial_dir = search.search_dir / TRIALS_DIR / trial.trial_id
+    checkpoint = trial_dir / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        raise KtClusterError(
+            f"trial {trial.trial_id} has no checkpoint in {trial_dir}; it was run by an older "
+            "version or its upload failed. Export another rank (--rank) or re-run the search."
+        )
+    hp_config = trial.trial_state.get("hyperparameters")
+    if not isinstance(hp_config, dict):
+        raise KtClusterError(
+            f"trial {trial.trial_id}: the ledger holds no hyperparameters for it "
+            f"(trial state keys: {sorted(trial.trial_state)}); the ledger may be damaged"
+        )
+    model = _rebuild(search, info, hp_config, trial_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Write next to the target and rename, so a reader never sees half a model.
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("exported trial %s to %s", trial.trial_id, out)
+    return ExportResult(
+        trial_id=trial.trial_id,
+        score=trial.score,
+        out_path=out,
+        hyperparameters=dict(trial.values),
+    )
+
+
+def _rebuild(
+    search: OfflineSearch, info: DatasetInfo, hp_config: dict[str, Any], trial_dir: Path
+) -> Any:
+    import keras_tuner
+
+    from workers.hypermodels import resolve_hypermodel
+
+    hp = keras_tuner.HyperParameters.from_config(hp_config)
+    hypermodel = resolve_hypermodel(
+        search.spec.hypermodel, info.input_shape, info.num_classes, label_mode=info.label_mode
+    )
+    model = hypermodel.build(hp)
+    if not model.built:
+        build_config = trial_dir / BUILD_CONFIG_FILE
+        if not build_config.is_file():
+            raise KtClusterError(
+                f"trial {trial_dir.name} has no {BUILD_CONFIG_FILE} in {trial_dir} and its model "
+                "is not built by its hypermodel; it was run by an older version or its upload "
+                "failed"
+            )
+        model.build_from_config(json.loads(build_config.read_text()))
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        # The checkpoint holds the optimizer's slots too; build them so they
+        # load (and the exported model can resume training) instead of being
+        # skipped with a warning.
+        optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(trial_dir / CHECKPOINT_FILE)
+    except ValueError as exc:
+        raise KtClusterError(
+            f"trial {trial_dir.name}: {CHECKPOINT_FILE} does not fit the model rebuilt from its "
+            f"hyperparameters ({exc}); was the hypermodel's code changed since the search ran?"
+        ) from exc
+    return model
+
+
+def verify_export(search_dir: Path | str, result: ExportResult) -> VerifyResult:
+    """Load the exported file and evaluate it on the search's validation set.
+
+    The recorded score is the best epoch's value of the objective, and the
+    checkpoint holds that epoch's weights, so a ``val_*`` objective evaluates
+    to the recorded score (up to float rounding).
+    """
+    import keras
+
+    from workers.datasets import load_dataset
+
+    search = read_search(search_dir)
+    if search.spec.dataset is None:
+        raise KtClusterError(
+            f"{search.search_dir}: the search names no dataset (its user code loads the data), "
+            "so --verify cannot evaluate the model; evaluate it yourself with "
+            "keras.models.load_model"
+        )
+    dataset = load_dataset(search.spec.dataset)
+    model = keras.models.load_model(result.out_path)
+    values = model.evaluate(
+        dataset.x_val,
+        dataset.y_val,
+        batch_size=search.spec.training.batch_size,
+        return_dict=True,
+        verbose=0,
+    )
+    objective = search.objective
+    metric = objective.removeprefix("val_")
+    if metric not in values:
+        raise KtClusterError(
+            f"the exported model reports {sorted(values)} on the validation set, not "
+            f"{metric!r} (the objective {objective!r}); compare them with the recorded metrics "
+            f"in `ktc results {search.search_dir} --json`"
+        )
+    return VerifyResult(metric=objective, evaluated=float(values[metric]), recorded=result.score)
