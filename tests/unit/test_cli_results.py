@@ -140,3 +140,13 @@ def test_status_cli_json_and_table(make_finished_search: Any, capsys: Any) -> No
     assert main(["status", str(directory)]) == 0
     out = capsys.readouterr().out
     assert "INTERRUPTED" in out and "0.9000" in out and "1 running" in out
+
+
+def test_status_watch_stops_at_a_final_state(make_finished_search: Any, capsys: Any) -> None:
+    directory, _ = make_finished_search("max", [0.5])
+    # Interrupted is final: one render, no waiting.
+    assert main(["status", str(directory), "--watch", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["state"] == "interrupted"
+    assert main(["status", str(directory), "--watch"]) == 0
+    assert "INTERRUPTED" in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ def _run_three_trials(client: TrialClient) -> dict[str, str]:
 
 
 @pytest.fixture
-def live_search(start_chief: Any, search_dir: Path) -> tuple[Any, TrialClient, dict[str, str]]:
+def live_search(
+    start_chief: Any, search_dir: Path
+) -> Iterator[tuple[Any, TrialClient, dict[str, str]]]:
     search = make_search({"type": "random", "max_trials": 5, "seed": 1})
     chief, endpoint = start_chief(search, initial_space=float_space(), long_poll_s=0.2)
     client = TrialClient(endpoint.address, endpoint.token, worker_id="w0", reconnect_timeout_s=2.0)
@@ -254,3 +257,36 @@ def test_stored_search_spec_missing() -> None:
 
     with pytest.raises(LedgerError, match="no search spec in the ledger meta"):
         stored_search_spec({})
+
+
+def test_render_status_shows_workers_and_best() -> None:
+    from rich.console import Console
+
+    from orchestrator.cli.render import render_status
+
+    doc = build_status_document(
+        search_dir="/runs/s1",
+        search_id="s",
+        state="running",
+        message="search started",
+        trials=[],
+        objective="val_accuracy",
+        direction="max",
+        max_trials=8,
+        workers=[
+            WorkerStatus("gpu-a-w0", "gpu-a", [0, 1], "running", trial_id="3", epoch=4),
+            WorkerStatus(
+                "gpu-b-w0", "gpu-b", [2], "pending", pending_reason="no node has 1 free GPU"
+            ),
+            WorkerStatus("local-w0", "local", [], "draining", trial_id="5", epoch=0),
+        ],
+        chief={"address": "127.0.0.1:5000", "pid": 1},
+    )
+    console = Console(record=True, width=160)
+    console.print(render_status(doc))
+    text = console.export_text()
+    assert "RUNNING - search started" in text
+    assert "0 completed" in text and "max_trials 8" in text
+    for needle in ("gpu-a-w0", "0,1", "pending", "no node has 1 free GPU", "draining", "cpu"):
+        assert needle in text
+    assert "no completed trial yet" in text
