@@ -217,6 +217,7 @@ def test_idle_long_poll_asks_the_oracle_once_per_change(tmp_path: Path, fake_clo
     assert host.creates == creates  # and asked the oracle nothing new
     # An end is a change: a waiting worker asks the oracle again and gets the continuation.
     for a in first_round:
+        assert a.trial_id is not None
         broker.end_trial(a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": 1})
     nxt = broker.create_trial("w1", wait_s=1.0)
     assert nxt.kind is AssignmentKind.TRIAL
@@ -230,6 +231,7 @@ def test_slow_oracle_does_not_block_end_trial_or_heartbeats(
     host = broker.oracle_host
     assert isinstance(host, _CountingHost)
     a = broker.create_trial("w0", wait_s=0)
+    assert a.trial_id is not None
     host.gate = threading.Event()
     host.entered.clear()
     result: list[Any] = []

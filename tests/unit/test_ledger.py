@@ -216,7 +216,9 @@ def test_replay_round_trip_every_oracle(
     assert len(set(new_ids)) == len(new_ids)
     # Each trial has exactly one final event in the ledger.
     finals = [
-        tid for _, k, tid, _ in ledger_rows(tmp_path / "ledger.db") if k in ("completed", "failed")
+        str(tid)
+        for _, k, tid, _ in ledger_rows(tmp_path / "ledger.db")
+        if k in ("completed", "failed")
     ]
     assert sorted(finals) == sorted(set(finals)) == sorted(views(second))
     assert second.state.value == "completed"
