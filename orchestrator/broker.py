@@ -12,9 +12,10 @@ Concurrency (the reason for the shape of this class):
 - The oracle is never called under that lock. A Bayesian GP fit inside
   ``create_trial`` can take seconds; Report and EndTrial must not wait for it.
   EndTrial therefore commits the result and queues the oracle update in
-  ``_pending_ends``; the next oracle call (or the background applier) drains
-  the queue first, in commit order, so the oracle sees every result before it
-  decides again.
+  ``_pending_ends``; the next oracle call (``create_trial``, or
+  ``apply_pending_ends`` at shutdown) drains the queue first, in commit order,
+  so the oracle sees every result before it decides again. Reads never go to
+  the oracle: they come from the broker's own records.
 - Only one thread at a time asks the oracle (``_oracle_busy``); the others
   long-poll on the condition, which every end, requeue and space change
   notifies. A worker waiting on a Hyperband round therefore makes one call per
@@ -705,6 +706,19 @@ class TrialBroker:
             self._maybe_complete_locked()
         return requeued
 
+    def requeue_leases_except(self, keep_workers: set[str], reason: str) -> list[str]:
+        """Requeue every leased trial whose worker is not in ``keep_workers``
+        (after a chief restart); not counted as failures."""
+        requeued = []
+        with self._cond:
+            for lease in self.leases.all():
+                if lease.worker_id in keep_workers:
+                    continue
+                rec = self._records[lease.trial_id]
+                self._requeue_locked(rec, lease, reason=reason, count_failure=False)
+                requeued.append(lease.trial_id)
+        return requeued
+
     def preempt_worker(self, worker_id: str, reason: str) -> list[str]:
         """Take a live worker's trials back at once (scale --now); not a failure."""
         requeued = []
@@ -774,6 +788,16 @@ class TrialBroker:
         self._finished.set()
         self._cond.notify_all()
         log.info("search %s: %s", state.value, message)
+
+    def fail_search(self, message: str) -> None:
+        """End the search as FAILED (e.g. no worker can run); running leases are requeued."""
+        with self._cond:
+            if self._state.is_terminal:
+                return
+            for lease in self.leases.all():
+                rec = self._records[lease.trial_id]
+                self._requeue_locked(rec, lease, reason="the search failed", count_failure=False)
+            self._finish_locked(SearchState.FAILED, message)
 
     @property
     def dispatch_stopped(self) -> bool:

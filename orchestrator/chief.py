@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from orchestrator.artifacts import ArtifactStore
 from orchestrator.auth import TOKEN_FILE_NAME, TokenAuthInterceptor, create_token, read_token
 from orchestrator.broker import TrialBroker
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.config import ClusterSpec, SearchSpec, default_cluster
+from orchestrator.config import ClusterSpec, SearchSpec, default_cluster, spec_data
 from orchestrator.errors import KtClusterError, LedgerError
 from orchestrator.ledger import Ledger
 from orchestrator.oracle_host import OracleHost
@@ -122,8 +121,8 @@ class Chief:
                 "schema_version": 1,
                 "search_id": search_id,
                 "name": search.name,
-                "search_spec": search.model_dump(mode="json"),
-                "cluster_spec": cluster.model_dump(mode="json"),
+                "search_spec": spec_data(search),
+                "cluster_spec": spec_data(cluster),
                 "created_at": clock.wall(),
             }
         )
@@ -173,7 +172,9 @@ class Chief:
             if cluster is None:
                 cluster = ClusterSpec.model_validate(meta["cluster_spec"])
         except (KeyError, ValueError) as exc:
-            raise LedgerError(f"{search_dir / LEDGER_FILE}: the stored specs are unreadable ({exc})") from exc
+            raise LedgerError(
+                f"{search_dir / LEDGER_FILE}: the stored specs are unreadable ({exc})"
+            ) from exc
         if replayed.state is SearchState.COMPLETED:
             raise KtClusterError(
                 f"{search_dir}: the search already completed; nothing to resume. "
@@ -216,13 +217,19 @@ class Chief:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        pb_grpc.add_TrialServiceServicer_to_server(TrialServicer(self.broker, self.artifacts), server)
+        pb_grpc.add_TrialServiceServicer_to_server(
+            TrialServicer(self.broker, self.artifacts), server
+        )
         pb_grpc.add_ControlServiceServicer_to_server(self.control, server)
         port = self._bind(server, chief.host, self._preferred_port())
         server.start()
         self._server = server
         advertise_host = _advertise_host(chief.host, chief.advertise)
-        address = chief.advertise if chief.advertise and ":" in chief.advertise else f"{advertise_host}:{port}"
+        address = (
+            chief.advertise
+            if chief.advertise and ":" in chief.advertise
+            else f"{advertise_host}:{port}"
+        )
         tls = chief.tls
         self._endpoint = ChiefEndpoint(
             address=address,
@@ -242,7 +249,9 @@ class Chief:
             tls_server_name=self._endpoint.tls_server_name,
         )
         write_chief_info(self.search_dir, self._info)
-        self._reaper = threading.Thread(target=self._reap_leases, name="ktc-lease-reaper", daemon=True)
+        self._reaper = threading.Thread(
+            target=self._reap_leases, name="ktc-lease-reaper", daemon=True
+        )
         self._reaper.start()
         log.info("chief for %s listening on %s", self.search_dir, address)
         return self._endpoint
@@ -371,8 +380,6 @@ def _refuse_if_chief_alive(search_dir: Path) -> None:
             f"{info.address}; watch it with `ktc status {search_dir}`, or stop it with "
             f"`ktc cancel {search_dir}` first"
         )
-
-
 
 
 __all__ = ["CHIEF_FILE", "Chief", "ChiefEndpoint", "read_token"]

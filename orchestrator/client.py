@@ -111,7 +111,7 @@ class TrialClient:
         self.rpc_timeout_s = rpc_timeout_s
         self.reconnect_timeout_s = reconnect_timeout_s
         self._metadata = bearer(token)
-        options = [
+        options: list[tuple[str, str | int]] = [
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.max_send_message_length", 8 * 1024 * 1024),
         ]
@@ -126,7 +126,9 @@ class TrialClient:
         self._control = pb_grpc.ControlServiceStub(self._channel)
 
     @classmethod
-    def from_search_dir(cls, search_dir: Path, *, worker_id: str = "cli", **kwargs: Any) -> TrialClient:
+    def from_search_dir(
+        cls, search_dir: Path, *, worker_id: str = "cli", **kwargs: Any
+    ) -> TrialClient:
         """Connect to the chief recorded in ``search_dir/chief.json``."""
         info = read_chief_info(search_dir)
         if not info.running or not info.process_alive():
@@ -146,7 +148,9 @@ class TrialClient:
 
     # -------------------------------------------------------------- calling
 
-    def _call(self, name: str, fn: Callable[..., T], request: Any, *, timeout_s: float | None = None) -> T:
+    def _call(
+        self, name: str, fn: Callable[..., T], request: Any, *, timeout_s: float | None = None
+    ) -> T:
         deadline = time.monotonic() + self.reconnect_timeout_s
         delay = 0.1
         while True:
@@ -155,7 +159,9 @@ class TrialClient:
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code in _RETRYABLE and time.monotonic() + delay < deadline:
-                    log.info("%s: chief unavailable (%s); retrying in %.1fs", name, code.name, delay)
+                    log.info(
+                        "%s: chief unavailable (%s); retrying in %.1fs", name, code.name, delay
+                    )
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
@@ -182,7 +188,11 @@ class TrialClient:
                     lease_timeout_s=t.lease_timeout_s,
                 ),
             )
-        kind = AssignmentKind.STOP if response.kind == pb.CreateTrialResponse.STOP else AssignmentKind.WAIT
+        kind = (
+            AssignmentKind.STOP
+            if response.kind == pb.CreateTrialResponse.STOP
+            else AssignmentKind.WAIT
+        )
         return TrialAssignment(kind, reason=response.reason)
 
     def report(self, trial: LeasedTrial, epoch: int, metrics: Mapping[str, float]) -> ReportAction:
@@ -198,7 +208,11 @@ class TrialClient:
                 worker_id=self.worker_id,
             ),
         )
-        return ReportAction.STOP if response.action == pb.ReportResponse.STOP else ReportAction.CONTINUE
+        return (
+            ReportAction.STOP
+            if response.action == pb.ReportResponse.STOP
+            else ReportAction.CONTINUE
+        )
 
     def heartbeat(self, trial: LeasedTrial) -> ReportAction:
         """Renew the lease without metrics."""
@@ -223,7 +237,7 @@ class TrialClient:
             pb.EndTrialRequest(
                 trial_id=trial.trial_id,
                 lease_token=trial.token,
-                status=pb.TrialStatus.Value(status),
+                status=pb.TrialStatus.Name(pb.TrialStatus.Value(status)),
                 metrics=dict(metrics or {}),
                 best_step=best_step,
                 error_message=error_message[-16_000:],
@@ -235,11 +249,15 @@ class TrialClient:
         return bool(response.recorded)
 
     def get_trial(self, trial_id: str) -> TrialSummary:
-        return _summary(self._call("GetTrial", self._trials.GetTrial, pb.GetTrialRequest(trial_id=trial_id)))
+        return _summary(
+            self._call("GetTrial", self._trials.GetTrial, pb.GetTrialRequest(trial_id=trial_id))
+        )
 
     def get_best_trials(self, num_trials: int = 1) -> list[TrialSummary]:
         response = self._call(
-            "GetBestTrials", self._trials.GetBestTrials, pb.GetBestTrialsRequest(num_trials=num_trials)
+            "GetBestTrials",
+            self._trials.GetBestTrials,
+            pb.GetBestTrialsRequest(num_trials=num_trials),
         )
         return [_summary(info) for info in response.trials]
 
@@ -311,7 +329,9 @@ class TrialClient:
         return dest
 
     def list_artifacts(self, trial_id: str) -> list[str]:
-        response = self._call("ListArtifacts", self._trials.ListArtifacts, pb.ListArtifactsRequest(trial_id=trial_id))
+        response = self._call(
+            "ListArtifacts", self._trials.ListArtifacts, pb.ListArtifactsRequest(trial_id=trial_id)
+        )
         return list(response.names)
 
     # -------------------------------------------------------------- control
@@ -359,7 +379,9 @@ class LeaseKeeper:
     lease was revoked (the result would be refused).
     """
 
-    def __init__(self, client: TrialClient, trial: LeasedTrial, interval_s: float | None = None) -> None:
+    def __init__(
+        self, client: TrialClient, trial: LeasedTrial, interval_s: float | None = None
+    ) -> None:
         self.client = client
         self.trial = trial
         self.interval_s = interval_s or max(trial.lease_timeout_s / 4.0, 0.05)

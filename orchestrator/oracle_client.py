@@ -59,6 +59,7 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         self._keepers: dict[str, LeaseKeeper] = {}
         self._final: dict[str, tuple[dict[str, float], int]] = {}
         self.stop_reason: str = ""
+        self._told_to_stop: set[str] = set()
 
     @classmethod
     def attach(cls, tuner: Any, client: TrialClient, **kwargs: Any) -> RemoteOracle:
@@ -113,8 +114,12 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
             action = self.client.report(leased, epoch, metrics)
         except StaleLeaseError as exc:
             log.warning("trial %s: %s", trial_id, exc)
+            self._told_to_stop.add(trial_id)
             return True
-        return action is ReportAction.STOP or self.stop_requested(trial_id)
+        if action is ReportAction.STOP or self.stop_requested(trial_id):
+            self._told_to_stop.add(trial_id)
+            return True
+        return False
 
     def update_trial(self, trial_id: str, metrics: Mapping[str, Any], step: int = 0) -> Any:
         """Keep the metrics locally; they travel with end_trial."""
@@ -137,6 +142,9 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
             return
         metrics, step = self._final.pop(trial_id, ({}, 0))
         status, message, tail = self._outcome(trial, metrics, keeper)
+        if trial_id in self._told_to_stop:
+            self._told_to_stop.discard(trial_id)
+            status, message, tail = "STOPPED", "stopped by the chief", ""
         try:
             self.client.end_trial(
                 leased,

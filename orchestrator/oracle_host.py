@@ -217,10 +217,16 @@ class OracleHost:
             state["brackets"] = oracle._brackets
             state["current_bracket"] = oracle._current_bracket
             state["current_iteration"] = oracle._current_iteration
+        elif kind == "bayesian":
+            # The GP's candidate sampling draws from this generator; without it a
+            # resumed search would propose different points than an uninterrupted one.
+            name, keys, pos, has_gauss, cached = oracle._random_state.get_state()
+            state["bayes_rng"] = [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
         elif kind == "grid":
             ids = oracle._ordered_ids
             state["grid_memory"] = list(ids._memory)
-            state["grid_next_index"] = {str(k): v for k, v in ids._next_index.items()}
+            # KT keys the list head under None: keep the pairs, not a JSON object.
+            state["grid_next_index"] = [[k, v] for k, v in ids._next_index.items()]
             state["grid_last_index"] = ids._last_index
             state["grid_populate_next"] = list(oracle._populate_next)
         return state
@@ -279,12 +285,19 @@ class OracleHost:
             oracle._brackets = snapshot["brackets"]
             oracle._current_bracket = snapshot["current_bracket"]
             oracle._current_iteration = snapshot["current_iteration"]
+        elif kind == "bayesian" and "bayes_rng" in snapshot:
+            import numpy as np
+
+            name, keys, pos, has_gauss, cached = snapshot["bayes_rng"]
+            oracle._random_state.set_state(
+                (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
+            )
         elif kind == "grid":
             ids = oracle._ordered_ids
             ids._memory = list(snapshot["grid_memory"])
             ids._data_to_index = {data: i for i, data in enumerate(ids._memory)}
             ids._next_index = collections.defaultdict(lambda: None)
-            ids._next_index.update({int(k): v for k, v in snapshot["grid_next_index"].items()})
+            ids._next_index.update({k: v for k, v in snapshot["grid_next_index"]})
             ids._last_index = snapshot["grid_last_index"]
             # Grid's end_trial queues the trial for its next combination; the
             # ends applied after the snapshot must be queued again.

@@ -55,6 +55,10 @@ _SEARCH_STATE_PB = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _Unimplemented(KtClusterError):
+    """The chief has no handler for a control RPC (UNIMPLEMENTED)."""
+
+
 def _rpc(func: F) -> F:
     """Translate ktcluster exceptions into gRPC status codes."""
 
@@ -68,11 +72,11 @@ def _rpc(func: F) -> F:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except FileNotFoundError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except _Unimplemented as exc:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, str(exc))
         except KtClusterError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except Exception as exc:
-            if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":
-                raise
             log.exception("%s failed", func.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
@@ -349,8 +353,10 @@ class ControlServicer(pb_grpc.ControlServiceServicer):
 
     def _require(self, context: grpc.ServicerContext) -> ControlHandler:
         if self.handler is None:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this chief has no control handler")
-        assert self.handler is not None
+            raise _Unimplemented(
+                "this chief runs without a fleet (no control handler); status, scale and "
+                "cancel need a search started by `ktc submit` or `ktc resume`"
+            )
         return self.handler
 
     @_rpc

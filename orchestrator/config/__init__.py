@@ -3,6 +3,8 @@
 See ``docs/config-reference.md`` for every key.
 """
 
+from typing import Any
+
 from orchestrator.config.cluster import (
     ChiefSpec,
     ClusterSpec,
@@ -37,7 +39,27 @@ from orchestrator.config.search import (
     check_importable,
 )
 
+
+def spec_data(spec: ClusterSpec | SearchSpec) -> dict[str, Any]:
+    """A spec as JSON-able data that validates back to an equal spec.
+
+    Only what was given (or set by ``model_copy``) is written: values the
+    validators derive (a node's default ``cpu_workers``) are derived again on
+    load instead of being re-checked as if the user had written them. Use this
+    (or :func:`spec_json`) wherever a spec is stored or shipped.
+    """
+    data: dict[str, Any] = spec.model_dump(mode="json", exclude_unset=True)
+    return data
+
+
+def spec_json(spec: ClusterSpec | SearchSpec) -> str:
+    """:func:`spec_data` as a JSON string."""
+    return spec.model_dump_json(exclude_unset=True)
+
+
 __all__ = [
+    "spec_data",
+    "spec_json",
     "BUILTIN_DATASETS",
     "BUILTIN_HYPERMODELS",
     "ChiefSpec",

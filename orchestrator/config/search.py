@@ -18,9 +18,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictInt,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -333,7 +335,23 @@ class OracleSpec(_Model):
             )
         if problems:
             raise FieldProblems(problems)
+        if self.type == "hyperband":
+            # Hyperband's budget is max_epochs/factor/iterations: no trial cap.
+            object.__setattr__(self, "max_trials", None)
         return self
+
+    @model_serializer(mode="wrap")
+    def _only_own_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dump only the keys this oracle type uses, so a dump validates again
+        (the validator refuses another type's keys)."""
+        data: dict[str, Any] = handler(self)
+        for owner, keys in _TYPE_KEYS.items():
+            if owner != self.type:
+                for key in keys:
+                    data.pop(key, None)
+        if self.type == "hyperband":
+            data.pop("max_trials", None)
+        return data
 
 
 class EarlyStoppingSpec(_Model):

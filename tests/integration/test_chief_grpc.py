@@ -335,11 +335,6 @@ def test_interrupt_requeues_running_and_refuses_its_late_result(
     assert replayed.records[flying.trial_id].status is TrialStatus.PENDING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug BUG-T5: Chief.create stores model_dump() with other oracle types' defaults; "
-    "Chief.resume's SearchSpec.model_validate refuses them",
-)
 def test_resume_after_interrupt_reruns_the_trial_once(
     start_chief: StartChief, search_dir: Path
 ) -> None:

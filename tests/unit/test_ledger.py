@@ -146,16 +146,7 @@ def restored_broker(search: Any, ledger_path: Path, clock: Any, **kw: Any) -> Tr
     return broker
 
 
-GRID_RESUME_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug BUG-T2: OracleHost snapshot stores the grid head key None as 'None'; "
-    "restore does int('None') (oracle_host.py:287)",
-)
-
-
-@pytest.mark.parametrize(
-    "kind", [pytest.param(k, marks=GRID_RESUME_BUG) if k == "grid" else k for k in ORACLES]
-)
+@pytest.mark.parametrize("kind", ORACLES)
 def test_replay_round_trip_every_oracle(
     kind: str, make_broker: Callable[..., TrialBroker], tmp_path: Path, fake_clock: Any
 ) -> None:
@@ -238,7 +229,6 @@ def test_max_trials_counts_across_restore(
     assert second.create_trial("w0", wait_s=0).kind is AssignmentKind.STOP
 
 
-@GRID_RESUME_BUG
 def test_grid_restore_hands_out_each_remaining_combination_once(
     make_broker: Callable[..., TrialBroker], tmp_path: Path, fake_clock: Any
 ) -> None:
@@ -286,10 +276,6 @@ def test_restore_without_leases_requeues_in_flight_as_next_attempt(
     assert (again.trial_id, again.attempt, again.values) == (a.trial_id, 2, a.values)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug BUG-T1: build_oracle copies the spec's default max_trials (10) onto Hyperband",
-)
 def test_hyperband_runs_its_whole_budget(make_broker: Callable[..., TrialBroker]) -> None:
     """A default-sized Hyperband (max_epochs 9, factor 3) has more than 10 trials
     in its first iteration; the search must not stop after 10."""
@@ -301,10 +287,6 @@ def test_hyperband_runs_its_whole_budget(make_broker: Callable[..., TrialBroker]
     assert len(trials) > 10, f"stopped after {len(trials)} trials; brackets: {brackets}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug BUG-T3: BayesianOptimizationOracle._random_state is not in the snapshot",
-)
 def test_bayesian_rng_state_is_restored(
     make_broker: Callable[..., TrialBroker], tmp_path: Path, fake_clock: Any
 ) -> None:

@@ -1,0 +1,103 @@
+"""Shared foreground runner for ``ktc submit`` and ``ktc resume``: signals,
+the live progress display, and the final report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from orchestrator.trials import SearchState
+
+EXIT_CODES = {
+    SearchState.COMPLETED: 0,
+    SearchState.CANCELLED: 0,
+    SearchState.FAILED: 1,
+    SearchState.INTERRUPTED: 130,
+}
+
+
+def hide_gpus_from_chief() -> None:
+    """The chief never trains: keep TensorFlow in this process off every GPU.
+    Must run before anything imports TensorFlow."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def add_session_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--cluster",
+        metavar="CLUSTER.yaml",
+        help="cluster file (default: embedded local Ray, 2 CPU workers)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="start this many workers (default: every slot of the cluster file)",
+    )
+    parser.add_argument(
+        "--on-interrupt",
+        choices=("requeue", "finish"),
+        default="requeue",
+        help="what Ctrl-C does to running trials: requeue them now (default) or let them finish",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no live display (for logs and CI)"
+    )
+
+
+def run_session(session: Any, *, progress: bool) -> int:
+    """Run a started SearchSession in the foreground; returns the exit code."""
+    from rich.console import Console
+
+    from orchestrator.cli.render import render_status, top_trials_table
+
+    console = Console(stderr=False)
+    err = Console(stderr=True)
+    search_dir = session.chief.search_dir
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        message = session.interrupt()
+        err.print(f"[yellow]{message}[/yellow]")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        state = _wait(session, console, progress, render_status)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        try:
+            document = session.status_document()
+        except Exception:
+            document = None
+        session.close()
+
+    if document is not None:
+        console.print(top_trials_table(document, top=5))
+    message = session.chief.broker.message
+    colour = {SearchState.COMPLETED: "green", SearchState.FAILED: "red"}.get(state, "yellow")
+    console.print(f"[{colour}]search {state.value}[/{colour}]: {message}")
+    if state in (SearchState.INTERRUPTED, SearchState.CANCELLED):
+        console.print(f"resume with:  ktc resume {search_dir}")
+    console.print(f"results:      ktc results {search_dir}")
+    sys.stdout.flush()
+    return EXIT_CODES.get(state, 1)
+
+
+def _wait(
+    session: Any, console: Any, progress: bool, render: Callable[[dict[str, Any]], Any]
+) -> SearchState:
+    if not progress or not console.is_terminal:
+        return session.wait(1.0)  # type: ignore[no-any-return]
+    from rich.live import Live
+
+    with Live(render(session.status_document()), console=console, refresh_per_second=2) as live:
+
+        def tick() -> None:
+            live.update(render(session.status_document()))
+
+        return session.wait(0.5, tick)  # type: ignore[no-any-return]

@@ -1,0 +1,71 @@
+"""``ktc submit SEARCH.yaml [--cluster CLUSTER.yaml] [--dir DIR]``: run a search
+in the foreground on the cluster (embedded local Ray by default)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from orchestrator.cli.session_cli import add_session_arguments, hide_gpus_from_chief, run_session
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("submit", help="run a search on the cluster", description=__doc__)
+    parser.add_argument("search", metavar="SEARCH.yaml")
+    parser.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="search directory (default: the search file's output.directory, else ./searches/<name>-<timestamp>)",
+    )
+    add_session_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    hide_gpus_from_chief()
+    from orchestrator.chief import Chief
+    from orchestrator.config import check_importable, default_cluster, load_cluster, load_search
+    from orchestrator.session import SearchSession, SessionOptions
+    from workers.hypermodels import validate_overrides
+
+    search = load_search(args.search)
+    cluster = load_cluster(args.cluster) if args.cluster else default_cluster()
+    check_importable(search, [os.getcwd()], source=args.search)
+    validate_overrides(search.hypermodel)
+    if args.workers is not None and args.workers < 0:
+        from orchestrator.errors import ConfigError
+
+        raise ConfigError(f"--workers: expected a number >= 0, got {args.workers}")
+    search_dir = Path(args.dir) if args.dir else search.resolve_directory()
+    print(f"search directory: {search_dir}", flush=True)
+    chief = Chief.create(search, search_dir, cluster=cluster, initial_space=_initial_space(search))
+    chief.start()
+    session = SearchSession(
+        chief, SessionOptions(workers=args.workers, on_interrupt=args.on_interrupt)
+    )
+    try:
+        session.start()
+    except BaseException:
+        session.close()
+        raise
+    return run_session(session, progress=not args.no_progress and sys.stdout.isatty())
+
+
+def _initial_space(search: object) -> object:
+    """Hypermodels that declare their space without TensorFlow (the sleep
+    benchmark) have the chief declare it; the others declare it from the first
+    worker's build, as in Keras Tuner."""
+    from workers.hypermodels import needs_tensorflow
+
+    spec = search.hypermodel  # type: ignore[attr-defined]
+    if needs_tensorflow(spec):
+        return None
+    import keras_tuner
+
+    from workers.hypermodels.sleep import declare_sleep_space
+
+    hp = keras_tuner.HyperParameters()
+    declare_sleep_space(hp, spec.options, spec.overrides)
+    return hp

@@ -1,0 +1,280 @@
+"""A search session: the chief, the Ray connection and the fleet, run together
+in the foreground by ``ktc submit`` and ``ktc resume``.
+
+The session is the chief's control handler: ``ktc status``, ``ktc scale`` and
+``ktc cancel`` reach it through the Control RPCs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.chief import Chief
+from orchestrator.config import ClusterSpec, SearchSpec, WorkerSlot, parse_cluster, spec_json
+from orchestrator.errors import ConfigError, FleetError, KtClusterError
+from orchestrator.fleet import BrokerHooks, Fleet
+from orchestrator.protos import ktcluster_pb2 as pb
+from orchestrator.trials import SearchState
+
+log = logging.getLogger(__name__)
+
+RAY_NAMESPACE = "ktcluster"
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How to run the session."""
+
+    workers: int | None = None  # None: every slot of the cluster file
+    on_interrupt: str = "requeue"  # "requeue" | "finish": what Ctrl-C does to running trials
+    long_poll_s: float = 5.0
+    ray_init_timeout_s: float = 60.0
+
+
+def connect_ray(cluster: ClusterSpec) -> bool:
+    """Start an embedded Ray (``local``) or connect to the cluster; True if we started it.
+
+    The embedded Ray gets the cluster file's CPUs and (logical) GPUs and every
+    node's label resource, so the same placement rules work on a laptop.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if cluster.is_local:
+        nodes = cluster.nodes
+        ray.init(
+            num_cpus=sum(node.cpus for node in nodes),
+            num_gpus=sum(len(node.gpus) for node in nodes),
+            resources={slot.node_resource: 1000.0 for slot in cluster.worker_slots()}
+            | {f"ktc_node_{node.name}": 1000.0 for node in nodes},
+            include_dashboard=False,
+            namespace=RAY_NAMESPACE,
+            log_to_driver=False,
+        )
+        return True
+    try:
+        ray.init(address=cluster.ray.address, namespace=RAY_NAMESPACE, log_to_driver=False)
+    except ConnectionError as exc:
+        raise FleetError(
+            f"cluster ray.address: cannot connect to the Ray cluster at {cluster.ray.address!r} "
+            f"({exc}); bring it up with `ktc cluster up`, or fix the address"
+        ) from exc
+    return False
+
+
+class SearchSession:
+    """Chief + fleet for one search. ``run`` blocks until the search ends."""
+
+    def __init__(self, chief: Chief, options: SessionOptions) -> None:
+        self.chief = chief
+        self.search: SearchSpec = chief.search
+        self.cluster: ClusterSpec = chief.cluster
+        self.options = options
+        self.fleet: Fleet | None = None
+        self._started_ray = False
+        self._nonce = uuid.uuid4().hex[:6]
+        self._interrupts = 0
+
+    # ---------------------------------------------------------------- setup
+
+    @property
+    def actor_prefix(self) -> str:
+        return f"ktc-{self.chief.search_id[:8]}"
+
+    def start(self) -> None:
+        """Connect Ray, ship the dataset if needed, start the fleet."""
+        self._started_ray = connect_ray(self.cluster)
+        if self.chief.resumed:
+            self._release_orphaned_leases()
+        dataset_ref = self._dataset_ref()
+        endpoint = self.chief.endpoint
+        ca_pem = Path(endpoint.tls_ca).read_bytes() if endpoint.tls_ca else None
+
+        def make_config(slot: WorkerSlot) -> Any:
+            from workers.runner import WorkerConfig
+
+            return WorkerConfig(
+                worker_id=slot.worker_id,
+                chief_address=endpoint.address,
+                token=endpoint.token,
+                search_json=spec_json(self.search),
+                slot=slot,
+                ca_pem=ca_pem,
+                tls_server_name=endpoint.tls_server_name,
+                max_trials=self.cluster.fleet.recycle_after_trials,
+                wait_s=self.options.long_poll_s,
+                reconnect_timeout_s=self.search.failure.lease_timeout_s,
+                shared_path=self.cluster.shared_path,
+                search_id=self.chief.search_id,
+            )
+
+        self.fleet = Fleet(
+            self.cluster,
+            make_config=make_config,
+            hooks=BrokerHooks(self.chief.broker),
+            dataset_ref=dataset_ref,
+            actor_name_prefix=f"{self.actor_prefix}-{self._nonce}",
+            runtime_env=self._runtime_env(),
+            autoscale=not self.cluster.is_local,
+        )
+        self.chief.control.handler = self
+        self.fleet.start(self.options.workers)
+
+    def _runtime_env(self) -> dict[str, Any]:
+        """Make user code (``module:attr``) importable on every worker."""
+        if self.cluster.is_local:
+            paths = [os.getcwd()] + [
+                p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
+            ]
+            return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
+        uses_user_code = not self.search.hypermodel.is_builtin or (
+            self.search.dataset is not None and self.search.dataset.is_user_function
+        )
+        if uses_user_code and self.cluster.ray.working_dir:
+            return {"working_dir": self.cluster.ray.working_dir}
+        return {}
+
+    def _dataset_ref(self) -> Any:
+        """Load the dataset once here: record its shape for export, and ship it
+        through Ray's object store when workers run on other machines."""
+        from workers.hypermodels import needs_tensorflow
+
+        if self.search.dataset is None or not needs_tensorflow(self.search.hypermodel):
+            return None
+        from workers.datasets import load_dataset
+
+        data = load_dataset(self.search.dataset)
+        self.chief.ledger.set_meta(
+            {
+                "dataset_info": {
+                    "input_shape": list(data.input_shape),
+                    "num_classes": data.num_classes,
+                    "label_mode": data.label_mode,
+                    "train": len(data.x_train),
+                    "val": len(data.x_val),
+                }
+            }
+        )
+        if self.cluster.is_local and not self.cluster.is_multi_machine:
+            return None  # same machine: each worker process loads it (cached per process)
+        import ray
+
+        return ray.put(data)
+
+    def _release_orphaned_leases(self) -> None:
+        """On resume: keep the lease of an in-flight trial only while the actor
+        that held it is still alive in Ray (it may report back); requeue the rest."""
+        import ray
+
+        alive: set[str] = set()
+        try:
+            for entry in ray.util.list_named_actors(all_namespaces=True):
+                name = entry["name"] if isinstance(entry, dict) else str(entry)
+                if name.startswith(self.actor_prefix + "-"):
+                    # <prefix>-<nonce>-<worker_id>-<incarnation>
+                    worker_id = (
+                        name[len(self.actor_prefix) + 1 :].split("-", 1)[1].rsplit("-", 1)[0]
+                    )
+                    alive.add(worker_id)
+        except Exception as exc:
+            log.info("could not list named actors: %s", exc)
+        self.chief.broker.requeue_leases_except(alive, "the chief restarted and its worker is gone")
+
+    # ------------------------------------------------------------------ run
+
+    def wait(self, tick_s: float, on_tick: Callable[[], None] | None = None) -> SearchState:
+        """Block until the search ends, calling ``on_tick`` every ``tick_s``."""
+        while True:
+            state = self.chief.wait(tick_s)
+            if state is not None:
+                return state
+            if on_tick is not None:
+                on_tick()
+
+    def interrupt(self) -> str:
+        """Ctrl-C. First: per --on-interrupt; second: requeue everything now."""
+        self._interrupts += 1
+        requeue = self.options.on_interrupt == "requeue" or self._interrupts > 1
+        self.chief.interrupt(requeue_running=requeue)
+        if requeue:
+            return "interrupted: running trials were requeued"
+        return (
+            "interrupted: waiting for running trials to finish (Ctrl-C again to requeue them now)"
+        )
+
+    def close(self) -> None:
+        """Stop the fleet, the chief, and Ray if we started it."""
+        if self.fleet is not None:
+            self.fleet.wait_idle(3.0)
+            self.fleet.shutdown()
+        self.chief.close()
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+
+    # ------------------------------------------------- control RPC handler
+
+    def status_document(self) -> dict[str, Any]:
+        from orchestrator.status import WorkerStatus, build_status_document
+
+        broker = self.chief.broker
+        summary = broker.summary()
+        leases = {lease.worker_id: lease.trial_id for lease in broker.leases.all()}
+        trials = broker.trials()
+        epochs = {t.trial_id: t.current_epoch for t in trials}
+        workers = [
+            WorkerStatus(
+                worker_id=row.worker_id,
+                node=row.node,
+                gpus=list(row.gpus),
+                state=row.state,
+                trial_id=leases.get(row.worker_id),
+                epoch=epochs.get(leases.get(row.worker_id, "")),
+                pending_reason=row.pending_reason,
+                pid=row.pid,
+                incarnation=row.incarnation,
+                trials_run=row.trials_run,
+            )
+            for row in (self.fleet.rows() if self.fleet else [])
+        ]
+        endpoint = self.chief.endpoint
+        return build_status_document(
+            search_dir=self.chief.search_dir,
+            search_id=self.chief.search_id,
+            state=summary.state.value,
+            message=summary.message,
+            trials=trials,
+            objective=summary.objective,
+            direction=summary.direction,
+            max_trials=summary.max_trials,
+            workers=workers,
+            chief={"address": endpoint.address, "pid": os.getpid()},
+        )
+
+    def scale(self, request: pb.ScaleRequest) -> str:
+        if self.fleet is None:
+            raise FleetError("the fleet is not running")
+        if self.chief.broker.dispatch_stopped:
+            raise KtClusterError("the search is ending; scaling is refused")
+        if request.cluster_yaml:
+            source = request.cluster_yaml_path or "<scale --apply>"
+            cluster = parse_cluster(request.cluster_yaml, source=source)
+            return self.fleet.apply(cluster, now=request.now)
+        if request.node_workers:
+            return self.fleet.scale_node(dict(request.node_workers), now=request.now)
+        if request.total_workers >= 0:
+            return self.fleet.scale_total(request.total_workers, now=request.now)
+        raise ConfigError("scale: give --workers N, --node NAME=N or --apply CLUSTER.yaml")
+
+    def cancel(self, now: bool) -> str:
+        self.chief.cancel(now=now)
+        running = "requeued" if now else "left to finish"
+        return f"cancelled {self.chief.search_dir}: running trials {running}"

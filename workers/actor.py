@@ -1,0 +1,89 @@
+"""The Ray worker actor: one per worker slot, pinned to its node and GPUs.
+
+The fleet creates it with ``num_cpus`` always set (an actor that names any
+resource would otherwise hold a hidden CPU for life), ``num_gpus`` = the slot's
+GPU share, a tiny share of the node's label resource, and runtime env vars that
+pin ``CUDA_VISIBLE_DEVICES`` to the cluster file's physical GPUs. Ray would set
+``CUDA_VISIBLE_DEVICES`` to the GPU ids *it* picked; we tell it not to
+(``RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES``) because the YAML, not Ray,
+decides which physical GPU each worker owns. CPU-only workers get ``""``: Ray
+does not mask GPUs for ``num_gpus=0`` actors.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from typing import Any
+
+from workers.runner import RunSummary, TrialRunner, WorkerConfig
+
+
+class WorkerProcess:
+    """The actor's body (``ray.remote`` is applied by :func:`remote_worker_class`)."""
+
+    def __init__(self, config: WorkerConfig, dataset: Any = None) -> None:
+        # Before anything imports TensorFlow: this process sees exactly its GPUs.
+        if config.slot is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = config.slot.cuda_visible_devices
+        self.config = config
+        self.dataset = dataset
+
+    def info(self) -> dict[str, Any]:
+        """Where this worker runs and what it sees (placement checks, status)."""
+        import ray
+
+        context = ray.get_runtime_context()
+        return {
+            "worker_id": self.config.worker_id,
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "node_id": context.get_node_id(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "node_resources": sorted(
+                name for name in ray.available_resources() if name.startswith("ktc_node_")
+            ),
+        }
+
+    def run(self) -> RunSummary:
+        """Run trials until STOP or the recycle quota (then the fleet starts a fresh process)."""
+        dataset = self.dataset
+        if dataset is not None and type(dataset).__name__ == "ObjectRef":
+            import ray
+
+            dataset = ray.get(dataset, timeout=600)
+        try:
+            return TrialRunner(self.config, dataset=dataset).run()
+        except Exception as exc:
+            # Re-raise as a plain RuntimeError: some exceptions (pydantic's, TF's)
+            # do not survive Ray's pickling, and the fleet must see the message.
+            tail = traceback.format_exc()[-3000:]
+            raise RuntimeError(
+                f"worker {self.config.worker_id}: {type(exc).__name__}: {exc}\n{tail}"
+            ) from None
+
+
+_REMOTE: list[Any] = []
+
+
+def remote_worker_class() -> Any:
+    """``ray.remote(WorkerProcess)``, created once (needs ray imported)."""
+    if not _REMOTE:
+        import ray
+
+        # max_concurrency=2: info() answers while run() is busy.
+        decorator: Any = ray.remote(max_restarts=0, max_concurrency=2)  # type: ignore[call-overload]
+        _REMOTE.append(decorator(WorkerProcess))
+    return _REMOTE[0]
+
+
+def actor_env(config: WorkerConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables for the actor's process."""
+    env = {
+        "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CUDA_VISIBLE_DEVICES": config.slot.cuda_visible_devices if config.slot else "",
+    }
+    env.update(extra or {})
+    return env

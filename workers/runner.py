@@ -1,0 +1,356 @@
+"""The trial runner: pull a trial, build, fit, report every epoch, upload, end.
+
+Two paths, one protocol:
+
+- **Keras Tuner path** (every real hypermodel): a :class:`KtcTuner` (a stock
+  ``keras_tuner.Tuner`` with three hooks) runs each trial, its oracle swapped
+  for a :class:`~orchestrator.oracle_client.RemoteOracle`. User code written for
+  Keras Tuner (``build_model(hp)``, ``HyperModel.fit``, conditional scopes,
+  Hyperband's ``tuner/*`` values) runs unchanged.
+- **Light path** (the ``sleep`` benchmark hypermodel): no TensorFlow import at
+  all, so many workers fit in memory.
+
+This module imports neither TensorFlow nor Keras Tuner at import time.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from orchestrator.client import AssignmentKind, LeasedTrial, LeaseKeeper, ReportAction, TrialClient
+from orchestrator.config import SearchSpec, WorkerSlot
+from orchestrator.errors import ChiefUnavailableError, KtClusterError, StaleLeaseError
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_CHECKPOINT = "checkpoint.weights.h5"
+ARTIFACT_BUILD_CONFIG = "build_config.json"
+TRACEBACK_TAIL_CHARS = 4000
+
+
+class ExitReason(str, Enum):
+    """Why a runner returned."""
+
+    STOP = "stop"  # the chief said STOP (search over, or this worker drained)
+    RECYCLE = "recycle"  # ran its quota of trials; the fleet starts a fresh process
+    CHIEF_GONE = "chief_gone"  # the chief stopped answering
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker process needs; plain data, so Ray can ship it."""
+
+    worker_id: str
+    chief_address: str
+    token: str
+    search_json: str  # SearchSpec.model_dump_json()
+    slot: WorkerSlot | None = None
+    ca_pem: bytes | None = None
+    tls_server_name: str | None = None
+    max_trials: int = 0  # trials before recycling; 0 = never recycle
+    wait_s: float = 5.0
+    reconnect_timeout_s: float = 60.0
+    shared_path: str | None = None
+    search_id: str = ""
+
+    @property
+    def search(self) -> SearchSpec:
+        return SearchSpec.model_validate_json(self.search_json)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a runner did before it returned."""
+
+    worker_id: str
+    trials_run: int
+    reason: ExitReason
+    detail: str = ""
+    pid: int = field(default_factory=os.getpid)
+
+
+class TrialRunner:
+    """Runs trials for one worker until STOP, its recycle quota, or the chief is gone."""
+
+    def __init__(self, config: WorkerConfig, dataset: Any = None) -> None:
+        self.config = config
+        self.search = config.search
+        self.dataset = dataset
+        self.client = TrialClient(
+            config.chief_address,
+            config.token,
+            worker_id=config.worker_id,
+            ca_pem=config.ca_pem,
+            server_name=config.tls_server_name,
+            reconnect_timeout_s=config.reconnect_timeout_s,
+        )
+        self.trials_run = 0
+
+    def run(self) -> RunSummary:
+        from workers.hypermodels import needs_tensorflow
+
+        try:
+            if needs_tensorflow(self.search.hypermodel):
+                return self._run_keras_tuner()
+            return self._run_light()
+        except ChiefUnavailableError as exc:
+            log.warning("worker %s: %s", self.config.worker_id, exc)
+            return self._summary(ExitReason.CHIEF_GONE, str(exc))
+        finally:
+            self.client.close()
+
+    def _quota_reached(self) -> bool:
+        return self.config.max_trials > 0 and self.trials_run >= self.config.max_trials
+
+    def _summary(self, reason: ExitReason, detail: str = "") -> RunSummary:
+        return RunSummary(self.config.worker_id, self.trials_run, reason, detail)
+
+    # ----------------------------------------------------------- light path
+
+    def _run_light(self) -> RunSummary:
+        from workers.hypermodels.sleep import SleepOptions, run_sleep_epoch
+
+        options = SleepOptions.parse(self.search.hypermodel.options)
+        objective = self.search.objective.name
+        maximize = self.search.objective.resolved_direction == "max"
+        while not self._quota_reached():
+            assignment = self.client.create_trial(self.config.wait_s)
+            if assignment.kind is AssignmentKind.STOP:
+                return self._summary(ExitReason.STOP, assignment.reason)
+            if assignment.trial is None:
+                continue
+            trial = assignment.trial
+            self.trials_run += 1
+            first, last = _epoch_range(trial.values, self.search.training.epochs)
+            best: tuple[float, int, dict[str, float]] | None = None
+            with LeaseKeeper(self.client, trial) as keeper:
+                try:
+                    stopped = False
+                    for epoch in range(first, last):
+                        metrics = run_sleep_epoch(
+                            trial.values, epoch, options, attempt=trial.attempt
+                        )
+                        value = metrics.get(objective)
+                        if value is not None and (
+                            best is None or (value > best[0] if maximize else value < best[0])
+                        ):
+                            best = (value, epoch, metrics)
+                        action = self.client.report(trial, epoch, metrics)
+                        if action is ReportAction.STOP or keeper.stop_requested.is_set():
+                            stopped = True
+                            break
+                except StaleLeaseError as exc:
+                    log.warning("trial %s: %s", trial.trial_id, exc)
+                    continue
+                except Exception as exc:
+                    self._end_safely(
+                        trial,
+                        "INVALID",
+                        error_message=f"{type(exc).__name__}: {exc}",
+                        traceback_tail=traceback.format_exc()[-TRACEBACK_TAIL_CHARS:],
+                    )
+                    continue
+            if stopped:
+                self._end_safely(trial, "STOPPED", error_message="stopped by the chief")
+            elif best is None:
+                self._end_safely(trial, "INVALID", error_message="no epoch reported the objective")
+            else:
+                self._end_safely(trial, "COMPLETED", metrics=best[2], best_step=best[1])
+        return self._summary(ExitReason.RECYCLE)
+
+    def _end_safely(self, trial: LeasedTrial, status: str, **kwargs: Any) -> None:
+        try:
+            self.client.end_trial(trial, status, **kwargs)
+        except StaleLeaseError as exc:
+            log.warning("trial %s: result refused: %s", trial.trial_id, exc)
+
+    # ------------------------------------------------------ keras tuner path
+
+    def _run_keras_tuner(self) -> RunSummary:
+        from orchestrator.oracle_client import RemoteOracle
+        from workers.devices import DevicePlan, apply_cuda_visibility, configure_tensorflow
+
+        plan = DevicePlan.from_slot(self.config.slot) if self.config.slot else DevicePlan()
+        if self.config.slot is not None:
+            apply_cuda_visibility(plan)
+        setup = configure_tensorflow(plan)
+
+        import keras
+
+        from orchestrator.oracles import build_oracle
+        from workers.datasets import load_dataset
+        from workers.hypermodels import resolve_hypermodel
+
+        if self.dataset is None:
+            if self.search.dataset is None:
+                raise KtClusterError(
+                    f"search {self.search.name}: hypermodel {self.search.hypermodel.name!r} "
+                    "needs a dataset; add a `dataset:` section to the search file"
+                )
+            self.dataset = load_dataset(self.search.dataset)
+        data = self.dataset
+        hypermodel = resolve_hypermodel(
+            self.search.hypermodel, data.input_shape, data.num_classes, label_mode=data.label_mode
+        )
+        workdir = self._workdir()
+        tuner = ktc_tuner_class()(
+            oracle=build_oracle(self.search),
+            hypermodel=hypermodel,
+            directory=str(workdir),
+            project_name="trials",
+            overwrite=False,
+            executions_per_trial=self.search.oracle.executions_per_trial,
+            distribution_strategy=setup.strategy() if setup.visible_gpus > 1 else None,
+        )
+        tuner.runner = self
+        remote = RemoteOracle.attach(tuner, self.client, wait_s=self.config.wait_s)
+        training = self.search.training
+        callbacks: list[Any] = []
+        if training.early_stopping is not None:
+            es = training.early_stopping
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=es.monitor, patience=es.patience, min_delta=es.min_delta
+                )
+            )
+        fit_kwargs: dict[str, Any] = {
+            "x": data.x_train,
+            "y": data.y_train,
+            "validation_data": (data.x_val, data.y_val),
+            "epochs": training.epochs,
+            "batch_size": training.batch_size,
+            "callbacks": callbacks,
+            "verbose": training.verbose,
+        }
+        tuner.on_search_begin()
+        while not self._quota_reached():
+            trial = remote.create_trial(tuner.tuner_id)
+            if trial.status == "STOPPED":
+                return self._summary(ExitReason.STOP, remote.stop_reason)
+            if trial.status == "IDLE":
+                continue
+            self.trials_run += 1
+            tuner.on_trial_begin(trial)
+            tuner._try_run_and_update_trial(trial, **fit_kwargs)
+            self._upload_artifacts(tuner, remote, trial.trial_id)
+            tuner.on_trial_end(trial)
+            keras.backend.clear_session()
+            gc.collect()
+        return self._summary(ExitReason.RECYCLE)
+
+    def _workdir(self) -> Path:
+        if self.config.shared_path:
+            path = Path(self.config.shared_path) / (self.config.search_id or "search")
+        else:
+            path = (
+                Path(tempfile.gettempdir()) / "ktcluster" / f"{self.config.worker_id}-{os.getpid()}"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _upload_artifacts(self, tuner: Any, remote: Any, trial_id: str) -> None:
+        """Send the best-epoch checkpoint and build config to the chief, while the
+        lease is still ours (so no shared filesystem is needed)."""
+        try:
+            leased = remote.leased(trial_id)
+        except KtClusterError:
+            return
+        for name, path in (
+            (ARTIFACT_CHECKPOINT, Path(tuner._get_checkpoint_fname(trial_id))),
+            (ARTIFACT_BUILD_CONFIG, Path(tuner._get_build_config_fname(trial_id))),
+        ):
+            if not path.is_file():
+                continue
+            try:
+                self.client.upload_artifact(leased, name, path)
+            except StaleLeaseError as exc:
+                log.warning("trial %s: upload refused: %s", trial_id, exc)
+                return
+            except KtClusterError as exc:
+                log.warning("trial %s: upload of %s failed: %s", trial_id, name, exc)
+
+    def fetch_parent_checkpoint(self, tuner: Any, parent_trial_id: str) -> None:
+        """Make a Hyperband continuation's parent files local (download if absent)."""
+        for name, path in (
+            (ARTIFACT_CHECKPOINT, Path(tuner._get_checkpoint_fname(parent_trial_id))),
+            (ARTIFACT_BUILD_CONFIG, Path(tuner._get_build_config_fname(parent_trial_id))),
+        ):
+            if not path.is_file():
+                self.client.download_artifact(parent_trial_id, name, path)
+
+
+def _epoch_range(values: dict[str, Any], default_epochs: int) -> tuple[int, int]:
+    """Epochs [first, last) of a trial: Hyperband's tuner/* values when present."""
+    if "tuner/epochs" in values:
+        return int(values.get("tuner/initial_epoch", 0)), int(values["tuner/epochs"])
+    return 0, default_epochs
+
+
+def _make_tuner_class() -> type:
+    import keras_tuner
+
+    class _KtcTuner(keras_tuner.Tuner):  # type: ignore[misc]
+        """A stock Keras Tuner ``Tuner`` plus three hooks:
+
+        - ``on_epoch_end`` reports each epoch to the chief (renewing the lease)
+          and stops training when the chief says stop;
+        - Hyperband's continuation (``tuner/epochs``, ``tuner/initial_epoch``,
+          ``tuner/trial_id``), with the parent's checkpoint fetched from the
+          chief when it is not on this machine;
+        - no TensorBoard import unless a TensorBoard callback is used.
+        """
+
+        runner: TrialRunner | None = None
+
+        def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: Any = None) -> None:
+            super().on_epoch_end(trial, model, epoch, logs=logs)
+            if self.oracle.report_epoch(trial.trial_id, epoch, logs):
+                model.stop_training = True
+
+        def run_trial(self, trial: Any, *fit_args: Any, **fit_kwargs: Any) -> Any:
+            hp = trial.hyperparameters
+            if "tuner/epochs" in hp.values:
+                fit_kwargs["epochs"] = hp.values["tuner/epochs"]
+                fit_kwargs["initial_epoch"] = hp.values["tuner/initial_epoch"]
+            return super().run_trial(trial, *fit_args, **fit_kwargs)
+
+        def _build_hypermodel(self, hp: Any) -> Any:
+            model = super()._build_hypermodel(hp)
+            if "tuner/trial_id" in hp.values:
+                from keras_tuner.src import utils as kt_utils
+
+                parent = hp.values["tuner/trial_id"]
+                if self.runner is not None:
+                    self.runner.fetch_parent_checkpoint(self, parent)
+                if not model.built:
+                    model.build_from_config(
+                        kt_utils.load_json(self._get_build_config_fname(parent))
+                    )
+                model.load_weights(self._get_checkpoint_fname(parent))
+            return model
+
+        def _configure_tensorboard_dir(
+            self, callbacks: Any, trial: Any, execution: int = 0
+        ) -> None:
+            if any(type(cb).__name__ == "TensorBoard" for cb in callbacks):
+                super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+    return _KtcTuner
+
+
+_TUNER_CLASS: list[type] = []
+
+
+def ktc_tuner_class() -> type:
+    """The KtcTuner class, built on first use so importing this module stays TF-free."""
+    if not _TUNER_CLASS:
+        _TUNER_CLASS.append(_make_tuner_class())
+    return _TUNER_CLASS[0]
