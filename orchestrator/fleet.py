@@ -125,6 +125,7 @@ class Fleet:
         actor_name_prefix: str = "ktc",
         runtime_env: dict[str, Any] | None = None,
         autoscale: bool = False,
+        on_actor_started: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.make_config = make_config
@@ -133,6 +134,7 @@ class Fleet:
         self.actor_name_prefix = actor_name_prefix
         self.runtime_env = runtime_env or {}
         self.autoscale = autoscale
+        self.on_actor_started = on_actor_started
         self._slots: dict[str, SlotRuntime] = {
             s.worker_id: SlotRuntime(s) for s in cluster.worker_slots()
         }
@@ -426,6 +428,18 @@ class Fleet:
                 rt.node_id = info.get("node_id")
                 rt.cuda_visible_devices = info.get("cuda_visible_devices")
                 rt.pending_reason = None
+                if self.on_actor_started is not None:
+                    try:
+                        self.on_actor_started(
+                            {
+                                **info,
+                                "node": rt.slot.node,
+                                "gpus": list(rt.slot.gpus),
+                                "incarnation": rt.incarnation,
+                            }
+                        )
+                    except OSError as exc:
+                        log.warning("could not record worker %s: %s", rt.slot.worker_id, exc)
                 rt.state = SlotState.DRAINING if rt.state is SlotState.DRAINING else SlotState.IDLE
                 rt.run_ref = rt.actor.run.remote()
                 return

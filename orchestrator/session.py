@@ -7,8 +7,10 @@ The session is the chief's control handler: ``ktc status``, ``ktc scale`` and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,9 +125,17 @@ class SearchSession:
             actor_name_prefix=f"{self.actor_prefix}-{self._nonce}",
             runtime_env=self._runtime_env(),
             autoscale=not self.cluster.is_local,
+            on_actor_started=self._record_actor,
         )
         self.chief.control.handler = self
         self.fleet.start(self.options.workers)
+
+    def _record_actor(self, info: dict[str, Any]) -> None:
+        """Append each started worker process to ``workers.jsonl`` (placement
+        audit: which Ray node, pid and CUDA_VISIBLE_DEVICES each worker had)."""
+        line = json.dumps({"ts": time.time(), **info})
+        with (self.chief.search_dir / "workers.jsonl").open("a") as handle:
+            handle.write(line + "\n")
 
     def _runtime_env(self) -> dict[str, Any]:
         """Make user code (``module:attr``) importable on every worker."""
@@ -242,6 +252,8 @@ class SearchSession:
                 pid=row.pid,
                 incarnation=row.incarnation,
                 trials_run=row.trials_run,
+                cuda_visible_devices=row.cuda_visible_devices,
+                ray_node_id=row.node_id,
             )
             for row in (self.fleet.rows() if self.fleet else [])
         ]

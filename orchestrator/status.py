@@ -72,6 +72,8 @@ class WorkerStatus:
     pid: int | None = None
     incarnation: int = 0
     trials_run: int = 0
+    cuda_visible_devices: str | None = None  # as the worker process sees it
+    ray_node_id: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -98,6 +100,8 @@ class WorkerStatus:
             "pid": self.pid,
             "incarnation": self.incarnation,
             "trials_run": self.trials_run,
+            "cuda_visible_devices": self.cuda_visible_devices,
+            "ray_node_id": self.ray_node_id,
         }
 
 

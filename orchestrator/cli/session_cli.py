@@ -70,14 +70,14 @@ def run_session(session: Any, *, progress: bool) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        try:
-            document = session.status_document()
-        except Exception:
-            document = None
         session.close()
 
-    if document is not None:
-        console.print(top_trials_table(document, top=5))
+    broker = session.chief.broker
+    console.print(
+        top_trials_table(
+            broker.trials(), objective=broker.objective, direction=broker.direction, n=5
+        )
+    )
     message = session.chief.broker.message
     colour = {SearchState.COMPLETED: "green", SearchState.FAILED: "red"}.get(state, "yellow")
     console.print(f"[{colour}]search {state.value}[/{colour}]: {message}")
