@@ -51,15 +51,27 @@ def connect_ray(cluster: ClusterSpec) -> bool:
         return False
     if cluster.is_local:
         nodes = cluster.nodes
-        ray.init(
-            num_cpus=sum(node.cpus for node in nodes),
-            num_gpus=sum(len(node.gpus) for node in nodes),
-            resources={slot.node_resource: 1000.0 for slot in cluster.worker_slots()}
-            | {f"ktc_node_{node.name}": 1000.0 for node in nodes},
-            include_dashboard=False,
-            namespace=RAY_NAMESPACE,
-            log_to_driver=False,
-        )
+        gpus = sorted({gpu for node in nodes for gpu in node.gpus})
+        # The chief hides every GPU from its own TensorFlow (CUDA_VISIBLE_DEVICES=""),
+        # but the raylet it starts inherits the variable, and Ray refuses more GPUs
+        # than it lists. The raylet gets the cluster file's physical GPUs; the chief
+        # keeps seeing none. Workers get their own list from their runtime env.
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpus)
+        try:
+            ray.init(
+                num_cpus=sum(node.cpus for node in nodes),
+                num_gpus=len(gpus),
+                resources={f"ktc_node_{node.name}": 1000.0 for node in nodes},
+                include_dashboard=False,
+                namespace=RAY_NAMESPACE,
+                log_to_driver=False,
+            )
+        finally:
+            if saved is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = saved
         return True
     try:
         ray.init(address=cluster.ray.address, namespace=RAY_NAMESPACE, log_to_driver=False)
