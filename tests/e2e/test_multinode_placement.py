@@ -1,0 +1,128 @@
+"""Placement on a 2-node Ray cluster (``ray.cluster_utils.Cluster``): each
+worker runs on the Ray node that carries its YAML node's label resource.
+
+Both Ray nodes live on this machine (127.0.0.1), so the cluster file is
+single-host and needs no TLS. ``RAY_TMPDIR`` points at a private folder so the
+test cluster's address file never captures other processes' ``ray.init()``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import (
+    RunKtc,
+    WriteYaml,
+    assert_ok,
+    read_workers,
+    results_json,
+    sleep_search,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A head node ``a`` (1 CPU, 2 GPUs) and a node ``b`` (2 CPUs, 2 GPUs)."""
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # tests/conftest.py hides GPUs (""); Ray then refuses to advertise logical GPUs.
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    # Short path: Ray's unix sockets live under it.
+    ray_tmp = tempfile.mkdtemp(prefix="ktcmn-", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "num_gpus": 2,
+            "include_dashboard": False,
+            "resources": {"ktc_node_a": 1000},
+        },
+    )
+    try:
+        cluster.add_node(num_cpus=2, num_gpus=2, resources={"ktc_node_b": 1000})
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def _label_to_node_id(address: str) -> dict[str, str]:
+    """``{"a": ray_node_id, "b": ...}`` read from Ray's node table."""
+    import ray
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        out: dict[str, str] = {}
+        for node in ray.nodes():
+            if not node["Alive"]:
+                continue
+            for resource in node["Resources"]:
+                if resource.startswith("ktc_node_"):
+                    out[resource.removeprefix("ktc_node_")] = node["NodeID"]
+        return out
+    finally:
+        ray.shutdown()
+
+
+def test_each_worker_runs_on_its_yaml_node(
+    tmp_path: Path, run_ktc: RunKtc, write_yaml: WriteYaml, two_node_cluster: Any
+) -> None:
+    address = two_node_cluster.address
+    labels = _label_to_node_id(address)
+    assert set(labels) == {"a", "b"} and labels["a"] != labels["b"]
+
+    cluster = {
+        "kind": "cluster",
+        "name": "two-nodes",
+        "ray": {"address": address, "working_dir": None},
+        "chief": {"host": "127.0.0.1", "port": 0},
+        "fleet": {"cpus_per_worker": 1, "recycle_after_trials": 0},
+        "nodes": [
+            {"name": "a", "host": "127.0.0.1", "gpus": [0], "cpus": 1},
+            {
+                "name": "b",
+                "host": "127.0.0.1",
+                "gpus": [0, 1],
+                "cpus": 2,
+                "workers": [{"gpus": [1]}, {"cpus": 1}],
+            },
+        ],
+    }
+    search = sleep_search("two-nodes", max_trials=8, epochs=3, epoch_s=0.3)
+    search_dir = tmp_path / "search"
+    proc = run_ktc(
+        "submit",
+        write_yaml("search.yaml", search),
+        "--cluster",
+        write_yaml("cluster.yaml", cluster),
+        "--dir",
+        search_dir,
+        timeout=240,
+    )
+    assert_ok(proc)
+
+    workers = {str(row["worker_id"]): row for row in read_workers(search_dir)}
+    assert set(workers) == {"a-w0", "b-w0", "b-w1"}
+    for worker_id, row in workers.items():
+        node = worker_id.split("-", 1)[0]
+        assert row["node"] == node, row
+        assert row["node_id"] == labels[node], (
+            f"{worker_id} ran on Ray node {row['node_id']}, expected {labels[node]} "
+            f"(the node carrying ktc_node_{node})"
+        )
+    assert workers["a-w0"]["cuda_visible_devices"] == "0"
+    assert workers["b-w0"]["cuda_visible_devices"] == "1"
+    assert workers["b-w1"]["cuda_visible_devices"] == ""
+
+    rows = results_json(run_ktc, search_dir)
+    assert sum(r["status"] == "COMPLETED" for r in rows) == 8
