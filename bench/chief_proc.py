@@ -1,7 +1,7 @@
 """A ktcluster chief in its own process, for the benchmarks.
 
 ``python -m bench.chief_proc --dir DIR --search-json JSON [--synchronous NORMAL]``
-creates a :class:`orchestrator.chief.Chief` for a ``sleep`` search (the space
+creates a :class:`orchestrator.chief.Chief` (for a ``sleep`` search the space
 is declared with :func:`declare_sleep_space`, as the CLI does), starts it,
 prints ``READY {address, token, pid}``, waits for the search to end, and
 prints ``RESULT {finished_at, state, cpu_s}``. Keeping the chief in its own
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,18 @@ def start_chief_process(
     synchronous: str = "NORMAL",
     long_poll_s: float = 5.0,
     timeout_s: float = 120.0,
+    hold: bool = False,
 ) -> BenchProcess:
-    """Spawn the chief and wait until it serves; ``proc.ready`` holds address/token/pid."""
+    """Spawn the chief and wait until it serves; ``proc.ready`` holds address/token/pid.
+
+    With ``hold`` the chief keeps serving after the search ends until a line
+    arrives on its stdin (``proc.go()``), so workers that call it after STOP
+    still find it.
+    """
     argv = ["-m", "bench.chief_proc", "--dir", str(search_dir), "--search-json", json.dumps(search)]
     argv += ["--synchronous", synchronous, "--long-poll-s", str(long_poll_s)]
+    if hold:
+        argv.append("--hold")
     proc = spawn(name, argv, search_dir.parent / "logs")
     proc.wait_ready(timeout_s)
     return proc
@@ -58,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--search-json", required=True)
     parser.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
     parser.add_argument("--long-poll-s", type=float, default=5.0)
+    parser.add_argument("--hold", action="store_true")
     args = parser.parse_args(argv)
 
     import keras_tuner
@@ -68,8 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     from workers.hypermodels.sleep import declare_sleep_space
 
     search = parse_search(json.loads(args.search_json), check_paths=False)
-    hp = keras_tuner.HyperParameters()
-    declare_sleep_space(hp, search.hypermodel.options)
+    # As `ktc submit` does: the chief declares the sleep space itself; real
+    # hypermodels declare theirs from the first worker's build.
+    hp = None
+    if search.hypermodel.name == "sleep":
+        hp = keras_tuner.HyperParameters()
+        declare_sleep_space(hp, search.hypermodel.options)
     chief = Chief.create(
         search,
         args.dir,
@@ -100,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
             "cpu_s": cpu.user + cpu.system,
         },
     )
+    if args.hold:
+        sys.stdin.readline()
     chief.close()
 
 
