@@ -124,7 +124,7 @@ def dispatch_section(
         if ours.workers == 16:
             targets.append(
                 [
-                    f"efficiency >= 0.97 at W=16",
+                    "efficiency >= 0.97 at W=16",
                     fmt(ours.efficiency, 3),
                     verdict(ours.efficiency >= 0.97),
                 ]

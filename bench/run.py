@@ -1,0 +1,195 @@
+"""Run the benchmarks and write BENCHMARKS.md.
+
+``python -m bench.run [--quick] [--only NAME ...] [--output PATH]``
+
+Measurements (``--only`` names): dispatch, cost_growth, slow_oracle,
+worker_memory, recovery. Quick mode (< 5 min here) shrinks every size; the
+full run (< 30 min here) uses the issue's sizes. A measurement that fails is
+reported with its reason, and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import report
+from bench.cost_growth import GrowthResult, SyncModeResult, run_growth, run_sync_modes
+from bench.dispatch import DispatchComparison, compare
+from bench.machine import MachineInfo
+from bench.procs import REPO_ROOT
+from bench.recovery import run_recovery
+from bench.slow_oracle import run_slow_oracle
+from bench.timeline import DispatchResult
+from bench.worker_memory import MemoryResult, run_worker_memory
+
+NAMES = ("dispatch", "cost_growth", "slow_oracle", "worker_memory", "recovery")
+RECYCLE_AFTER_TRIALS = 20  # fleet.recycle_after_trials default
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sizes of one run."""
+
+    quick: bool
+    dispatch_workers: tuple[int, ...]
+    trials_per_worker: int
+    trial_s: float
+    growth_sizes: tuple[int, ...]
+    growth_full_sync_size: int
+    sync_events: int
+    slow_oracle_trials: int
+    memory_trials: int
+    memory_fresh_trials: int
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        """The quick or the full plan."""
+        if quick:
+            return cls(True, (2, 4), 5, 0.5, (100, 1000), 1000, 1000, 30, 6, 2)
+        return cls(False, (1, 4, 16), 10, 0.5, (100, 1000, 10_000), 1000, 2000, 60, 30, 10)
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _load() -> str:
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
+def run_dispatch(plan: Plan, base: Path) -> list[str]:
+    """Measurement 1."""
+    comparisons: list[DispatchComparison] = []
+    for workers in plan.dispatch_workers:
+        trials = plan.trials_per_worker * workers
+        _log(f"dispatch W={workers} T={trials} D={plan.trial_s} ({_load()})")
+        comp = compare(
+            workers=workers, trials=trials, trial_s=plan.trial_s, work_dir=base / "dispatch"
+        )
+        comparisons.append(comp)
+        for r in (comp.ktcluster, comp.keras_tuner):
+            if r is not None:
+                _log(
+                    f"  {r.system}: efficiency {r.efficiency:.3f}, refill p50 "
+                    f"{r.refill_ms.p50:.1f} ms, start-up {r.startup_s:.1f} s"
+                )
+        if comp.kt_error:
+            _log(f"  keras-tuner failed: {comp.kt_error}")
+    extra: list[DispatchResult] = []
+    note = (
+        "The same workload through the Ray fleet (`ktc submit`, worker actors) is not in this "
+        "table yet: the fleet was still being written when this run was made."
+    )
+    return report.dispatch_section(comparisons, extra, note)
+
+
+def run_cost_growth(plan: Plan, base: Path) -> list[str]:
+    """Measurement 2."""
+    results: list[GrowthResult] = []
+    errors: list[str] = []
+    sizes = [(n, "NORMAL") for n in plan.growth_sizes] + [(plan.growth_full_sync_size, "FULL")]
+    for trials, mode in sizes:
+        _log(f"cost growth {trials} trials, ledger {mode} ({_load()})")
+        try:
+            result = run_growth(
+                trials=trials, synchronous=mode, work_dir=base / f"growth-{trials}-{mode}"
+            )
+            results.append(result)
+            _log(
+                f"  chief CPU/trial {result.cpu_per_trial_ms:.2f} ms (last 10 % "
+                f"{result.cpu_per_trial_last_ms:.2f}), EndTrial p99 {result.end_ms.p99:.1f} ms"
+            )
+        except Exception as exc:
+            errors.append(f"{trials} trials ({mode}): {type(exc).__name__}: {exc}")
+    sync: list[SyncModeResult] = []
+    try:
+        sync = run_sync_modes(events=plan.sync_events, work_dir=base / "sync")
+    except Exception as exc:
+        errors.append(f"sync modes: {type(exc).__name__}: {exc}")
+    return report.growth_section(results, sync, errors)
+
+
+def run_slow(plan: Plan, base: Path) -> list[str]:
+    """Measurement 3."""
+    _log(f"slow oracle: bayesian, {plan.slow_oracle_trials} trials, 16 clients ({_load()})")
+    try:
+        result = run_slow_oracle(trials=plan.slow_oracle_trials, work_dir=base / "slow-oracle")
+    except Exception as exc:
+        return report.slow_oracle_section(None, f"{type(exc).__name__}: {exc}")
+    _log(f"  Report p99 during fits {result.report_during_fit_ms.p99:.1f} ms")
+    return report.slow_oracle_section(result, "")
+
+
+def run_memory(plan: Plan, base: Path) -> list[str]:
+    """Measurement 4."""
+    _log(
+        f"worker memory: {plan.memory_trials} trials long-lived, {plan.memory_fresh_trials} "
+        f"fresh ({_load()})"
+    )
+    result: MemoryResult = run_worker_memory(
+        trials=plan.memory_trials, fresh_trials=plan.memory_fresh_trials, work_dir=base / "memory"
+    )
+    if result.long_lived is not None:
+        _log(f"  long-lived growth {result.long_lived.growth_mib:.1f} MiB")
+    return report.memory_section(result, RECYCLE_AFTER_TRIALS)
+
+
+def run_recovery_section(plan: Plan, base: Path) -> list[str]:
+    """Measurement 5."""
+    _log("recovery")
+    return report.recovery_section(run_recovery())
+
+
+RUNNERS: dict[str, Callable[[Plan, Path], list[str]]] = {
+    "dispatch": run_dispatch,
+    "cost_growth": run_cost_growth,
+    "slow_oracle": run_slow,
+    "worker_memory": run_memory,
+    "recovery": run_recovery_section,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected measurements; print and write the report."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes (< 5 min here)")
+    parser.add_argument("--only", nargs="+", choices=NAMES, metavar="NAME", help=f"any of {NAMES}")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    plan = Plan.make(args.quick)
+    names = args.only or list(NAMES)
+    command = "python -m bench.run" + (" --quick" if args.quick else "")
+    if args.only:
+        command += " --only " + " ".join(names)
+    info = MachineInfo.collect()
+    base = Path(tempfile.mkdtemp(prefix="ktc-bench-"))
+    _log(f"work dir {base}; {info.cores} cores, {_load()}")
+    started = time.monotonic()
+    lines = report.machine_section(info, command, args.quick)
+    for name in names:
+        section_start = time.monotonic()
+        try:
+            lines += RUNNERS[name](plan, base)
+        except Exception as exc:
+            traceback.print_exc()
+            lines += [f"## {name}", "", f"Could not run: {type(exc).__name__}: {exc}", ""]
+        _log(f"{name} took {time.monotonic() - section_start:.0f} s")
+    total = time.monotonic() - started
+    lines += [f"Total benchmark time: {total / 60:.1f} min.", ""]
+    text = "\n".join(lines)
+    args.output.write_text(text)
+    print(text)
+    _log(f"wrote {args.output} in {total:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

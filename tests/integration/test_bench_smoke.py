@@ -1,0 +1,41 @@
+"""Smoke test: the quick dispatch benchmark runs through its Python API and yields numbers.
+
+No time thresholds: this machine is shared, and benchmarks are not timed tests.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.dispatch import run_ktcluster_dispatch
+from bench.timeline import TrialSpan, ideal_wall_s, refill_gaps_s, summarize
+
+
+def test_refill_gaps_are_per_worker() -> None:
+    spans = [
+        TrialSpan("a", "0", start=0.0, end=1.0, recorded=1.01, create_rtt_s=0.002),
+        TrialSpan("b", "1", start=0.0, end=1.0, recorded=1.02, create_rtt_s=0.003),
+        TrialSpan("a", "2", start=1.5, end=2.0, recorded=2.01, create_rtt_s=0.004),
+    ]
+    assert refill_gaps_s(spans) == [0.5]
+    result = summarize(
+        system="x", workers=2, trials=3, trial_s=1.0, spans=spans, startup_s=0.1, chief_exit_s=None
+    )
+    assert ideal_wall_s(3, 2, 1.0) == 2.0
+    assert result.wall_s == pytest.approx(2.01)
+    assert result.efficiency == pytest.approx(2.0 / 2.01)
+
+
+@pytest.mark.slow
+def test_quick_dispatch_benchmark_produces_numbers(tmp_path: Path) -> None:
+    result = run_ktcluster_dispatch(workers=2, trials=6, trial_s=0.05, work_dir=tmp_path)
+
+    assert result.completed == 6
+    assert result.efficiency > 0 and not math.isnan(result.efficiency)
+    assert result.refill_ms.count == 4  # 6 trials on 2 workers: 2 gaps each
+    assert not math.isnan(result.refill_ms.p50) and result.refill_ms.p50 >= 0
+    assert not math.isnan(result.create_rtt_ms.p95)
+    assert result.startup_s > 0
