@@ -145,7 +145,7 @@ def run_memory(plan: Plan, base: Path) -> list[str]:
 def run_recovery_section(plan: Plan, base: Path) -> list[str]:
     """Measurement 5."""
     _log("recovery")
-    return report.recovery_section(run_recovery())
+    return report.recovery_section(run_recovery(base / "recovery"))
 
 
 RUNNERS: dict[str, Callable[[Plan, Path], list[str]]] = {
