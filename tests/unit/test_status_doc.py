@@ -110,6 +110,8 @@ def test_document_from_broker_has_the_schema(live_search: Any, search_dir: Path)
             "pid": None,
             "incarnation": 0,
             "trials_run": 0,
+            "cuda_visible_devices": None,
+            "ray_node_id": None,
         }
     ]
 
