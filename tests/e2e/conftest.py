@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,42 @@ def ktc_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def ktc(
+    *args: str | Path,
+    cwd: Path,
+    timeout: float = 300.0,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``ktc ARGS`` in ``cwd`` (``submit``/``resume`` get ``--no-progress``).
+
+    Returns the CompletedProcess (text output) whatever the exit code; a
+    timeout fails the test with the output so far.
+    """
+    argv = [str(KTC), *(str(a) for a in args)]
+    if args and str(args[0]) in ("submit", "resume") and "--no-progress" not in argv:
+        argv.append("--no-progress")
+    try:
+        return subprocess.run(
+            argv,
+            cwd=str(cwd),
+            env=ktc_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr
+        pytest.fail(
+            f"`ktc {' '.join(argv[1:])}` timed out after {timeout:g} s\n"
+            f"stdout:\n{out}\nstderr:\n{(err or '')[-4000:]}"
+        )
+
+
 @pytest.fixture
 def run_ktc(tmp_path: Path) -> RunKtc:
-    """``run_ktc(*args, cwd=tmp_path, timeout=300, env=None)``: run ``ktc ARGS``.
-
-    ``submit`` and ``resume`` get ``--no-progress``. Returns the
-    CompletedProcess (text stdout/stderr); never raises on a non-zero exit.
-    A timeout fails the test with the output so far.
-    """
+    """``run_ktc(*args, cwd=tmp_path, timeout=300, env=None)``: :func:`ktc` in tmp_path."""
 
     def run(
         *args: str | Path,
@@ -53,26 +82,7 @@ def run_ktc(tmp_path: Path) -> RunKtc:
         timeout: float = 300.0,
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        argv = [str(KTC), *(str(a) for a in args)]
-        if args and str(args[0]) in ("submit", "resume") and "--no-progress" not in argv:
-            argv.append("--no-progress")
-        try:
-            return subprocess.run(
-                argv,
-                cwd=str(cwd or tmp_path),
-                env=ktc_env(env),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout
-            err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr
-            pytest.fail(
-                f"`ktc {' '.join(argv[1:])}` timed out after {timeout:g} s\n"
-                f"stdout:\n{out}\nstderr:\n{(err or '')[-4000:]}"
-            )
+        return ktc(*args, cwd=cwd or tmp_path, timeout=timeout, env=env)
 
     return run
 
@@ -104,7 +114,7 @@ def read_workers(search_dir: Path) -> list[dict[str, Any]]:
 
 
 def results_json(run: RunKtc, search_dir: Path) -> list[dict[str, Any]]:
-    """``ktc results DIR --json``, parsed."""
+    """``ktc results DIR --json``, parsed (best first)."""
     proc = run("results", search_dir, "--json", timeout=120)
     assert_ok(proc)
     rows: list[dict[str, Any]] = json.loads(proc.stdout)
@@ -165,3 +175,42 @@ def local_cluster(name: str, nodes: Sequence[Mapping[str, Any]]) -> dict[str, An
         "fleet": {"cpus_per_worker": 1, "recycle_after_trials": 0},
         "nodes": [dict(n) for n in nodes],
     }
+
+
+@dataclass(frozen=True)
+class DigitsRun:
+    """One small digits CNN search run through ``ktc submit`` (shared by tests)."""
+
+    root: Path
+    search_file: Path
+    search_dir: Path
+    proc: subprocess.CompletedProcess[str]
+    max_trials: int
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> DigitsRun:
+    """A real cnn-on-digits search (3 trials x 3 epochs, 2 CPU workers), run once per session."""
+    root = tmp_path_factory.mktemp("digits")
+    max_trials = 3
+    search_file = root / "search.yaml"
+    search_file.write_text(
+        yaml.safe_dump(
+            digits_search(
+                "digits-e2e", oracle={"type": "random", "max_trials": max_trials, "seed": 3}
+            )
+        )
+    )
+    cluster_file = root / "cluster.yaml"
+    cluster_file.write_text(
+        yaml.safe_dump(
+            local_cluster(
+                "local2", [{"name": "local", "host": "127.0.0.1", "cpus": 2, "cpu_workers": 2}]
+            )
+        )
+    )
+    search_dir = root / "search"
+    proc = ktc(
+        "submit", search_file, "--cluster", cluster_file, "--dir", search_dir, cwd=root, timeout=400
+    )
+    return DigitsRun(root, search_file, search_dir, proc, max_trials)

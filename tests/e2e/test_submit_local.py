@@ -1,0 +1,79 @@
+"""``ktc submit`` end to end on an embedded local Ray: a small real CNN search
+on digits completes with sane scores, and bad input fails cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import DigitsRun, RunKtc, assert_ok, results_json
+
+pytestmark = pytest.mark.slow
+
+
+def test_digits_cnn_search_completes(digits_run: DigitsRun, run_ktc: RunKtc) -> None:
+    proc = digits_run.proc
+    assert_ok(proc)
+    lines = proc.stdout.splitlines()
+    # First the search directory, at the end the top table and the verdict.
+    assert lines[0] == f"search directory: {digits_run.search_dir}"
+    assert "top 3 trials" in proc.stdout
+    assert "search completed" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+    rows = results_json(run_ktc, digits_run.search_dir)
+    assert len(rows) == digits_run.max_trials
+    for row in rows:
+        assert set(row) >= {
+            "trial_id",
+            "status",
+            "score",
+            "hyperparameters",
+            "metrics",
+            "attempts",
+            "worker",
+            "duration_s",
+        }, row
+        assert row["status"] == "COMPLETED", row
+        assert 0.0 < row["score"] <= 1.0, row
+        assert row["attempts"] == 1, row
+        assert row["worker"] in ("local-w0", "local-w1"), row
+        assert row["duration_s"] > 0, row
+        assert {"filters_0", "units_0", "dropout"} <= set(row["hyperparameters"]), row
+        assert row["trial_id"] in proc.stdout  # every trial is in the top table
+    scores = [row["score"] for row in rows]
+    assert scores == sorted(scores, reverse=True)  # best first
+    assert sum(score > 0.5 for score in scores) >= 2, scores
+    # Both CPU workers came up (one line each in the placement audit).
+    audit = (digits_run.search_dir / "workers.jsonl").read_text()
+    assert '"local-w0"' in audit and '"local-w1"' in audit
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("kind: search\nname: bad\noracle: {type: random, max_trials: [\n", r"search\.yaml"),
+        (
+            "kind: search\nname: bad\nhypermodel: sleep\noracle: {type: random, max_trials: -3}\n",
+            r"max_trials",
+        ),
+        ("kind: search\nname: bad\nhypermodel: sleep\nbogus_key: 1\n", r"bogus_key"),
+    ],
+    ids=["yaml-syntax", "bad-value", "unknown-key"],
+)
+def test_malformed_search_file_exits_2_without_traceback(
+    tmp_path: Path, run_ktc: RunKtc, text: str, expect: str
+) -> None:
+    import re
+
+    search_file = tmp_path / "search.yaml"
+    search_file.write_text(text)
+    search_dir = tmp_path / "never"
+    proc = run_ktc("submit", search_file, "--dir", search_dir, timeout=120)
+    assert proc.returncode == 2, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    output = proc.stdout + proc.stderr
+    assert re.search(expect, output), output
+    assert "Traceback" not in output
+    assert not search_dir.exists()
+    assert not (tmp_path / "searches").exists()
