@@ -22,6 +22,7 @@ from orchestrator.config import ClusterSpec, SearchSpec, WorkerSlot, parse_clust
 from orchestrator.errors import ConfigError, FleetError, KtClusterError
 from orchestrator.fleet import BrokerHooks, Fleet
 from orchestrator.protos import ktcluster_pb2 as pb
+from orchestrator.ray_processes import reap_leftover_ray_processes, record_ray_processes
 from orchestrator.trials import SearchState
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ def connect_ray(cluster: ClusterSpec) -> bool:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpus)
         try:
             ray.init(
+                # "local" always starts a new instance: never attach to a cluster
+                # recorded in RAY_ADDRESS or /tmp/ray/ray_current_cluster.
+                address="local",
                 num_cpus=sum(node.cpus for node in nodes),
                 num_gpus=len(gpus),
                 resources={f"ktc_node_{node.name}": 1000.0 for node in nodes},
@@ -104,7 +108,11 @@ class SearchSession:
 
     def start(self) -> None:
         """Connect Ray, ship the dataset if needed, start the fleet."""
+        if self.chief.resumed:
+            reap_leftover_ray_processes(self.chief.search_dir)
         self._started_ray = connect_ray(self.cluster)
+        if self._started_ray:
+            record_ray_processes(self.chief.search_dir)
         if self.chief.resumed:
             self._release_orphaned_leases()
         dataset_ref = self._dataset_ref()
