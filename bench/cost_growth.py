@@ -130,6 +130,7 @@ def run_growth(
         sleep_search(f"bench-growth-{trials}", trials, 0.0),
         base / "search",
         synchronous=synchronous,
+        hold=True,
     )
     try:
         ready = chief.ready or {}
@@ -154,6 +155,7 @@ def run_growth(
         wall = time.monotonic() - started
         cpu_end = progress.cpu_s()
         chief.wait_result(60.0)
+        chief.go()  # every client is done: let the held chief close
         chief.popen.wait(timeout=30)
     finally:
         chief.kill()

@@ -46,6 +46,7 @@ def run_ktcluster_dispatch(
             base / "search",
             synchronous=synchronous,
             timeout_s=timeout_s,
+            hold=True,
         )
         procs.append(chief)
         ready = chief.ready or {}
@@ -78,6 +79,7 @@ def run_ktcluster_dispatch(
         chief_result = chief.wait_result(timeout_s)
         last = max((s.recorded for s in spans), default=time.time())
         exit_delay = float(chief_result["finished_at"]) - last
+        chief.go()  # every worker is done: let the held chief close
         for proc in procs:
             proc.popen.wait(timeout=30)
     finally:

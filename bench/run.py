@@ -68,12 +68,17 @@ def _load() -> str:
 def run_dispatch(plan: Plan, base: Path) -> list[str]:
     """Measurement 1."""
     comparisons: list[DispatchComparison] = []
+    failures: list[str] = []
     for workers in plan.dispatch_workers:
         trials = plan.trials_per_worker * workers
         _log(f"dispatch W={workers} T={trials} D={plan.trial_s} ({_load()})")
-        comp = compare(
-            workers=workers, trials=trials, trial_s=plan.trial_s, work_dir=base / "dispatch"
-        )
+        try:
+            comp = compare(
+                workers=workers, trials=trials, trial_s=plan.trial_s, work_dir=base / "dispatch"
+            )
+        except Exception as exc:
+            failures.append(f"W={workers}: could not run: {type(exc).__name__}: {exc}")
+            continue
         comparisons.append(comp)
         for r in (comp.ktcluster, comp.keras_tuner):
             if r is not None:
@@ -88,7 +93,7 @@ def run_dispatch(plan: Plan, base: Path) -> list[str]:
         "The same workload through the Ray fleet (`ktc submit`, worker actors) is not in this "
         "table yet: the fleet was still being written when this run was made."
     )
-    return report.dispatch_section(comparisons, extra, note)
+    return report.dispatch_section(comparisons, extra, "\n\n".join([*failures, note]))
 
 
 def run_cost_growth(plan: Plan, base: Path) -> list[str]:

@@ -117,7 +117,9 @@ def run_slow_oracle(
     """Run a Bayesian search with ``clients`` threads; time every call."""
     base = Path(work_dir or tempfile.mkdtemp(prefix="bench-slow-oracle-"))
     chief = start_chief_process(
-        sleep_search("bench-slow-oracle", trials, 0.0, oracle="bayesian"), base / "search"
+        sleep_search("bench-slow-oracle", trials, 0.0, oracle="bayesian"),
+        base / "search",
+        hold=True,
     )
     calls: list[_Call] = []
     errors: list[str] = []
@@ -138,6 +140,7 @@ def run_slow_oracle(
             thread.join(timeout_s)
         wall = time.monotonic() - started
         chief.wait_result(60.0)
+        chief.go()  # every client is done: let the held chief close
         chief.popen.wait(timeout=30)
     finally:
         chief.kill()
