@@ -64,7 +64,9 @@ def test_client_from_search_dir_uses_the_recorded_ca(tls_chief) -> None:
 def test_plaintext_client_is_refused(tls_chief) -> None:
     _, endpoint, _ = tls_chief
     with (
-        TrialClient(endpoint.address, endpoint.token, worker_id="w0", reconnect_timeout_s=1.0) as client,
+        TrialClient(
+            endpoint.address, endpoint.token, worker_id="w0", reconnect_timeout_s=1.0
+        ) as client,
         pytest.raises(ChiefUnavailableError, match="no chief answers"),
     ):
         client.create_trial(wait_s=0.1)
@@ -93,7 +95,9 @@ def test_wrong_ca_is_refused(tls_chief, tmp_path: Path) -> None:
 def test_token_is_still_required_over_tls(tls_chief) -> None:
     chief, endpoint, certs = tls_chief
     with (
-        TrialClient(endpoint.address, "not-the-token", worker_id="w0", ca_pem=certs.ca.read_bytes()) as client,
+        TrialClient(
+            endpoint.address, "not-the-token", worker_id="w0", ca_pem=certs.ca.read_bytes()
+        ) as client,
         pytest.raises(AuthenticationError, match="refused the token"),
     ):
         client.create_trial(wait_s=0.1)
