@@ -206,7 +206,7 @@ def measure_worker_kill(base: Path, timeout_s: float = 180.0) -> tuple[float, st
         )
         detail = f"trial {trial_id} attempt {event.attempt} on {event.worker_id}"
         if requeue is not None:
-            detail += f"; requeued {requeue.ts - killed:.2f} s after the kill ({requeue.payload.get('reason', '')[:60]})"
+            detail += f"; requeued {max(requeue.ts - killed, 0.0):.2f} s after the kill ({requeue.payload.get('reason', '')[:60]})"
         return event.ts - killed, detail
     finally:
         ktc.stop()
