@@ -7,10 +7,13 @@ it) unless the cluster file gives an address; the chief binds port 0.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +29,29 @@ RunKtc = Callable[..., subprocess.CompletedProcess[str]]
 WriteYaml = Callable[[str, Mapping[str, Any]], Path]
 
 
+_RAY_TMPDIRS: list[str] = []
+
+
+def private_ray_tmpdir() -> str:
+    """A short private ``RAY_TMPDIR`` for this test session (removed at exit).
+
+    Other engineers' Ray clusters on this machine record themselves in
+    /tmp/ray/ray_current_cluster; a private folder keeps this suite's embedded
+    Rays and theirs apart. Short, because Ray's unix sockets live under it.
+    """
+    if not _RAY_TMPDIRS:
+        path = tempfile.mkdtemp(prefix="ktce2e-", dir="/tmp")
+        _RAY_TMPDIRS.append(path)
+        atexit.register(shutil.rmtree, path, True)
+    return _RAY_TMPDIRS[0]
+
+
 def ktc_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a ``ktc`` subprocess: no Ray auth, no GPUs, quiet TF."""
+    """The environment of a ``ktc`` subprocess: no Ray auth, no GPUs, quiet TF,
+    a private ``RAY_TMPDIR`` (unless the test set one)."""
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
+    env.setdefault("RAY_TMPDIR", private_ray_tmpdir())
     env["RAY_AUTH_MODE"] = "disabled"
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env["PYTHONUNBUFFERED"] = "1"

@@ -3,11 +3,21 @@ on digits completes with sane scores, and bad input fails cleanly."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import DigitsRun, RunKtc, assert_ok, results_json
+from tests.e2e.conftest import (
+    DigitsRun,
+    RunKtc,
+    WriteYaml,
+    assert_ok,
+    local_cluster,
+    results_json,
+    sleep_search,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +87,32 @@ def test_malformed_search_file_exits_2_without_traceback(
     assert "Traceback" not in output
     assert not search_dir.exists()
     assert not (tmp_path / "searches").exists()
+
+
+def test_local_ray_ignores_other_clusters_on_the_machine(
+    tmp_path: Path, run_ktc: RunKtc, write_yaml: WriteYaml
+) -> None:
+    """``ray.address: local`` starts its own Ray even when another cluster (here a
+    stale one) is recorded in RAY_TMPDIR/ray/ray_current_cluster or RAY_ADDRESS."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ktcst-", dir="/tmp"))
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")
+        cluster = local_cluster(
+            "one", [{"name": "local", "host": "127.0.0.1", "cpus": 1, "cpu_workers": 1}]
+        )
+        search_dir = tmp_path / "search"
+        proc = run_ktc(
+            "submit",
+            write_yaml("search.yaml", sleep_search("stale", max_trials=2, epochs=1, epoch_s=0)),
+            "--cluster",
+            write_yaml("cluster.yaml", cluster),
+            "--dir",
+            search_dir,
+            env={"RAY_TMPDIR": str(ray_tmp)},
+            timeout=180,
+        )
+        assert_ok(proc)
+        assert "search completed" in proc.stdout
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
