@@ -32,9 +32,6 @@ REPO = Path(__file__).resolve().parents[3]
 KTC = [sys.executable, "-m", "orchestrator.cli.main"]
 STARTUP_S = 150.0  # embedded Ray + first worker on a loaded 2-core machine
 EPOCH_S = 0.5
-# TEMPORARY (bug in /tmp/fleet-bugs.md): session.connect_ray calls ray.init() with
-# no address, which joins whatever /tmp/ray/ray_current_cluster names.
-WORKAROUND_RAY_ADDRESS_LOCAL = True
 
 
 def ktc_env() -> dict[str, str]:
@@ -42,8 +39,6 @@ def ktc_env() -> dict[str, str]:
     env = dict(os.environ)
     env["RAY_AUTH_MODE"] = "disabled"
     env.pop("RAY_ADDRESS", None)
-    if WORKAROUND_RAY_ADDRESS_LOCAL:
-        env["RAY_ADDRESS"] = "local"
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     )

@@ -66,7 +66,8 @@ def test_late_end_trial_is_refused(
                 a.end_trial(trial_a, "COMPLETED", metrics={"score": 0.9})
         else:
             with pytest.raises(
-                StaleLeaseError, match=r"not the current attempt.s \(attempt 2 is held by worker-b\); its result is ignored"
+                StaleLeaseError,
+                match=r"not the current attempt.s \(attempt 2 is held by worker-b\); its result is ignored",
             ):
                 a.end_trial(trial_a, "COMPLETED", metrics={"score": 0.9})
             assert b.end_trial(trial_b, "COMPLETED", metrics={"score": 0.5}) is True

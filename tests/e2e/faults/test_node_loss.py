@@ -90,7 +90,9 @@ def test_node_removed_mid_search(ktc: KtcRunner, two_node_cluster: Any, graceful
             if e.kind is EventKind.REQUEUED and e.trial_id in on_b
         }
 
-    wait_until(lambda: set(requeued()) == set(on_b), 60.0, interval_s=0.3, what="b's trials requeued")
+    wait_until(
+        lambda: set(requeued()) == set(on_b), 60.0, interval_s=0.3, what="b's trials requeued"
+    )
     for trial_id, reason in requeued().items():
         assert on_b[trial_id] in reason, reason
 

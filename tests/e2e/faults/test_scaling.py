@@ -24,7 +24,6 @@ from tests.e2e.faults.conftest import (
     ktc_status,
     ledger_events,
     run_ktc,
-    running_worker,
     search_yaml,
     wait_status,
     write_yaml,
@@ -77,9 +76,7 @@ def test_scale_up_then_drain_down(ktc: KtcRunner) -> None:
     doc = ktc_status(directory)
     draining = {w["worker_id"]: w["trial_id"] for w in doc["workers"] if w["state"] == "draining"}
     assert draining, doc["workers"]
-    keep = wait_status(
-        directory, lambda d: len(d["workers"]) == 1, 90.0, "one worker left", run
-    )
+    keep = wait_status(directory, lambda d: len(d["workers"]) == 1, 90.0, "one worker left", run)
     doc = ktc_status(directory)
     assert len(doc["workers"]) == 1 and doc["workers"][0]["state"] in LIVE, doc["workers"]
     assert keep["workers"][0]["worker_id"] not in draining
@@ -89,9 +86,7 @@ def test_scale_up_then_drain_down(ktc: KtcRunner) -> None:
     assert not [e for e in events if e.kind is EventKind.REQUEUED]
     for worker_id, trial_id in draining.items():
         if trial_id:
-            done = [
-                e for e in events if e.kind is EventKind.COMPLETED and e.trial_id == trial_id
-            ]
+            done = [e for e in events if e.kind is EventKind.COMPLETED and e.trial_id == trial_id]
             assert done and done[0].worker_id == worker_id
 
 
