@@ -1,6 +1,9 @@
 """Placement on a 2-node Ray cluster (``ray.cluster_utils.Cluster``): each
 worker runs on the Ray node that carries its YAML node's label resource.
 
+A third YAML node that Ray does not have leaves its worker pending (with the
+reason, in ``ktc status``) without blocking the search.
+
 Both Ray nodes live on this machine (127.0.0.1), so the cluster file is
 single-host and needs no TLS. ``RAY_TMPDIR`` points at a private folder so the
 test cluster's address file never captures other processes' ``ray.init()``.
@@ -8,6 +11,8 @@ test cluster's address file never captures other processes' ``ray.init()``.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +21,15 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import (
+    KTC,
     RunKtc,
     WriteYaml,
-    assert_ok,
+    ktc_env,
     read_workers,
     results_json,
     sleep_search,
 )
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -96,23 +103,49 @@ def test_each_worker_runs_on_its_yaml_node(
                 "cpus": 2,
                 "workers": [{"gpus": [1]}, {"cpus": 1}],
             },
+            # In the cluster file but not in Ray: its worker shows pending, with
+            # the reason, and the search goes on without it.
+            {"name": "c", "host": "127.0.0.1", "cpus": 1},
         ],
     }
-    search = sleep_search("two-nodes", max_trials=8, epochs=3, epoch_s=0.3)
+    search = sleep_search("two-nodes", max_trials=10, epochs=4, epoch_s=0.8)
     search_dir = tmp_path / "search"
-    proc = run_ktc(
+    argv = [
+        str(KTC),
         "submit",
-        write_yaml("search.yaml", search),
+        str(write_yaml("search.yaml", search)),
         "--cluster",
-        write_yaml("cluster.yaml", cluster),
+        str(write_yaml("cluster.yaml", cluster)),
         "--dir",
-        search_dir,
-        timeout=240,
-    )
-    assert_ok(proc)
+        str(search_dir),
+        "--no-progress",
+    ]
+    with subprocess.Popen(
+        argv, cwd=tmp_path, env=ktc_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as submit:
+        try:
+            pending: dict[str, Any] = {}
+
+            def c_is_pending() -> bool:
+                status = run_ktc("status", search_dir, "--json", timeout=60)
+                if status.returncode != 0:
+                    return False
+                for worker in json.loads(status.stdout).get("workers", []):
+                    if worker["worker_id"] == "c-w0" and worker["state"] == "pending":
+                        pending.update(worker)
+                        return True
+                return False
+
+            wait_until(c_is_pending, 120, interval_s=1.0, what="worker c-w0 to show as pending")
+            assert "ktc_node_c" in str(pending["pending_reason"]), pending
+            stdout, stderr = submit.communicate(timeout=240)
+        finally:
+            if submit.poll() is None:
+                submit.kill()
+    assert submit.returncode == 0, f"stdout:\n{stdout}\nstderr:\n{stderr[-4000:]}"
 
     workers = {str(row["worker_id"]): row for row in read_workers(search_dir)}
-    assert set(workers) == {"a-w0", "b-w0", "b-w1"}
+    assert set(workers) == {"a-w0", "b-w0", "b-w1"}  # c-w0 never started
     for worker_id, row in workers.items():
         node = worker_id.split("-", 1)[0]
         assert row["node"] == node, row
@@ -125,4 +158,5 @@ def test_each_worker_runs_on_its_yaml_node(
     assert workers["b-w1"]["cuda_visible_devices"] == ""
 
     rows = results_json(run_ktc, search_dir)
-    assert sum(r["status"] == "COMPLETED" for r in rows) == 8
+    assert sum(r["status"] == "COMPLETED" for r in rows) == 10
+    assert "c-w0" not in {r["worker"] for r in rows}
