@@ -31,7 +31,7 @@ from bench.timeline import DispatchResult
 from bench.worker_memory import MemoryResult, run_worker_memory
 
 NAMES = ("dispatch", "cost_growth", "slow_oracle", "worker_memory", "recovery")
-RECYCLE_AFTER_TRIALS = 20  # fleet.recycle_after_trials default
+RECYCLE_AFTER_TRIALS = 3  # fleet.recycle_after_trials default
 
 
 @dataclass(frozen=True)

@@ -777,8 +777,15 @@ class TrialBroker:
         if self._draining_all:
             self._finish_if_idle_locked()
             return
+        if not self._oracle_exhausted and self._max_trials_reached_locked():
+            # Known without asking the oracle (which may have no caller left).
+            self._oracle_exhausted = True
         if self._oracle_exhausted and not self._queue and not self.leases.all():
             self._finish_locked(SearchState.COMPLETED, "the oracle has no more trials")
+
+    def _max_trials_reached_locked(self) -> bool:
+        cap = self.oracle_host.oracle.max_trials
+        return bool(cap) and len(self._records) >= cap
 
     def _finish_locked(self, state: SearchState, message: str) -> None:
         self.ledger.append(EventKind.SEARCH, payload={"state": state.value, "message": message})

@@ -79,7 +79,8 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         assignment = self.client.create_trial(self.wait_s)
         if assignment.kind is AssignmentKind.STOP:
             self.stop_reason = assignment.reason
-            return kt_trial.Trial(self.get_space(), status=kt_trial.TrialStatus.STOPPED)
+            # Local copy: the chief may already be gone once it has said STOP.
+            return kt_trial.Trial(self.hyperparameters.copy(), status=kt_trial.TrialStatus.STOPPED)
         if assignment.kind is AssignmentKind.WAIT or assignment.trial is None:
             # KT's search loop calls again at once: the chief's long-poll paces it.
             return kt_trial.Trial(self.hyperparameters.copy(), status=kt_trial.TrialStatus.IDLE)

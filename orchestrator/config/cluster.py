@@ -128,7 +128,7 @@ class FleetSpec(_Model):
     """Defaults for every worker: CPUs each, and how often worker processes are recycled."""
 
     cpus_per_worker: float = Field(1.0, gt=0)
-    recycle_after_trials: StrictInt = Field(20, ge=0)
+    recycle_after_trials: StrictInt = Field(3, ge=0)
     startup_timeout_s: float = Field(120.0, gt=0)
 
 
