@@ -40,6 +40,17 @@ class SessionOptions:
     ray_init_timeout_s: float = 60.0
 
 
+def _init_embedded_ray(ray: Any, **kwargs: Any) -> None:
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:  # Ray raises plain Exceptions/TimeoutErrors on start-up
+        raise FleetError(
+            f"could not start the embedded Ray ({type(exc).__name__}: {exc}). Ray needs a few "
+            "seconds of CPU and free ports on 127.0.0.1; on a loaded machine try again, or start "
+            "Ray yourself (`ray start --head`) and set ray.address in the cluster file."
+        ) from exc
+
+
 def connect_ray(cluster: ClusterSpec) -> bool:
     """Start an embedded Ray (``local``) or connect to the cluster; True if we started it.
 
@@ -60,7 +71,8 @@ def connect_ray(cluster: ClusterSpec) -> bool:
         saved = os.environ.get("CUDA_VISIBLE_DEVICES")
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpus)
         try:
-            ray.init(
+            _init_embedded_ray(
+                ray,
                 # "local" always starts a new instance: never attach to a cluster
                 # recorded in RAY_ADDRESS or /tmp/ray/ray_current_cluster.
                 address="local",

@@ -80,10 +80,11 @@ def run_session(session: Any, *, progress: bool) -> int:
     )
     message = session.chief.broker.message
     colour = {SearchState.COMPLETED: "green", SearchState.FAILED: "red"}.get(state, "yellow")
-    console.print(f"[{colour}]search {state.value}[/{colour}]: {message}")
+    # soft_wrap: never break these lines (people and scripts copy the commands).
+    console.print(f"[{colour}]search {state.value}[/{colour}]: {message}", soft_wrap=True)
     if state in (SearchState.INTERRUPTED, SearchState.CANCELLED):
-        console.print(f"resume with:  ktc resume {search_dir}")
-    console.print(f"results:      ktc results {search_dir}")
+        console.print(f"resume with:  ktc resume {search_dir}", soft_wrap=True)
+    console.print(f"results:      ktc results {search_dir}", soft_wrap=True)
     sys.stdout.flush()
     return EXIT_CODES.get(state, 1)
 

@@ -103,11 +103,6 @@ def test_cancel_then_resume(ktc: KtcRunner) -> None:
     _resume_to_end(ktc, run.search_dir, done_before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: session_cli.py prints `resume with:  ktc resume DIR` through rich, which "
-    "hard-wraps it at 80 columns when stdout is not a TTY (see /tmp/fleet-bugs.md)",
-)
 def test_ctrl_c_then_resume(ktc: KtcRunner) -> None:
     run, running = _start(ktc)
     os.kill(run.pid, signal.SIGINT)
