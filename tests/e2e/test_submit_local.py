@@ -15,6 +15,7 @@ from tests.e2e.conftest import (
     WriteYaml,
     assert_ok,
     local_cluster,
+    read_workers,
     results_json,
     sleep_search,
 )
@@ -116,3 +117,24 @@ def test_local_ray_ignores_other_clusters_on_the_machine(
         assert "search completed" in proc.stdout
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: worker processes never delete their private workdir "
+    "(/tmp/ktcluster/<worker>-<pid>, every trial's checkpoint); /tmp/fleet-bugs.md BUG 5",
+)
+def test_workers_leave_no_files_behind(digits_run: DigitsRun) -> None:
+    """Artifacts live in the search directory; a worker's private workdir goes
+    away with its process."""
+    assert_ok(digits_run.proc)
+    audit = read_workers(digits_run.search_dir)
+    assert audit
+    leftovers = [
+        path
+        for line in audit
+        if (
+            path := Path(tempfile.gettempdir(), "ktcluster", f"{line['worker_id']}-{line['pid']}")
+        ).exists()
+    ]
+    assert not leftovers, f"worker workdirs left behind: {leftovers}"
