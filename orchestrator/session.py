@@ -7,6 +7,7 @@ The session is the chief's control handler: ``ktc status``, ``ktc scale`` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from orchestrator.chief import Chief
 from orchestrator.config import ClusterSpec, SearchSpec, WorkerSlot, parse_cluster, spec_json
@@ -40,15 +43,35 @@ class SessionOptions:
     ray_init_timeout_s: float = 60.0
 
 
-def _init_embedded_ray(ray: Any, **kwargs: Any) -> None:
-    try:
-        ray.init(**kwargs)
-    except Exception as exc:  # Ray raises plain Exceptions/TimeoutErrors on start-up
-        raise FleetError(
-            f"could not start the embedded Ray ({type(exc).__name__}: {exc}). Ray needs a few "
-            "seconds of CPU and free ports on 127.0.0.1; on a loaded machine try again, or start "
-            "Ray yourself (`ray start --head`) and set ray.address in the cluster file."
-        ) from exc
+def _init_embedded_ray(ray: Any, attempts: int = 2, **kwargs: Any) -> None:
+    """``ray.init`` for the embedded Ray, retried once: Ray waits a hard-coded
+    30 s for its raylet to register with the GCS, which a loaded 2-core machine
+    can miss (ray/_private/node.py, "timed out during startup")."""
+    for attempt in range(1, attempts + 1):
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as exc:  # Ray raises plain Exceptions/TimeoutErrors on start-up
+            ray.shutdown()
+            # A failed init may leave its GCS/raylet running, unknown to
+            # ray.shutdown(): kill the processes this attempt started (ours only).
+            for proc in psutil.Process().children(recursive=True):
+                if proc.pid not in before:
+                    with contextlib.suppress(psutil.Error):
+                        proc.kill()
+            if attempt < attempts:
+                log.warning("embedded Ray did not start (%s); trying again", exc)
+                continue
+            raise _ray_start_error(exc) from exc
+
+
+def _ray_start_error(exc: Exception) -> FleetError:
+    return FleetError(
+        f"could not start the embedded Ray ({type(exc).__name__}: {exc}). Ray needs a few "
+        "seconds of CPU and free ports on 127.0.0.1; on a loaded machine try again, or start "
+        "Ray yourself (`ray start --head`) and set ray.address in the cluster file."
+    )
 
 
 def connect_ray(cluster: ClusterSpec) -> bool:
