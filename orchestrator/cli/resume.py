@@ -9,7 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.cli.session_cli import add_session_arguments, hide_gpus_from_chief, run_session
+from orchestrator.cli.session_cli import (
+    add_session_arguments,
+    hide_gpus_from_chief,
+    run_session,
+    start_session,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -35,9 +40,7 @@ def run(args: argparse.Namespace) -> int:
     session = SearchSession(
         chief, SessionOptions(workers=args.workers, on_interrupt=args.on_interrupt)
     )
-    try:
-        session.start()
-    except BaseException:
-        session.close()
-        raise
+    code = start_session(session)
+    if code is not None:
+        return code
     return run_session(session, progress=not args.no_progress and sys.stdout.isatty())

@@ -50,6 +50,23 @@ def add_session_arguments(parser: Any) -> None:
     )
 
 
+def start_session(session: Any) -> int | None:
+    """Start the session; a Ctrl-C (or any error) while Ray and the fleet come up
+    still leaves a consistent, resumable ledger. Returns an exit code on Ctrl-C."""
+    try:
+        session.start()
+    except KeyboardInterrupt:
+        session.chief.interrupt(requeue_running=True)
+        session.close()
+        print(f"interrupted while starting; resume with:  ktc resume {session.chief.search_dir}")
+        return EXIT_CODES[SearchState.INTERRUPTED]
+    except BaseException:
+        session.chief.interrupt(requeue_running=True)
+        session.close()
+        raise
+    return None
+
+
 def run_session(session: Any, *, progress: bool) -> int:
     """Run a started SearchSession in the foreground; returns the exit code."""
     from rich.console import Console
