@@ -58,7 +58,7 @@ def fleet_status() -> str:
     return f"not in the repository yet: {', '.join(missing)}" if missing else ""
 
 
-class _Ktc:
+class KtcProcess:
     """One background ``ktc`` process and the processes it started."""
 
     def __init__(self, argv: list[str], log: Path) -> None:
@@ -77,10 +77,12 @@ class _Ktc:
         self.children: list[psutil.Process] = []
 
     def remember_children(self) -> None:
+        """Note this process's descendants (for :meth:`reap_children`)."""
         with contextlib.suppress(psutil.Error):
             self.children = psutil.Process(self.popen.pid).children(recursive=True)
 
     def sigkill(self) -> float:
+        """SIGKILL the ktc process itself; returns the kill time."""
         self.remember_children()
         os.kill(self.popen.pid, signal.SIGKILL)
         killed = time.time()
@@ -88,6 +90,7 @@ class _Ktc:
         return killed
 
     def stop(self) -> None:
+        """SIGTERM (then SIGKILL) the ktc process, then reap what it started."""
         self.remember_children()
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -99,6 +102,7 @@ class _Ktc:
         self.reap_children()
 
     def reap_children(self) -> None:
+        """Kill the remembered descendants that still run."""
         # Only processes we saw as this ktc's descendants (psutil.Process
         # remembers the create time, so a reused pid is never touched).
         for child in self.children:
@@ -107,7 +111,8 @@ class _Ktc:
                     child.kill()
 
 
-def _write(path: Path, data: dict[str, Any]) -> Path:
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as YAML to ``path`` (returns ``path``)."""
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -129,10 +134,11 @@ def _files(base: Path, name: str, trials: int) -> tuple[Path, Path]:
         "fleet": {"cpus_per_worker": 1, "recycle_after_trials": 100},
         "nodes": [{"name": "local", "cpus": 4, "cpu_workers": 2}],
     }
-    return _write(base / "search.yaml", search), _write(base / "cluster.yaml", cluster)
+    return write_yaml(base / "search.yaml", search), write_yaml(base / "cluster.yaml", cluster)
 
 
-def _events(search_dir: Path) -> list[Any]:
+def ledger_events(search_dir: Path) -> list[Any]:
+    """Every ledger event of ``search_dir`` (read-only; empty before the ledger exists)."""
     from orchestrator.ledger import Ledger
 
     if not (search_dir / "ledger.db").exists():
@@ -144,7 +150,7 @@ def _events(search_dir: Path) -> list[Any]:
         ledger.close()
 
 
-def _poll(predicate: Callable[[], Any], timeout_s: float, what: str, proc: _Ktc) -> Any:
+def _poll(predicate: Callable[[], Any], timeout_s: float, what: str, proc: KtcProcess) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
@@ -176,7 +182,7 @@ def measure_worker_kill(base: Path, timeout_s: float = 180.0) -> tuple[float, st
     base.mkdir(parents=True, exist_ok=True)
     search, cluster = _files(base, "bench-worker-kill", 8)
     search_dir = base / "search"
-    ktc = _Ktc(["submit", str(search), "--cluster", str(cluster), "--dir", str(search_dir),
+    ktc = KtcProcess(["submit", str(search), "--cluster", str(cluster), "--dir", str(search_dir),
                 "--no-progress"], base / "submit.log")  # fmt: skip
     try:
         victim = _poll(lambda: _running_worker(search_dir), timeout_s, "worker at epoch >= 1", ktc)
@@ -189,7 +195,7 @@ def measure_worker_kill(base: Path, timeout_s: float = 180.0) -> tuple[float, st
             return next(
                 (
                     e
-                    for e in _events(search_dir)
+                    for e in ledger_events(search_dir)
                     if e.kind is EventKind.ASSIGNED and e.trial_id == trial_id and e.ts > killed
                 ),
                 None,
@@ -199,7 +205,7 @@ def measure_worker_kill(base: Path, timeout_s: float = 180.0) -> tuple[float, st
         requeue = next(
             (
                 e
-                for e in _events(search_dir)
+                for e in ledger_events(search_dir)
                 if e.kind is EventKind.REQUEUED and e.trial_id == trial_id
             ),
             None,
@@ -219,18 +225,22 @@ def measure_chief_resume(base: Path, timeout_s: float = 180.0) -> tuple[float, s
     base.mkdir(parents=True, exist_ok=True)
     search, cluster = _files(base, "bench-chief-kill", 12)
     search_dir = base / "search"
-    submit = _Ktc(["submit", str(search), "--cluster", str(cluster), "--dir", str(search_dir),
+    submit = KtcProcess(["submit", str(search), "--cluster", str(cluster), "--dir", str(search_dir),
                    "--no-progress"], base / "submit.log")  # fmt: skip
-    resume: _Ktc | None = None
+    resume: KtcProcess | None = None
     try:
         _poll(lambda: _running_worker(search_dir), timeout_s, "worker at epoch >= 1", submit)
         submit.sigkill()
-        resume = _Ktc(["resume", str(search_dir), "--no-progress"], base / "resume.log")
+        resume = KtcProcess(["resume", str(search_dir), "--no-progress"], base / "resume.log")
         started = resume.started
 
         def assigned() -> Any:
             return next(
-                (e for e in _events(search_dir) if e.kind is EventKind.ASSIGNED and e.ts > started),
+                (
+                    e
+                    for e in ledger_events(search_dir)
+                    if e.kind is EventKind.ASSIGNED and e.ts > started
+                ),
                 None,
             )
 

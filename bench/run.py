@@ -25,9 +25,9 @@ from bench.cost_growth import GrowthResult, SyncModeResult, run_growth, run_sync
 from bench.dispatch import DispatchComparison, compare
 from bench.machine import MachineInfo
 from bench.procs import REPO_ROOT
+from bench.ray_dispatch import RayDispatchResult, run_ray_dispatch
 from bench.recovery import run_recovery
 from bench.slow_oracle import run_slow_oracle
-from bench.timeline import DispatchResult
 from bench.worker_memory import MemoryResult, run_worker_memory
 
 NAMES = ("dispatch", "cost_growth", "slow_oracle", "worker_memory", "recovery")
@@ -39,7 +39,8 @@ class Plan:
     """The sizes of one run."""
 
     quick: bool
-    dispatch_workers: tuple[int, ...]
+    dispatch_workers: tuple[int, ...]  # Keras Tuner vs ktcluster over gRPC
+    ray_workers: tuple[int, ...]  # ktcluster through `ktc submit` (the Ray fleet)
     trials_per_worker: int
     trial_s: float
     growth_sizes: tuple[int, ...]
@@ -53,8 +54,29 @@ class Plan:
     def make(cls, quick: bool) -> Plan:
         """The quick or the full plan."""
         if quick:
-            return cls(True, (2, 4), 5, 0.5, (100, 1000), 1000, 1000, 30, 6, 2)
-        return cls(False, (1, 4, 16), 10, 0.5, (100, 1000, 10_000), 1000, 2000, 60, 30, 10)
+            return cls(True, (2,), (2, 4), 5, 0.5, (100, 1000), 0, 1000, 20, 3, 1)
+        return cls(
+            False, (1, 4, 16), (1, 4, 16), 10, 0.5, (100, 1000, 10_000), 1000, 2000, 60, 30, 10
+        )
+
+    def describe(self) -> str:
+        """The sizes, for the report header."""
+        workers = ", ".join(str(w) for w in self.dispatch_workers)
+        ray = ", ".join(str(w) for w in self.ray_workers)
+        growth = ", ".join(f"{n:,}" for n in self.growth_sizes)
+        full = (
+            f" (+ {self.growth_full_sync_size:,} with FULL sync)"
+            if self.growth_full_sync_size
+            else ""
+        )
+        return (
+            f"dispatch W in {{{workers}}} (Keras Tuner and ktcluster over gRPC) and "
+            f"{{{ray}}} (the Ray fleet), T = {self.trials_per_worker} x W, D = "
+            f"{self.trial_s:g} s; cost growth {growth} trials{full}; slow oracle "
+            f"{self.slow_oracle_trials} trials; worker memory {self.memory_trials} trials "
+            f"long-lived and {self.memory_trials} recycled, {self.memory_fresh_trials} fresh "
+            "processes"
+        )
 
 
 def _log(message: str) -> None:
@@ -68,17 +90,32 @@ def _load() -> str:
 def run_dispatch(plan: Plan, base: Path) -> list[str]:
     """Measurement 1."""
     comparisons: list[DispatchComparison] = []
+    rays: list[RayDispatchResult] = []
     failures: list[str] = []
-    for workers in plan.dispatch_workers:
+    for workers in sorted(set(plan.dispatch_workers) | set(plan.ray_workers)):
         trials = plan.trials_per_worker * workers
-        _log(f"dispatch W={workers} T={trials} D={plan.trial_s} ({_load()})")
-        try:
-            comp = compare(
-                workers=workers, trials=trials, trial_s=plan.trial_s, work_dir=base / "dispatch"
-            )
-        except Exception as exc:
-            failures.append(f"W={workers}: could not run: {type(exc).__name__}: {exc}")
-            continue
+        if workers in plan.dispatch_workers:
+            _compare_row(workers, trials, plan, base, comparisons, failures)
+        if workers in plan.ray_workers:
+            ray = _run_ray_row(workers, trials, plan, base, failures)
+            if ray is not None:
+                rays.append(ray)
+    return report.dispatch_section(comparisons, rays, "\n\n".join(failures), os.cpu_count() or 0)
+
+
+def _compare_row(
+    workers: int,
+    trials: int,
+    plan: Plan,
+    base: Path,
+    comparisons: list[DispatchComparison],
+    failures: list[str],
+) -> None:
+    _log(f"dispatch W={workers} T={trials} D={plan.trial_s} ({_load()})")
+    try:
+        comp = compare(
+            workers=workers, trials=trials, trial_s=plan.trial_s, work_dir=base / "dispatch"
+        )
         comparisons.append(comp)
         for r in (comp.ktcluster, comp.keras_tuner):
             if r is not None:
@@ -88,19 +125,36 @@ def run_dispatch(plan: Plan, base: Path) -> list[str]:
                 )
         if comp.kt_error:
             _log(f"  keras-tuner failed: {comp.kt_error}")
-    extra: list[DispatchResult] = []
-    note = (
-        "The same workload through the Ray fleet (`ktc submit`, worker actors) is not in this "
-        "table yet: the fleet was still being written when this run was made."
+    except Exception as exc:
+        failures.append(f"W={workers}: could not run: {type(exc).__name__}: {exc}")
+
+
+def _run_ray_row(
+    workers: int, trials: int, plan: Plan, base: Path, failures: list[str]
+) -> RayDispatchResult | None:
+    _log(f"dispatch via ktc submit (Ray fleet) W={workers} T={trials} ({_load()})")
+    try:
+        ray = run_ray_dispatch(
+            workers=workers, trials=trials, trial_s=plan.trial_s, work_dir=base / f"ray-w{workers}"
+        )
+    except Exception as exc:
+        failures.append(f"Ray fleet W={workers}: could not run: {type(exc).__name__}: {exc}")
+        return None
+    d = ray.dispatch
+    _log(
+        f"  ray fleet: efficiency {d.efficiency:.3f}, refill p50 {d.refill_ms.p50:.1f} ms, "
+        f"first ASSIGNED after {ray.first_assigned_s:.1f} s"
     )
-    return report.dispatch_section(comparisons, extra, "\n\n".join([*failures, note]))
+    return ray
 
 
 def run_cost_growth(plan: Plan, base: Path) -> list[str]:
     """Measurement 2."""
     results: list[GrowthResult] = []
     errors: list[str] = []
-    sizes = [(n, "NORMAL") for n in plan.growth_sizes] + [(plan.growth_full_sync_size, "FULL")]
+    sizes = [(n, "NORMAL") for n in plan.growth_sizes]
+    if plan.growth_full_sync_size:
+        sizes.append((plan.growth_full_sync_size, "FULL"))
     for trials, mode in sizes:
         _log(f"cost growth {trials} trials, ledger {mode} ({_load()})")
         try:
@@ -136,14 +190,20 @@ def run_slow(plan: Plan, base: Path) -> list[str]:
 def run_memory(plan: Plan, base: Path) -> list[str]:
     """Measurement 4."""
     _log(
-        f"worker memory: {plan.memory_trials} trials long-lived, {plan.memory_fresh_trials} "
-        f"fresh ({_load()})"
+        f"worker memory: {plan.memory_trials} trials long-lived and recycled every "
+        f"{RECYCLE_AFTER_TRIALS}, {plan.memory_fresh_trials} fresh ({_load()})"
     )
     result: MemoryResult = run_worker_memory(
-        trials=plan.memory_trials, fresh_trials=plan.memory_fresh_trials, work_dir=base / "memory"
+        trials=plan.memory_trials,
+        recycle_after=RECYCLE_AFTER_TRIALS,
+        fresh_trials=plan.memory_fresh_trials,
+        work_dir=base / "memory",
     )
-    if result.long_lived is not None:
-        _log(f"  long-lived growth {result.long_lived.growth_mib:.1f} MiB")
+    for run in (result.long_lived, result.recycled, result.fresh):
+        if run is not None:
+            _log(f"  {run.mode}: growth {run.growth_mib:.1f} MiB over {run.trials} trials")
+    if result.error:
+        _log(f"  failed: {result.error}")
     return report.memory_section(result, RECYCLE_AFTER_TRIALS)
 
 
@@ -178,9 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="ktc-bench-"))
     _log(f"work dir {base}; {info.cores} cores, {_load()}")
     started = time.monotonic()
-    lines = report.machine_section(info, command, args.quick)
+    lines = report.machine_section(info, command, args.quick, plan.describe())
+    loads: list[str] = []
     for name in names:
         section_start = time.monotonic()
+        loads.append(f"{name} {os.getloadavg()[0]:.2f}")
         try:
             lines += RUNNERS[name](plan, base)
         except Exception as exc:
@@ -188,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
             lines += [f"## {name}", "", f"Could not run: {type(exc).__name__}: {exc}", ""]
         _log(f"{name} took {time.monotonic() - section_start:.0f} s")
     total = time.monotonic() - started
-    lines += [f"Total benchmark time: {total / 60:.1f} min.", ""]
+    lines += [
+        f"Total benchmark time: {total / 60:.1f} min. Load average (1 min) as each "
+        f"measurement started: {', '.join(loads)}; at the end {os.getloadavg()[0]:.2f}.",
+        "",
+    ]
     text = "\n".join(lines)
     args.output.write_text(text)
     print(text)

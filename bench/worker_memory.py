@@ -1,17 +1,21 @@
 """Worker memory: RSS of a worker process across real digits CNN trials.
 
-Two runs against a real chief (:mod:`bench.chief_proc`), each worker being the
-real :class:`workers.runner.TrialRunner` (the Keras Tuner path: build, fit,
-report per epoch, upload the checkpoint, ``keras.backend.clear_session()``):
+Three runs against a real chief (:mod:`bench.chief_proc`), each worker being
+the real :class:`workers.runner.TrialRunner` (the Keras Tuner path: build,
+fit, report per epoch, upload the checkpoint, ``keras.backend.clear_session()``)
+with the quota ``max_trials`` the fleet sets from ``recycle_after_trials``;
+worker processes run one after another:
 
-- **long-lived**: one process runs every trial (no recycling); RSS is sampled
-  before the first trial and after each one (at the next CreateTrial call,
-  i.e. after ``clear_session`` and ``gc``).
-- **fresh process per trial** (recycle after 1 trial): RSS after its one
-  trial, and the process's start-up cost (spawn to its first CreateTrial).
+- **long-lived**: one process runs every trial (no recycling): the growth per
+  trial of a long-lived process;
+- **recycled** (the policy, ``recycle_after_trials`` = R): ceil(N / R)
+  processes of R trials each, N trials in all;
+- **fresh process per trial** (R = 1).
 
-Together they inform ``fleet.recycle_after_trials``: the growth per trial of the
-long-lived process against the start-up a recycle costs.
+RSS is sampled before each process's first trial and after each trial (at the
+next CreateTrial call, i.e. after ``clear_session`` and ``gc``). A mode's
+growth is the highest RSS after any of its trials minus a fresh process's RSS
+after its first trial, so the recycled figure is what the policy bounds.
 
 Entry point for a worker process: ``python -m bench.worker_memory worker ...``.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -36,32 +41,55 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class MemoryRun:
-    """RSS samples of one worker mode."""
+    """RSS samples of one worker mode: one tuple per worker process, in order."""
 
     mode: str
-    trials: int
-    rss_mib: tuple[float, ...]  # [before trial 1, after trial 1, ..., after trial N]
+    trials_per_process: int  # the quota (0 = no quota: one process runs every trial)
+    processes: tuple[tuple[float, ...], ...]  # per process: [before 1st, after 1st, ...] MiB
     startup_s: tuple[float, ...]  # per process: spawn -> first CreateTrial
     trial_s: float  # mean seconds per trial (first CreateTrial -> last)
 
     @property
-    def growth_mib(self) -> float:
-        """RSS after the last trial minus RSS after the first."""
-        return self.rss_mib[-1] - self.rss_mib[1] if len(self.rss_mib) > 2 else float("nan")
+    def trials(self) -> int:
+        """Trials run, over every process."""
+        return sum(len(p) - 1 for p in self.processes)
 
-    def growth_over(self, trials: int) -> float:
-        """RSS after ``trials`` trials minus RSS after the first."""
-        if len(self.rss_mib) <= trials:
-            return float("nan")
-        return self.rss_mib[trials] - self.rss_mib[1]
+    @property
+    def baseline_mib(self) -> float:
+        """A fresh process after its first trial: the first process's second sample."""
+        first = self.processes[0] if self.processes else ()
+        return first[1] if len(first) > 1 else math.nan
+
+    @property
+    def max_mib(self) -> float:
+        """The highest RSS after any trial, over every process."""
+        after = [v for p in self.processes for v in p[1:]]
+        return max(after) if after else math.nan
+
+    @property
+    def growth_mib(self) -> float:
+        """Max RSS after any trial minus a fresh process's RSS after its first trial."""
+        return self.max_mib - self.baseline_mib
+
+    @property
+    def growth_per_trial_mib(self) -> float:
+        """Within one process: RSS growth per trial after the first (mean over processes)."""
+        rates = [(p[-1] - p[1]) / (len(p) - 2) for p in self.processes if len(p) > 2]
+        return sum(rates) / len(rates) if rates else math.nan
+
+    @property
+    def after_first_mib(self) -> tuple[float, ...]:
+        """Every process's RSS after its first trial."""
+        return tuple(p[1] for p in self.processes if len(p) > 1)
 
 
 @dataclass(frozen=True)
 class MemoryResult:
-    """Both modes."""
+    """Every mode that ran."""
 
     epochs: int
     long_lived: MemoryRun | None
+    recycled: MemoryRun | None
     fresh: MemoryRun | None
     error: str = ""
 
@@ -91,90 +119,104 @@ def _worker_args(
     ]  # fmt: skip
 
 
-def run_long_lived(
-    *, trials: int, epochs: int = 2, work_dir: Path, timeout_s: float = 1800.0
+def run_quota(
+    *,
+    mode: str,
+    processes: int,
+    per_process: int,
+    epochs: int,
+    work_dir: Path,
+    timeout_s: float = 1800.0,
 ) -> MemoryRun:
-    """One worker process runs all ``trials`` trials."""
-    search = cnn_search("bench-memory-long", trials, epochs)
-    chief = start_chief_process(search, work_dir / "long" / "search", hold=True)
-    try:
-        ready = chief.ready or {}
-        worker = spawn("mem-long", _worker_args(ready, "m0", search, 0), work_dir / "long" / "logs",
-                       {TOKEN_ENV: str(ready["token"])})  # fmt: skip
-        try:
-            result = worker.wait_result(timeout_s)
-            worker.popen.wait(timeout=60)
-        finally:
-            worker.kill()
-        chief.go()
-        chief.popen.wait(timeout=30)
-    finally:
-        chief.kill()
-    samples = result["samples"]
-    return MemoryRun(
-        mode="long-lived (no recycling)",
-        trials=result["trials_run"],
-        rss_mib=tuple(s["rss"] / MIB for s in samples),
-        startup_s=(samples[0]["at"] - worker.spawned_at,),
-        trial_s=(samples[-1]["at"] - samples[0]["at"]) / max(result["trials_run"], 1),
-    )
+    """``processes`` worker processes in turn, each running up to ``per_process`` trials.
 
-
-def run_fresh(
-    *, trials: int, epochs: int = 2, work_dir: Path, timeout_s: float = 600.0
-) -> MemoryRun:
-    """``trials`` worker processes in turn, one trial each."""
-    search = cnn_search("bench-memory-fresh", trials, epochs)
-    chief = start_chief_process(search, work_dir / "fresh" / "search")
-    rss: list[float] = []
+    ``per_process=0`` means no quota (one process runs every trial of the
+    search, which then has ``processes`` trials). Each process is the real
+    runner with ``max_trials=per_process``, the quota the fleet's
+    ``recycle_after_trials`` sets.
+    """
+    slug = mode.split()[0]
+    total = processes if per_process == 0 else processes * per_process
+    count = 1 if per_process == 0 else processes
+    search = cnn_search(f"bench-memory-{slug}", total, epochs)
+    chief = start_chief_process(search, work_dir / slug / "search", hold=True)
+    samples_per_process: list[tuple[float, ...]] = []
     startups: list[float] = []
     spent = 0.0
     try:
         ready = chief.ready or {}
-        for i in range(trials):
-            worker = spawn(f"mem-fresh{i}", _worker_args(ready, f"f{i}", search, 1),
-                           work_dir / "fresh" / "logs", {TOKEN_ENV: str(ready["token"])})  # fmt: skip
+        for i in range(count):
+            worker = spawn(
+                f"mem-{slug}{i}",
+                _worker_args(ready, f"{slug[0]}{i}", search, per_process),
+                work_dir / slug / "logs",
+                {TOKEN_ENV: str(ready["token"])},
+            )
             try:
                 result = worker.wait_result(timeout_s)
                 worker.popen.wait(timeout=60)
             finally:
                 worker.kill()
             samples = result["samples"]
-            if not rss:
-                rss.append(samples[0]["rss"] / MIB)  # before the first trial
-            rss.append(samples[-1]["rss"] / MIB)
+            samples_per_process.append(tuple(s["rss"] / MIB for s in samples))
             startups.append(samples[0]["at"] - worker.spawned_at)
             spent += samples[-1]["at"] - samples[0]["at"]
-        # Each worker stopped at its quota of 1, so nobody asked the oracle
-        # once more to learn it is exhausted: the search is still "running".
+        chief.go()
+        chief.popen.wait(timeout=30)
     finally:
         chief.kill()
+    trials_run = sum(len(p) - 1 for p in samples_per_process)
     return MemoryRun(
-        mode="fresh process per trial",
-        trials=trials,
-        rss_mib=tuple(rss),
+        mode=mode,
+        trials_per_process=per_process,
+        processes=tuple(samples_per_process),
         startup_s=tuple(startups),
-        trial_s=spent / max(trials, 1),
+        trial_s=spent / max(trials_run, 1),
     )
 
 
 def run_worker_memory(
-    *, trials: int, fresh_trials: int, epochs: int = 2, work_dir: Path | None = None
+    *,
+    trials: int,
+    recycle_after: int,
+    fresh_trials: int,
+    epochs: int = 2,
+    work_dir: Path | None = None,
 ) -> MemoryResult:
-    """Both modes; a mode that cannot run is reported with the reason."""
+    """Long-lived, recycled every ``recycle_after`` trials, and fresh per trial.
+
+    The long-lived and recycled runs both cover ``trials`` trials; the fresh
+    run covers ``fresh_trials``. A mode that cannot run is reported with the
+    reason.
+    """
     base = Path(work_dir or tempfile.mkdtemp(prefix="bench-memory-"))
     errors = []
-    long_lived = fresh = None
-    try:
-        long_lived = run_long_lived(trials=trials, epochs=epochs, work_dir=base)
-    except Exception as exc:
-        errors.append(f"long-lived: {type(exc).__name__}: {exc}")
-    if fresh_trials > 0:
+    runs: dict[str, MemoryRun | None] = {"long": None, "recycled": None, "fresh": None}
+    plans = {
+        "long": ("long-lived (no recycling)", trials, 0),
+        "recycled": (
+            f"recycle after {recycle_after} trials (the policy)",
+            math.ceil(trials / recycle_after),
+            recycle_after,
+        ),
+        "fresh": ("fresh process per trial", fresh_trials, 1),
+    }
+    for key, (mode, processes, quota) in plans.items():
+        if processes <= 0:
+            continue
         try:
-            fresh = run_fresh(trials=fresh_trials, epochs=epochs, work_dir=base)
+            runs[key] = run_quota(
+                mode=mode, processes=processes, per_process=quota, epochs=epochs, work_dir=base
+            )
         except Exception as exc:
-            errors.append(f"fresh: {type(exc).__name__}: {exc}")
-    return MemoryResult(epochs=epochs, long_lived=long_lived, fresh=fresh, error="; ".join(errors))
+            errors.append(f"{mode}: {type(exc).__name__}: {exc}")
+    return MemoryResult(
+        epochs=epochs,
+        long_lived=runs["long"],
+        recycled=runs["recycled"],
+        fresh=runs["fresh"],
+        error="; ".join(errors),
+    )
 
 
 # ------------------------------------------------------------ process side
@@ -186,7 +228,7 @@ def _worker_main(
     import psutil
 
     from orchestrator.client import TrialClient
-    from orchestrator.config import parse_search
+    from orchestrator.config import parse_search, spec_json
     from workers.runner import TrialRunner, WorkerConfig
 
     me = psutil.Process()
@@ -204,9 +246,7 @@ def _worker_main(
         worker_id=worker_id,
         chief_address=address,
         token=token,
-        # exclude_unset: a full dump does not validate again (OracleSpec refuses
-        # the other oracle types' keys once they are "set"); see the report.
-        search_json=search.model_dump_json(exclude_unset=True),
+        search_json=spec_json(search),
         max_trials=max_trials,
         reconnect_timeout_s=5.0,
     )

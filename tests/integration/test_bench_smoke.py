@@ -39,3 +39,41 @@ def test_quick_dispatch_benchmark_produces_numbers(tmp_path: Path) -> None:
     assert not math.isnan(result.refill_ms.p50) and result.refill_ms.p50 >= 0
     assert not math.isnan(result.create_rtt_ms.p95)
     assert result.startup_s > 0
+
+
+def test_memory_growth_is_against_a_fresh_process_after_one_trial() -> None:
+    from bench.report import memory_section
+    from bench.worker_memory import MemoryResult, MemoryRun
+
+    recycled = MemoryRun(
+        mode="recycle after 3 trials (the policy)",
+        trials_per_process=3,
+        processes=((600.0, 640.0, 650.0, 660.0), (600.0, 641.0, 652.0, 661.0)),
+        startup_s=(6.0, 6.2),
+        trial_s=4.0,
+    )
+    assert recycled.trials == 6
+    assert recycled.baseline_mib == 640.0
+    assert recycled.growth_mib == pytest.approx(21.0)
+    assert recycled.growth_per_trial_mib == pytest.approx(10.0)
+    assert recycled.after_first_mib == (640.0, 641.0)
+
+    text = "\n".join(memory_section(MemoryResult(2, None, recycled, None), 3))
+    assert "RSS growth <= 50 MB over 6 trials, under the policy (recycle after 3)" in text
+    assert "| met |" in text
+
+
+@pytest.mark.slow
+def test_ray_fleet_dispatch_produces_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.ray_dispatch import run_ray_dispatch
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    result = run_ray_dispatch(workers=2, trials=4, trial_s=0.05, work_dir=tmp_path)
+
+    assert result.dispatch.completed == 4
+    assert not math.isnan(result.dispatch.efficiency)
+    assert not math.isnan(result.dispatch.refill_ms.p50)
+    assert result.first_assigned_s > 0
+    assert result.in_trial_ms.count == 4
