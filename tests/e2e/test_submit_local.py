@@ -119,11 +119,6 @@ def test_local_ray_ignores_other_clusters_on_the_machine(
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: worker processes never delete their private workdir "
-    "(/tmp/ktcluster/<worker>-<pid>, every trial's checkpoint); /tmp/fleet-bugs.md BUG 5",
-)
 def test_workers_leave_no_files_behind(digits_run: DigitsRun) -> None:
     """Artifacts live in the search directory; a worker's private workdir goes
     away with its process."""

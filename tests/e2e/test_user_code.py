@@ -122,11 +122,6 @@ def test_build_model_function(build_model_rows: list[dict[str, Any]]) -> None:
         assert 0.0 < row["score"] <= 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: results show a trial's values as created, without hyperparameters first "
-    "registered during its build (here `rate`, at its default); /tmp/fleet-bugs.md BUG 6",
-)
 def test_results_show_every_hyperparameter_the_build_used(
     build_model_rows: list[dict[str, Any]],
 ) -> None:
@@ -137,11 +132,6 @@ def test_results_show_every_hyperparameter_the_build_used(
         assert ("rate" in hp) == bool(hp["dropout"]), hp
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the runner always passes training.batch_size to fit, so a user fit that "
-    "sets batch_size itself raises TypeError (workers/runner.py fit_kwargs; /tmp/fleet-bugs.md BUG 3)",
-)
 def test_hypermodel_fit_tunes_batch_size(
     tmp_path: Path, run_ktc: RunKtc, write_yaml: WriteYaml
 ) -> None:
