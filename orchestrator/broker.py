@@ -511,6 +511,10 @@ class TrialBroker:
         )
         self.leases.release(rec.trial_id)
         rec.status = TrialStatus.COMPLETED
+        if hyperparameters_config:
+            # Values the build registered (e.g. inside a conditional scope) join
+            # the ones the oracle chose: the trial really ran with them.
+            rec.values = {**rec.values, **hyperparameters_config.get("values", {})}
         rec.metrics = dict(metrics)
         rec.score = score
         rec.best_step = best_step

@@ -107,6 +107,8 @@ def replay(ledger: Ledger) -> ReplayedSearch:
             rec.duration_s = payload.get("duration_s")
             if payload.get("trial_state"):
                 rec.trial_state = payload["trial_state"]
+                built = rec.trial_state.get("hyperparameters", {}).get("values", {})
+                rec.values = {**rec.values, **built}
             if event.worker_id:
                 rec.worker_id = event.worker_id
             tokens.pop(tid, None)

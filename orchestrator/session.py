@@ -86,13 +86,16 @@ def connect_ray(cluster: ClusterSpec) -> bool:
         return False
     if cluster.is_local:
         nodes = cluster.nodes
-        gpus = sorted({gpu for node in nodes for gpu in node.gpus})
-        # The chief hides every GPU from its own TensorFlow (CUDA_VISIBLE_DEVICES=""),
-        # but the raylet it starts inherits the variable, and Ray refuses more GPUs
-        # than it lists. The raylet gets the cluster file's physical GPUs; the chief
-        # keeps seeing none. Workers get their own list from their runtime env.
+        # Every node of the file shares this one raylet, so its GPU pool is the
+        # sum of the nodes' GPUs (indices are per node). Ray's own GPU ids never
+        # reach a worker: each actor gets the file's physical ids from its
+        # runtime env. The chief hides every GPU from its own TensorFlow
+        # (CUDA_VISIBLE_DEVICES=""), but the raylet inherits the variable and
+        # Ray refuses more GPUs than it lists, so it gets a list of the right
+        # length for the duration of ray.init.
+        total_gpus = sum(len(node.gpus) for node in nodes)
         saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpus)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(total_gpus))
         try:
             _init_embedded_ray(
                 ray,
@@ -100,7 +103,7 @@ def connect_ray(cluster: ClusterSpec) -> bool:
                 # recorded in RAY_ADDRESS or /tmp/ray/ray_current_cluster.
                 address="local",
                 num_cpus=sum(node.cpus for node in nodes),
-                num_gpus=len(gpus),
+                num_gpus=total_gpus,
                 resources={f"ktc_node_{node.name}": 1000.0 for node in nodes},
                 include_dashboard=False,
                 namespace=RAY_NAMESPACE,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
 import tempfile
 import traceback
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class TrialRunner:
             reconnect_timeout_s=config.reconnect_timeout_s,
         )
         self.trials_run = 0
+        self._private_workdir: Path | None = None
 
     def run(self) -> RunSummary:
         from workers.hypermodels import needs_tensorflow
@@ -106,6 +108,8 @@ class TrialRunner:
             return self._summary(ExitReason.CHIEF_GONE, str(exc))
         finally:
             self.client.close()
+            if self._private_workdir is not None:
+                shutil.rmtree(self._private_workdir, ignore_errors=True)
 
     def _quota_reached(self) -> bool:
         return self.config.max_trials > 0 and self.trials_run >= self.config.max_trials
@@ -226,10 +230,11 @@ class TrialRunner:
             "y": data.y_train,
             "validation_data": (data.x_val, data.y_val),
             "epochs": training.epochs,
-            "batch_size": training.batch_size,
             "callbacks": callbacks,
             "verbose": training.verbose,
         }
+        if not _user_fit_owns_batch_size(self.search.hypermodel, hypermodel):
+            fit_kwargs["batch_size"] = training.batch_size
         tuner.on_search_begin()
         while not self._quota_reached():
             trial = remote.create_trial(tuner.tuner_id)
@@ -240,8 +245,12 @@ class TrialRunner:
             self.trials_run += 1
             tuner.on_trial_begin(trial)
             tuner._try_run_and_update_trial(trial, **fit_kwargs)
-            self._upload_artifacts(tuner, remote, trial.trial_id)
+            uploaded = self._upload_artifacts(tuner, remote, trial.trial_id)
             tuner.on_trial_end(trial)
+            if uploaded and not self.config.shared_path:
+                # The chief has the files now (a continuation downloads them again).
+                trial_dir = Path(tuner._get_checkpoint_fname(trial.trial_id)).parent
+                shutil.rmtree(trial_dir, ignore_errors=True)
             keras.backend.clear_session()
             gc.collect()
         return self._summary(ExitReason.RECYCLE)
@@ -249,20 +258,20 @@ class TrialRunner:
     def _workdir(self) -> Path:
         if self.config.shared_path:
             path = Path(self.config.shared_path) / (self.config.search_id or "search")
-        else:
-            path = (
-                Path(tempfile.gettempdir()) / "ktcluster" / f"{self.config.worker_id}-{os.getpid()}"
-            )
-        path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        path = Path(tempfile.mkdtemp(prefix=f"ktc-{self.config.worker_id}-"))
+        self._private_workdir = path
         return path
 
-    def _upload_artifacts(self, tuner: Any, remote: Any, trial_id: str) -> None:
+    def _upload_artifacts(self, tuner: Any, remote: Any, trial_id: str) -> bool:
         """Send the best-epoch checkpoint and build config to the chief, while the
-        lease is still ours (so no shared filesystem is needed)."""
+        lease is still ours (so no shared filesystem is needed). True when every
+        file that exists was uploaded."""
         try:
             leased = remote.leased(trial_id)
         except KtClusterError:
-            return
+            return False
         for name, path in (
             (ARTIFACT_CHECKPOINT, Path(tuner._get_checkpoint_fname(trial_id))),
             (ARTIFACT_BUILD_CONFIG, Path(tuner._get_build_config_fname(trial_id))),
@@ -273,9 +282,11 @@ class TrialRunner:
                 self.client.upload_artifact(leased, name, path)
             except StaleLeaseError as exc:
                 log.warning("trial %s: upload refused: %s", trial_id, exc)
-                return
+                return False
             except KtClusterError as exc:
                 log.warning("trial %s: upload of %s failed: %s", trial_id, name, exc)
+                return False
+        return True
 
     def fetch_parent_checkpoint(self, tuner: Any, parent_trial_id: str) -> None:
         """Make a Hyperband continuation's parent files local (download if absent)."""
@@ -285,6 +296,17 @@ class TrialRunner:
         ):
             if not path.is_file():
                 self.client.download_artifact(parent_trial_id, name, path)
+
+
+def _user_fit_owns_batch_size(spec: Any, hypermodel: Any) -> bool:
+    """A user HyperModel that overrides ``fit`` passes its own batch size (Keras
+    Tuner's documented way to tune it), so it must not get ours as well. Built-ins
+    and plain ``build_model(hp)`` functions use KT's default fit and get it."""
+    if spec.is_builtin:
+        return False
+    import keras_tuner
+
+    return type(hypermodel).fit is not keras_tuner.HyperModel.fit
 
 
 def _epoch_range(values: dict[str, Any], default_epochs: int) -> tuple[int, int]:
