@@ -7,10 +7,11 @@ nothing prints. The verbs decide where the output goes.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -203,3 +204,13 @@ def top_trials_table(
     return trials_table(
         ranked[: max(n, 0)], objective=objective, title=f"top {min(n, len(ranked))} trials"
     )
+
+
+LOG_WIDTH = 160
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for the CLI. In a terminal it follows the terminal's width; in a
+    log or a pipe rich would assume 80 columns and cut the tables, so use 160."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else LOG_WIDTH)

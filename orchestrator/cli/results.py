@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
-from orchestrator.cli.render import trials_table
+from orchestrator.cli.render import make_console, trials_table
 from orchestrator.errors import ConfigError
 from orchestrator.status import read_search
 from orchestrator.trials import TrialStatus, rank_trials
@@ -51,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([t.to_json() for t in ranked], indent=2))
         return 0
-    console = Console()
+    console = make_console()
     done = sum(1 for t in ranked if t.status is TrialStatus.COMPLETED)
     title = (
         f"{search.spec.name}: {len(ranked)} trial(s), {done} completed, "

@@ -69,12 +69,11 @@ def start_session(session: Any) -> int | None:
 
 def run_session(session: Any, *, progress: bool) -> int:
     """Run a started SearchSession in the foreground; returns the exit code."""
-    from rich.console import Console
 
-    from orchestrator.cli.render import render_status, top_trials_table
+    from orchestrator.cli.render import make_console, render_status, top_trials_table
 
-    console = Console(stderr=False)
-    err = Console(stderr=True)
+    console = make_console()
+    err = make_console(stderr=True)
     search_dir = session.chief.search_dir
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.live import Live
 
-from orchestrator.cli.render import render_status
+from orchestrator.cli.render import make_console, render_status
 from orchestrator.status import is_terminal, status_document
 
 WATCH_INTERVAL_S = 2.0
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json and not args.watch:
         print(json.dumps(document, indent=2))
         return 0
-    console = Console()
+    console = make_console()
     if not args.watch:
         console.print(render_status(document))
         return 0
