@@ -28,7 +28,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,13 @@ def run_worker_memory(
         "fresh": ("fresh process per trial", fresh_trials, 1),
     }
     for key, (mode, processes, quota) in plans.items():
+        long_lived = runs["long"]
+        if key == "recycled" and processes == 1 and long_lived is not None:
+            # One process of `trials <= recycle_after` trials is both modes.
+            runs[key] = replace(
+                long_lived, mode=mode + " (= the long-lived run)", trials_per_process=quota
+            )
+            continue
         if processes <= 0:
             continue
         try:
