@@ -6,14 +6,12 @@ reports back within its lease, their result is accepted once)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from orchestrator.cli.session_cli import (
     add_session_arguments,
     hide_gpus_from_chief,
-    run_session,
-    start_session,
+    run_in_foreground,
 )
 
 
@@ -29,7 +27,6 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.chief import Chief
     from orchestrator.config import load_cluster
     from orchestrator.search_dir import require_search_dir
-    from orchestrator.session import SearchSession, SessionOptions
 
     search_dir = require_search_dir(Path(args.dir))
     cluster = load_cluster(args.cluster) if args.cluster else None
@@ -37,10 +34,4 @@ def run(args: argparse.Namespace) -> int:
     chief = Chief.resume(search_dir, cluster=cluster)
     chief.start()
     print(f"resuming: {chief.broker.message}", flush=True)
-    session = SearchSession(
-        chief, SessionOptions(workers=args.workers, on_interrupt=args.on_interrupt)
-    )
-    code = start_session(session)
-    if code is not None:
-        return code
-    return run_session(session, progress=not args.no_progress and sys.stdout.isatty())
+    return run_in_foreground(chief, args)

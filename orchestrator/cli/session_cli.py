@@ -3,6 +3,7 @@ the live progress display, and the final report."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -35,7 +36,7 @@ def add_session_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_worker_count,
         default=None,
         help="start this many workers (default: every slot of the cluster file)",
     )
@@ -48,6 +49,29 @@ def add_session_arguments(parser: Any) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="no live display (for logs and CI)"
     )
+
+
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def run_in_foreground(chief: Any, args: argparse.Namespace) -> int:
+    """Run a started chief's search with its fleet until it ends (submit and resume)."""
+    from orchestrator.session import SearchSession, SessionOptions
+
+    session = SearchSession(
+        chief, SessionOptions(workers=args.workers, on_interrupt=args.on_interrupt)
+    )
+    code = start_session(session)
+    if code is not None:
+        return code
+    return run_session(session, progress=not args.no_progress and sys.stdout.isatty())
 
 
 def start_session(session: Any) -> int | None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from orchestrator.cli.session_cli import (
     add_session_arguments,
     hide_gpus_from_chief,
-    run_session,
-    start_session,
+    run_in_foreground,
 )
 
 
@@ -32,28 +30,17 @@ def run(args: argparse.Namespace) -> int:
     hide_gpus_from_chief()
     from orchestrator.chief import Chief
     from orchestrator.config import check_importable, default_cluster, load_cluster, load_search
-    from orchestrator.session import SearchSession, SessionOptions
     from workers.hypermodels import validate_overrides
 
     search = load_search(args.search)
     cluster = load_cluster(args.cluster) if args.cluster else default_cluster()
     check_importable(search, [os.getcwd()], source=args.search)
     validate_overrides(search.hypermodel)
-    if args.workers is not None and args.workers < 0:
-        from orchestrator.errors import ConfigError
-
-        raise ConfigError(f"--workers: expected a number >= 0, got {args.workers}")
     search_dir = Path(args.dir) if args.dir else search.resolve_directory()
     print(f"search directory: {search_dir}", flush=True)
     chief = Chief.create(search, search_dir, cluster=cluster, initial_space=_initial_space(search))
     chief.start()
-    session = SearchSession(
-        chief, SessionOptions(workers=args.workers, on_interrupt=args.on_interrupt)
-    )
-    code = start_session(session)
-    if code is not None:
-        return code
-    return run_session(session, progress=not args.no_progress and sys.stdout.isatty())
+    return run_in_foreground(chief, args)
 
 
 def _initial_space(search: object) -> object:
