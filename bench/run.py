@@ -231,9 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = Plan.make(args.quick)
     names = args.only or list(NAMES)
-    command = "python -m bench.run" + (" --quick" if args.quick else "")
+    command = "RAY_AUTH_MODE=disabled .venv/bin/python -m bench.run" + (
+        " --quick" if args.quick else ""
+    )
     if args.only:
         command += " --only " + " ".join(names)
+    command = f"`{command}`"
+    if not args.only:
+        command += " (what `make bench" + ("-quick" if args.quick else "") + "` runs)"
     info = MachineInfo.collect()
     base = Path(tempfile.mkdtemp(prefix="ktc-bench-"))
     _log(f"work dir {base}; {info.cores} cores, {_load()}")
