@@ -277,6 +277,9 @@ class TrialBroker:
         """An answer that needs no oracle call, or None."""
         if self._state.is_terminal:
             return Assignment(AssignmentKind.STOP, reason=f"the search is {self._state.value}")
+        if self._draining_all:
+            # Ctrl-C with --on-interrupt finish: running trials end, nothing new starts.
+            return Assignment(AssignmentKind.STOP, reason="the search is stopping")
         if worker_id in self._draining:
             return Assignment(AssignmentKind.STOP, reason="this worker is being drained")
         if self._queue:

@@ -279,3 +279,22 @@ def test_oracle_exception_does_not_leak_keras_tuner_lock(
     t.start()
     t.join(5.0)
     assert done and done[0].kind is AssignmentKind.TRIAL, "the oracle stayed locked"
+
+
+def test_interrupt_with_finish_lets_running_trials_end_and_starts_none(
+    make_broker: Callable[..., TrialBroker],
+) -> None:
+    """Ctrl-C with --on-interrupt finish: the running trial ends and is recorded,
+    no new trial is handed out, and the search stops as INTERRUPTED."""
+    broker = _broker(make_broker, max_trials=5)
+    running = broker.create_trial("w0", wait_s=0)
+    broker.stop_dispatch(SearchState.INTERRUPTED, "interrupted", requeue_running=False)
+
+    assert broker.create_trial("w1", wait_s=0).kind is AssignmentKind.STOP
+    assert broker.state is SearchState.RUNNING  # still finishing w0's trial
+    broker.end_trial(
+        running.trial_id, running.token, status=AttemptStatus.COMPLETED, metrics={"score": 0.5}
+    )
+    assert broker.state is SearchState.INTERRUPTED
+    assert broker.get_trial(running.trial_id).status is TrialStatus.COMPLETED
+    assert [t.trial_id for t in broker.trials()] == [running.trial_id]
