@@ -561,7 +561,9 @@ class TrialBroker:
         self._queue.appendleft(rec.trial_id)
         self._version += 1
         self._cond.notify_all()
-        log.warning("trial %s attempt %d requeued: %s", rec.trial_id, lease.attempt, reason)
+        # A failed attempt is worth a warning; a cancel, interrupt or drain is expected.
+        level = logging.WARNING if count_failure else logging.INFO
+        log.log(level, "trial %s attempt %d requeued: %s", rec.trial_id, lease.attempt, reason)
 
     def _fail_attempt_locked(
         self,
