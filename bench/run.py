@@ -1,6 +1,6 @@
 """Run the benchmarks and write BENCHMARKS.md.
 
-``python -m bench.run [--quick] [--only NAME ...] [--output PATH]``
+``python -m bench.run [--quick] [--only NAME ... [--merge]] [--output PATH]``
 
 Measurements (``--only`` names): dispatch, cost_growth, slow_oracle,
 worker_memory, recovery. Quick mode (< 5 min here) shrinks every size; the
@@ -24,6 +24,7 @@ from bench import report
 from bench.cost_growth import GrowthResult, SyncModeResult, run_growth, run_sync_modes
 from bench.dispatch import DispatchComparison, compare
 from bench.machine import MachineInfo
+from bench.merge import merge_report
 from bench.procs import REPO_ROOT
 from bench.ray_dispatch import RayDispatchResult, run_ray_dispatch
 from bench.recovery import run_recovery
@@ -228,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (< 5 min here)")
     parser.add_argument("--only", nargs="+", choices=NAMES, metavar="NAME", help=f"any of {NAMES}")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: replace just these sections of the existing --output file",
+    )
     args = parser.parse_args(argv)
     plan = Plan.make(args.quick)
     names = args.only or list(NAMES)
@@ -252,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += RUNNERS[name](plan, base)
         except Exception as exc:
             traceback.print_exc()
-            lines += [f"## {name}", "", f"Could not run: {type(exc).__name__}: {exc}", ""]
+            number = NAMES.index(name) + 1
+            lines += [f"## {number}. {name}", "", f"Could not run: {type(exc).__name__}: {exc}", ""]
         _log(f"{name} took {time.monotonic() - section_start:.0f} s")
     total = time.monotonic() - started
     lines += [
@@ -261,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     text = "\n".join(lines)
+    if args.merge and args.only and args.output.exists():
+        note = (
+            f"Re-run alone with {command} on {info.date}, load average (1 min) "
+            f"{info.load_1m:.2f} at its start ({', '.join(loads)}), {total / 60:.1f} min; "
+            "it replaces the full run's figures of this section."
+        )
+        text = merge_report(args.output.read_text(), lines, note)
     args.output.write_text(text)
     print(text)
     _log(f"wrote {args.output} in {total:.0f} s")

@@ -77,3 +77,15 @@ def test_ray_fleet_dispatch_produces_numbers(
     assert not math.isnan(result.dispatch.refill_ms.p50)
     assert result.first_assigned_s > 0
     assert result.in_trial_ms.count == 4
+
+
+def test_merge_replaces_only_the_rerun_sections() -> None:
+    from bench.merge import merge_report
+
+    old = "# Benchmarks\n\n- **Date:** x\n\n## 1. A\n\nold a\n\n## 2. B\n\nold b\n\nTotal benchmark time: 9 min.\n"
+    merged = merge_report(old, ["# Benchmarks", "", "## 2. B", "", "new b", ""], "re-run at noon")
+
+    assert "old a" in merged and "new b" in merged and "old b" not in merged
+    assert merged.index("## 1. A") < merged.index("## 2. B") < merged.index("Total benchmark time")
+    assert "- **Re-run alone:** re-run at noon" in merged
+    assert "*re-run at noon*" in merged

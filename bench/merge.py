@@ -1,0 +1,47 @@
+"""Put re-run measurements into an existing BENCHMARKS.md, keeping the other sections.
+
+A report is a header (up to the first ``## `` line), numbered sections
+(``## 1. ...`` to ``## 5. ...``) and a footer (from ``Total benchmark time``).
+``python -m bench.run --only NAME --merge`` replaces the sections it re-ran,
+marks each with the command, date and load of the re-run, and lists the
+re-run in the header, so a figure disturbed by load can be measured again
+alone without losing the rest of a full run.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SECTION = re.compile(r"^## (\d+)\.")
+FOOTER = "Total benchmark time"
+
+
+def split_report(text: str) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """Header lines, sections by number (in order), footer lines."""
+    header: list[str] = []
+    sections: dict[str, list[str]] = {}
+    footer: list[str] = []
+    current: list[str] = header
+    for line in text.splitlines():
+        match = _SECTION.match(line)
+        if match:
+            current = sections.setdefault(match.group(1), [])
+        elif line.startswith(FOOTER):
+            current = footer
+        current.append(line)
+    return header, sections, footer
+
+
+def merge_report(old: str, new_sections: list[str], rerun_note: str) -> str:
+    """``old`` with the sections found in ``new_sections`` replaced and marked."""
+    header, sections, footer = split_report(old)
+    _, fresh, _ = split_report("\n".join(new_sections))
+    for number, lines in fresh.items():
+        while lines and not lines[-1].strip():
+            lines.pop()
+        sections[number] = [lines[0], "", f"*{rerun_note}*", *lines[1:], ""]
+    while header and not header[-1].strip():
+        header.pop()
+    header += [f"- **Re-run alone:** {rerun_note}", ""]
+    body = [line for number in sorted(sections, key=int) for line in sections[number]]
+    return "\n".join([*header, *body, *footer]) + "\n"
