@@ -78,6 +78,12 @@ class MemoryRun:
         return sum(rates) / len(rates) if rates else math.nan
 
     @property
+    def worst_in_process_mib(self) -> float:
+        """The largest growth inside one process: its max RSS after a trial minus after its first."""
+        growths = [max(p[1:]) - p[1] for p in self.processes if len(p) > 1]
+        return max(growths) if growths else math.nan
+
+    @property
     def after_first_mib(self) -> tuple[float, ...]:
         """Every process's RSS after its first trial."""
         return tuple(p[1] for p in self.processes if len(p) > 1)
