@@ -39,9 +39,28 @@ def merge_report(old: str, new_sections: list[str], rerun_note: str) -> str:
     for number, lines in fresh.items():
         while lines and not lines[-1].strip():
             lines.pop()
-        sections[number] = [lines[0], "", f"*{rerun_note}*", *lines[1:], ""]
+        replaced = _targets(sections.get(number, []))
+        if replaced:
+            replaced = [
+                "",
+                "The full run's targets for this section, replaced by the re-run above:",
+                "",
+                *replaced,
+            ]
+        sections[number] = [lines[0], "", f"*{rerun_note}*", *lines[1:], *replaced, ""]
     while header and not header[-1].strip():
         header.pop()
     header += [f"- **Re-run alone:** {rerun_note}", ""]
     body = [line for number in sorted(sections, key=int) for line in sections[number]]
     return "\n".join([*header, *body, *footer]) + "\n"
+
+
+def _targets(section: list[str]) -> list[str]:
+    """The first ``| target |`` table of a section (empty when there is none)."""
+    out: list[str] = []
+    for line in section:
+        if line.startswith("| target |") or (out and line.startswith("|")):
+            out.append(line)
+        elif out:
+            break
+    return out
