@@ -50,7 +50,7 @@ def merge_report(old: str, new_sections: list[str], rerun_note: str) -> str:
         sections[number] = [lines[0], "", f"*{rerun_note}*", *lines[1:], *replaced, ""]
     while header and not header[-1].strip():
         header.pop()
-    header += [f"- **Re-run alone:** {rerun_note}", ""]
+    header += [f"- **Re-run:** {rerun_note}", ""]
     body = [line for number in sorted(sections, key=int) for line in sections[number]]
     return "\n".join([*header, *body, *footer]) + "\n"
 

@@ -87,6 +87,6 @@ def test_merge_replaces_only_the_rerun_sections() -> None:
 
     assert "old a" in merged and "new b" in merged and "old b" not in merged
     assert merged.index("## 1. A") < merged.index("## 2. B") < merged.index("Total benchmark time")
-    assert "- **Re-run alone:** re-run at noon" in merged
+    assert "- **Re-run:** re-run at noon" in merged
     assert "*re-run at noon*" in merged
     assert "replaced by the re-run" not in merged  # the old section had no targets table
