@@ -47,7 +47,10 @@ def merge_report(old: str, new_sections: list[str], rerun_note: str) -> str:
                 "",
                 *replaced,
             ]
-        sections[number] = [lines[0], "", f"*{rerun_note}*", *lines[1:], *replaced, ""]
+        rest = lines[1:]
+        while rest and not rest[0].strip():
+            rest.pop(0)
+        sections[number] = [lines[0], "", f"*{rerun_note}*", "", *rest, *replaced, ""]
     while header and not header[-1].strip():
         header.pop()
     header += [f"- **Re-run:** {rerun_note}", ""]

@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --only: replace just these sections of the existing --output file",
     )
+    parser.add_argument("--reason", default="", help="with --merge: why this re-run")
     args = parser.parse_args(argv)
     plan = Plan.make(args.quick)
     names = args.only or list(NAMES)
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         note = (
             f"Re-run alone with {command} on {info.date}, load average (1 min) "
             f"{info.load_1m:.2f} at its start ({', '.join(loads)}), {total / 60:.1f} min; "
-            "it replaces the full run's figures of this section."
+            "it replaces the full run's figures of this section"
+            + (f" ({args.reason})." if args.reason else ".")
         )
         text = merge_report(args.output.read_text(), lines, note)
     args.output.write_text(text)
