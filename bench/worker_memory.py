@@ -34,6 +34,7 @@ from typing import Any
 
 from bench.chief_proc import start_chief_process
 from bench.procs import emit, spawn
+from workers.actor import WORKER_PROCESS_ENV
 
 TOKEN_ENV = "KTC_BENCH_TOKEN"
 MIB = 1024 * 1024
@@ -156,7 +157,8 @@ def run_quota(
                 f"mem-{slug}{i}",
                 _worker_args(ready, f"{slug[0]}{i}", search, per_process),
                 work_dir / slug / "logs",
-                {TOKEN_ENV: str(ready["token"])},
+                # The environment a real worker actor gets (malloc arenas etc.).
+                {**WORKER_PROCESS_ENV, TOKEN_ENV: str(ready["token"])},
             )
             try:
                 result = worker.wait_result(timeout_s)

@@ -78,11 +78,21 @@ def remote_worker_class() -> Any:
     return _REMOTE[0]
 
 
+# Every worker process runs with these (plus its CUDA_VISIBLE_DEVICES).
+WORKER_PROCESS_ENV: dict[str, str] = {
+    "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    # glibc gives each thread its own malloc arena; TF's many threads then
+    # fragment memory that is never returned. Two arenas keep RSS near the live
+    # heap (see BENCHMARKS.md, worker memory).
+    "MALLOC_ARENA_MAX": "2",
+}
+
+
 def actor_env(config: WorkerConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment variables for the actor's process."""
     env = {
-        "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **WORKER_PROCESS_ENV,
         "CUDA_VISIBLE_DEVICES": config.slot.cuda_visible_devices if config.slot else "",
     }
     env.update(extra or {})

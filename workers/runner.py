@@ -253,6 +253,7 @@ class TrialRunner:
                 shutil.rmtree(trial_dir, ignore_errors=True)
             keras.backend.clear_session()
             gc.collect()
+            _release_free_memory()
         return self._summary(ExitReason.RECYCLE)
 
     def _workdir(self) -> Path:
@@ -296,6 +297,16 @@ class TrialRunner:
         ):
             if not path.is_file():
                 self.client.download_artifact(parent_trial_id, name, path)
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _user_fit_owns_batch_size(spec: Any, hypermodel: Any) -> bool:
