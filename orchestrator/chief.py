@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +45,6 @@ from orchestrator.trials import SearchState
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-GIL_SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -208,10 +206,6 @@ class Chief:
 
     def start(self, *, max_rpc_threads: int = 64) -> ChiefEndpoint:
         """Bind the gRPC server, write chief.json, start the lease reaper."""
-        # A Bayesian GP fit runs pure-Python scipy loops in this process and holds
-        # the GIL in long stretches; a shorter switch interval (default 5 ms) lets
-        # the RPC threads answer Report/EndTrial in between.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         chief = self.cluster.chief
         server = grpc.server(
             ThreadPoolExecutor(max_workers=max_rpc_threads, thread_name_prefix="ktc-rpc"),
