@@ -565,6 +565,16 @@ class TrialBroker:
         level = logging.WARNING if count_failure else logging.INFO
         log.log(level, "trial %s attempt %d requeued: %s", rec.trial_id, lease.attempt, reason)
 
+    def _requeue_leases_locked(
+        self, leases: list[Lease], *, reason: str, count_failure: bool
+    ) -> list[str]:
+        """Requeue each leased trial (see :meth:`_requeue_locked`); their ids."""
+        for lease in leases:
+            self._requeue_locked(
+                self._records[lease.trial_id], lease, reason=reason, count_failure=count_failure
+            )
+        return [lease.trial_id for lease in leases]
+
     def _fail_attempt_locked(
         self,
         rec: TrialRecord,
@@ -702,14 +712,12 @@ class TrialBroker:
 
     def worker_lost(self, worker_id: str, reason: str) -> list[str]:
         """Requeue the trials of a worker known to be dead (Ray's actor-death signal)."""
-        requeued = []
         with self._cond:
-            for lease in self.leases.held_by(worker_id):
-                rec = self._records[lease.trial_id]
-                self._requeue_locked(
-                    rec, lease, reason=f"worker {worker_id} died: {reason}", count_failure=True
-                )
-                requeued.append(lease.trial_id)
+            requeued = self._requeue_leases_locked(
+                self.leases.held_by(worker_id),
+                reason=f"worker {worker_id} died: {reason}",
+                count_failure=True,
+            )
             self._draining.discard(worker_id)
             self._last_seen.pop(worker_id, None)
             self._maybe_complete_locked()
@@ -718,26 +726,17 @@ class TrialBroker:
     def requeue_leases_except(self, keep_workers: set[str], reason: str) -> list[str]:
         """Requeue every leased trial whose worker is not in ``keep_workers``
         (after a chief restart); not counted as failures."""
-        requeued = []
         with self._cond:
-            for lease in self.leases.all():
-                if lease.worker_id in keep_workers:
-                    continue
-                rec = self._records[lease.trial_id]
-                self._requeue_locked(rec, lease, reason=reason, count_failure=False)
-                requeued.append(lease.trial_id)
-        return requeued
+            orphans = [lease for lease in self.leases.all() if lease.worker_id not in keep_workers]
+            return self._requeue_leases_locked(orphans, reason=reason, count_failure=False)
 
     def preempt_worker(self, worker_id: str, reason: str) -> list[str]:
         """Take a live worker's trials back at once (scale --now); not a failure."""
-        requeued = []
         with self._cond:
             self._draining.add(worker_id)
-            for lease in self.leases.held_by(worker_id):
-                rec = self._records[lease.trial_id]
-                self._requeue_locked(rec, lease, reason=reason, count_failure=False)
-                requeued.append(lease.trial_id)
-        return requeued
+            return self._requeue_leases_locked(
+                self.leases.held_by(worker_id), reason=reason, count_failure=False
+            )
 
     def drain_worker(self, worker_id: str) -> None:
         """Let the worker finish its trial, then answer STOP."""
@@ -764,11 +763,9 @@ class TrialBroker:
             if self._state.is_terminal:
                 return
             if requeue_running:
-                for lease in self.leases.all():
-                    rec = self._records[lease.trial_id]
-                    self._requeue_locked(
-                        rec, lease, reason=f"search {state.value}", count_failure=False
-                    )
+                self._requeue_leases_locked(
+                    self.leases.all(), reason=f"search {state.value}", count_failure=False
+                )
                 self._finish_locked(state, message)
             else:
                 self._state_after_drain = (state, message)
@@ -810,9 +807,9 @@ class TrialBroker:
         with self._cond:
             if self._state.is_terminal:
                 return
-            for lease in self.leases.all():
-                rec = self._records[lease.trial_id]
-                self._requeue_locked(rec, lease, reason="the search failed", count_failure=False)
+            self._requeue_leases_locked(
+                self.leases.all(), reason="the search failed", count_failure=False
+            )
             self._finish_locked(SearchState.FAILED, message)
 
     @property
