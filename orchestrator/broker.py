@@ -848,13 +848,18 @@ class TrialBroker:
         return rank_trials(self.trials(), self.direction)[: max(n, 0)]
 
     def summary(self) -> SearchSummary:
-        trials = self.trials()
+        """Counts, state and the best trial: one O(n) pass, copying one record."""
         counts: dict[str, int] = {status.value: 0 for status in TrialStatus}
-        for trial in trials:
-            counts[trial.status.value] += 1
-        ranked = rank_trials(trials, self.direction)
-        best = ranked[0] if ranked and ranked[0].status is TrialStatus.COMPLETED else None
+        sign = 1.0 if self.direction == "max" else -1.0
+        best_record: TrialRecord | None = None
         with self._cond:
+            for rec in self._records.values():
+                counts[rec.status.value] += 1
+                if rec.status is not TrialStatus.COMPLETED or rec.score is None:
+                    continue
+                if best_record is None or sign * rec.score > sign * (best_record.score or 0.0):
+                    best_record = rec
+            best = best_record.view() if best_record is not None else None
             state, message = self._state, self._message
         return SearchSummary(
             state=state,

@@ -342,6 +342,7 @@ class Chief:
             self.broker.apply_pending_ends()
         except Exception:
             log.exception("could not apply the last results to the oracle")
+        self.broker.oracle_host.close()
         if self._info is not None:
             from dataclasses import replace
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from orchestrator.oracles import build_oracle
+from orchestrator.oracles import build_oracle, close_oracle
 
 if TYPE_CHECKING:
     from orchestrator.config import SearchSpec
@@ -75,7 +75,7 @@ class OracleHost:
 
     def __init__(self, search: SearchSpec, *, initial_space: Any = None) -> None:
         self.search = search
-        self.oracle = build_oracle(search, hyperparameters=None)
+        self.oracle = build_oracle(search, hyperparameters=None, offload_gp=True)
         self._lock = threading.Lock()
         self._applied_ends = 0
         self._disable_kt_persistence()
@@ -196,6 +196,10 @@ class OracleHost:
     def space_config(self) -> dict[str, Any]:
         with self._guard():
             return self.oracle.get_space().get_config()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Stop the oracle's helper process, if it has one. Reads still work after."""
+        close_oracle(self.oracle)
 
     # ------------------------------------------------------------ snapshots
 

@@ -26,8 +26,14 @@ def build_objective(search: SearchSpec) -> keras_tuner.Objective:
     return keras_tuner.Objective(search.objective.name, search.objective.resolved_direction)
 
 
-def build_oracle(search: SearchSpec, hyperparameters: Any = None) -> keras_tuner.Oracle:
-    """A fresh oracle of the spec's type, with KT's own retry and failure limits off."""
+def build_oracle(
+    search: SearchSpec, hyperparameters: Any = None, *, offload_gp: bool = False
+) -> keras_tuner.Oracle:
+    """A fresh oracle of the spec's type, with KT's own retry and failure limits off.
+
+    ``offload_gp`` (the chief's oracle) runs a Bayesian oracle's GP step in a
+    helper process (:mod:`orchestrator.bayesian`); close it with :func:`close_oracle`.
+    """
     import keras_tuner
 
     spec = search.oracle
@@ -44,7 +50,13 @@ def build_oracle(search: SearchSpec, hyperparameters: Any = None) -> keras_tuner
     elif spec.type == "grid":
         oracle = keras_tuner.oracles.GridSearchOracle(max_trials=spec.max_trials, **common)
     elif spec.type == "bayesian":
-        oracle = keras_tuner.oracles.BayesianOptimizationOracle(
+        if offload_gp:
+            from orchestrator.bayesian import OffloadedBayesianOracle
+
+            bayesian_class: type[keras_tuner.Oracle] = OffloadedBayesianOracle
+        else:
+            bayesian_class = keras_tuner.oracles.BayesianOptimizationOracle
+        oracle = bayesian_class(
             max_trials=spec.max_trials,
             num_initial_points=spec.num_initial_points,
             alpha=spec.alpha,
@@ -65,3 +77,10 @@ def build_oracle(search: SearchSpec, hyperparameters: Any = None) -> keras_tuner
         raise ValueError(f"unknown oracle type {spec.type!r}")
     oracle._display.verbose = 0
     return oracle
+
+
+def close_oracle(oracle: Any) -> None:
+    """Release what :func:`build_oracle` started for this oracle (a GP helper process)."""
+    close = getattr(oracle, "close", None)
+    if callable(close):
+        close()

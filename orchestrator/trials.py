@@ -123,7 +123,11 @@ class TrialView:
 
 def rank_trials(trials: list[TrialView], direction: str) -> list[TrialView]:
     """Completed trials best first, then the rest in id order."""
-    completed = [t for t in trials if t.status is TrialStatus.COMPLETED and t.score is not None]
+    completed: list[TrialView] = []
+    rest: list[TrialView] = []
+    for trial in trials:
+        scored = trial.status is TrialStatus.COMPLETED and trial.score is not None
+        (completed if scored else rest).append(trial)
     completed.sort(key=lambda t: t.score or 0.0, reverse=direction == "max")
-    rest = sorted((t for t in trials if t not in completed), key=lambda t: t.trial_id)
+    rest.sort(key=lambda t: t.trial_id)
     return completed + rest

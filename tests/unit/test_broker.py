@@ -298,3 +298,37 @@ def test_interrupt_with_finish_lets_running_trials_end_and_starts_none(
     assert broker.state is SearchState.INTERRUPTED
     assert broker.get_trial(running.trial_id).status is TrialStatus.COMPLETED
     assert [t.trial_id for t in broker.trials()] == [running.trial_id]
+
+
+@pytest.mark.parametrize("direction", ["max", "min"])
+def test_summary_best_and_ranking_agree_with_a_plain_sort(
+    make_broker: Callable[..., TrialBroker], direction: str
+) -> None:
+    search = make_search(
+        {"type": "random", "max_trials": 12, "seed": 3},
+        objective={"name": "score", "direction": direction},
+    )
+    broker = make_broker(search, initial_space=float_space())
+    scores = [0.4, 0.9, 0.1, 0.9, 0.5, 0.3, 0.7, 0.2]  # a tie at 0.9
+    ids = []
+    for i, score in enumerate(scores):
+        a = broker.create_trial(f"w{i}", wait_s=0)
+        ids.append(a.trial_id)
+        broker.end_trial(
+            a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": score}
+        )
+    failed = broker.create_trial("wf", wait_s=0)
+    broker.end_trial(failed.trial_id, failed.token, status=AttemptStatus.FAILED, metrics={})
+    running = broker.create_trial("wr", wait_s=0)
+
+    ranked = broker.best_trials(100)
+    by_score = sorted(zip(scores, ids), key=lambda p: p[0], reverse=direction == "max")
+    # Best first, ties in creation order (a stable sort), then the unscored by id.
+    want = [tid for _, tid in by_score] + sorted([failed.trial_id, running.trial_id])
+    assert [t.trial_id for t in ranked] == want
+
+    summary = broker.summary()
+    assert summary.best is not None and summary.best.trial_id == want[0]
+    assert summary.trials_by_status["COMPLETED"] == len(scores)
+    assert summary.trials_by_status["FAILED"] == 1
+    assert summary.trials_by_status["RUNNING"] == 1
