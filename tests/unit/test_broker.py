@@ -322,7 +322,7 @@ def test_summary_best_and_ranking_agree_with_a_plain_sort(
     running = broker.create_trial("wr", wait_s=0)
 
     ranked = broker.best_trials(100)
-    by_score = sorted(zip(scores, ids), key=lambda p: p[0], reverse=direction == "max")
+    by_score = sorted(zip(scores, ids, strict=True), key=lambda p: p[0], reverse=direction == "max")
     # Best first, ties in creation order (a stable sort), then the unscored by id.
     want = [tid for _, tid in by_score] + sorted([failed.trial_id, running.trial_id])
     assert [t.trial_id for t in ranked] == want
