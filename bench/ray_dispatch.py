@@ -44,6 +44,9 @@ class RayDispatchResult:
     actors_first_ready_s: float  # submit start -> first worker actor ready
     actors_last_ready_s: float  # submit start -> last worker actor ready
     first_assigned_s: float  # submit start -> first ASSIGNED
+    # Worker time spent inside trials / (W x time) from the last actor ready to
+    # the last COMPLETED: how busy the fleet was once every worker was up.
+    utilisation_all_up: float
     assign_spread_s: float  # first ASSIGNED -> the last worker's first ASSIGNED
     submit_total_s: float  # submit start -> process exit
 
@@ -151,6 +154,7 @@ def run_ray_dispatch(
     ]
     ready = _actor_ready_times(search_dir)
     started = ktc.started
+    all_up = max(ready) if ready else math.nan
     result = summarize(
         system=SYSTEM,
         workers=workers,
@@ -168,6 +172,15 @@ def run_ray_dispatch(
         actors_first_ready_s=(min(ready) - started) if ready else math.nan,
         actors_last_ready_s=(max(ready) - started) if ready else math.nan,
         first_assigned_s=first_assigned - started,
+        utilisation_all_up=busy_fraction(spans, workers, all_up, last_completed),
         assign_spread_s=max(first_per_worker) - first_assigned,
         submit_total_s=exited - started,
     )
+
+
+def busy_fraction(spans: list[TrialSpan], workers: int, begin: float, end: float) -> float:
+    """Trial time inside [begin, end], summed over spans, / (workers x (end - begin))."""
+    if not (end > begin) or workers <= 0:
+        return math.nan
+    busy = sum(max(0.0, min(s.end, end) - max(s.start, begin)) for s in spans)
+    return busy / (workers * (end - begin))

@@ -180,7 +180,10 @@ def dispatch_section(
             "chief writes when a worker actor answers `info()`. First-ASSIGNED spread = the "
             "last worker's first trial minus the first worker's first trial: actors that came "
             "up late, inside the wall time. In-trial overhead = ASSIGNED to COMPLETED minus D "
-            "(the actor's work around the sleep: trial set-up, Report, EndTrial).",
+            "(the actor's work around the sleep: trial set-up, Report, EndTrial). Busy once "
+            "all up = the workers' time inside trials from the last actor ready to the last "
+            "COMPLETED, over W x that time: the fleet's utilisation once start-up is over "
+            "(the wall-time efficiency above includes the actors' staggered start).",
             "",
             *table(
                 [
@@ -190,6 +193,7 @@ def dispatch_section(
                     "first ASSIGNED (s)",
                     "first-ASSIGNED spread (s)",
                     "in-trial overhead p50 / p95 (ms)",
+                    "busy once all up",
                     "`ktc submit` total (s)",
                 ],
                 [
@@ -200,6 +204,7 @@ def dispatch_section(
                         fmt(r.first_assigned_s, 1),
                         fmt(r.assign_spread_s, 2),
                         f"{fmt(r.in_trial_ms.p50)} / {fmt(r.in_trial_ms.p95)}",
+                        fmt(r.utilisation_all_up, 3),
                         fmt(r.submit_total_s, 1),
                     ]
                     for r in ray

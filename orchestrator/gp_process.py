@@ -21,6 +21,7 @@ it inline when the child cannot be used.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import pickle
@@ -28,6 +29,7 @@ import struct
 import subprocess
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -126,6 +128,7 @@ class GpProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._closed = False
         self.calls = 0  # answered by the child (tests read it)
+        _LIVE.add(self)
 
     def start(self) -> None:
         with self._lock:
@@ -145,6 +148,9 @@ class GpProcess:
             stderr=None,  # its warnings go where the chief's go
             env=env,
             close_fds=True,
+            # Ctrl-C on `ktc submit` goes to the terminal's process group; the
+            # chief handles it, and the child ends when the chief closes its stdin.
+            start_new_session=True,
         )
         return self._proc
 
@@ -206,11 +212,28 @@ class GpProcess:
             proc.stdout.close()
 
 
+_LIVE: weakref.WeakSet[GpProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def close_all() -> None:
+    """Close every helper this process started (at exit, and between tests).
+
+    A helper also ends on its own when this process dies (its stdin closes);
+    closing here reaps it, so a normal exit leaves no zombie or straggler.
+    """
+    for helper in list(_LIVE):
+        helper.close()
+
+
 # -------------------------------------------------------------------- child
 
 
 def main() -> int:
     """The child's loop: a request frame in, ("ok", answer) or ("error", text) out."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the chief decides when we stop
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Anything else that prints (a library warning) must not corrupt the frames.
     sys.stdout = sys.stderr

@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 RECORD_FILE = "ray-processes.json"
 
 
-def record_ray_processes(search_dir: Path) -> int:
-    """Record every descendant of this process (the embedded Ray); returns the count."""
+def record_ray_processes(search_dir: Path, root: psutil.Process | None = None) -> int:
+    """Record every descendant of ``root`` (default: this process, whose
+    descendants are the embedded Ray); returns the count."""
     entries = []
-    for proc in psutil.Process().children(recursive=True):
+    for proc in (root or psutil.Process()).children(recursive=True):
         try:
             entries.append(
                 {"pid": proc.pid, "create_time": proc.create_time(), "name": proc.name()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,17 @@ import pytest
 # The chief and its tests never need a GPU; keep TF off any that exist.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(autouse=True)
+def _close_gp_helpers() -> Iterator[None]:
+    """Reap the Bayesian oracle's GP helper processes a test started (tests
+    rarely close their oracle hosts; the processes are this process's children,
+    which other tests count)."""
+    yield
+    module = sys.modules.get("orchestrator.gp_process")
+    if module is not None:
+        module.close_all()
 
 
 @pytest.fixture

@@ -192,3 +192,34 @@ def test_failing_build_function_ends_the_search_failed(
     assert all("units must be prime" in (t.traceback_tail or "") for t in failed)
     stop_reasons = {t.oracle.stop_reason for t in tuners}
     assert stop_reasons == {"the search is failed"}
+
+
+def test_stock_bayesian_search_runs_its_gp_steps_in_the_chiefs_helper(
+    start_chief: StartChief, search_dir: Path, tmp_path: Path
+) -> None:
+    search = make_search(
+        {"type": "bayesian", "max_trials": 6, "num_initial_points": 2, "seed": 1},
+        objective=OBJECTIVE,
+    )
+    chief, ep = start_chief(search, long_poll_s=1.0)
+    tuners = [
+        keras_tuner.BayesianOptimization(
+            build_model,
+            objective="val_accuracy",
+            max_trials=6,
+            directory=str(tmp_path / "work"),
+            project_name=f"p{i}",
+            overwrite=True,
+        )
+        for i in range(2)
+    ]
+    threads = _run_tuners(tuners, ep, epochs=1)
+    assert chief.wait(180) is SearchState.COMPLETED
+    _join(threads, 30)
+    _assert_all_completed_once(search_dir, expected=6)
+    oracle = chief.broker.oracle_host.oracle
+    helper = oracle.gp_process
+    assert helper.calls >= 1 and oracle.gp_fallbacks == 0  # the GP steps ran in the child
+    child = helper._proc
+    chief.close()
+    assert child is not None and child.returncode is not None  # and it ended with the chief
