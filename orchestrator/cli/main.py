@@ -15,7 +15,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from orchestrator.errors import ConfigError, KtClusterError
+# Before anything imports grpc. Its fork handlers exist for children that use
+# gRPC after fork(); ours never do (Ray and the GP helper exec at once), and
+# with gRPC threads busy they only print "skipping fork() handlers" to the
+# user's terminal for every process Ray starts.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from orchestrator.errors import ConfigError, KtClusterError  # noqa: E402
 
 # Each module defines register(subparsers) and sets `func` on its parser.
 VERB_MODULES: tuple[str, ...] = (
