@@ -29,7 +29,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -843,6 +843,15 @@ class TrialBroker:
     def trials(self) -> list[TrialView]:
         with self._cond:
             return [rec.view() for rec in self._records.values()]
+
+    def current_epochs(self, trial_ids: Iterable[str]) -> dict[str, int | None]:
+        """The last reported epoch of each of these trials (O(len(trial_ids)))."""
+        with self._cond:
+            return {
+                tid: rec.current_epoch
+                for tid in trial_ids
+                if (rec := self._records.get(tid)) is not None
+            }
 
     def best_trials(self, n: int) -> list[TrialView]:
         return rank_trials(self.trials(), self.direction)[: max(n, 0)]

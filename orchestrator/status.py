@@ -117,15 +117,25 @@ def build_status_document(
     max_trials: int | None,
     workers: list[WorkerStatus],
     chief: dict[str, Any] | None,
+    totals: tuple[dict[str, int], TrialView | None] | None = None,
 ) -> dict[str, Any]:
-    """The status document (see the module docstring for its schema)."""
-    counts = {status.value: 0 for status in TrialStatus}
-    for trial in trials:
-        counts[trial.status.value] += 1
-    ranked = rank_trials(trials, direction)
+    """The status document (see the module docstring for its schema).
+
+    ``totals`` (counts by status, best trial) stand in for ``trials`` when the
+    caller leaves the trial list out (the live progress display).
+    """
+    top: TrialView | None
+    if totals is not None:
+        counts = {status.value: 0 for status in TrialStatus} | dict(totals[0])
+        top = totals[1]
+    else:
+        counts = {status.value: 0 for status in TrialStatus}
+        for trial in trials:
+            counts[trial.status.value] += 1
+        ranked = rank_trials(trials, direction)
+        top = ranked[0] if ranked and ranked[0].status is TrialStatus.COMPLETED else None
     best = None
-    if ranked and ranked[0].status is TrialStatus.COMPLETED:
-        top = ranked[0]
+    if top is not None:
         best = {"trial_id": top.trial_id, "score": top.score, "hyperparameters": dict(top.values)}
     return {
         "schema_version": STATUS_SCHEMA_VERSION,

@@ -136,9 +136,12 @@ def _wait(
         return session.wait(1.0)  # type: ignore[no-any-return]
     from rich.live import Live
 
-    with Live(render(session.status_document()), console=console, refresh_per_second=2) as live:
+    def document() -> dict[str, Any]:
+        return session.status_document(with_trials=False)  # type: ignore[no-any-return]
+
+    with Live(render(document()), console=console, refresh_per_second=2) as live:
 
         def tick() -> None:
-            live.update(render(session.status_document()))
+            live.update(render(document()))
 
         return session.wait(0.5, tick)  # type: ignore[no-any-return]

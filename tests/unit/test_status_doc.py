@@ -292,3 +292,42 @@ def test_render_status_shows_workers_and_best() -> None:
     for needle in ("gpu-a-w0", "0,1", "pending", "no node has 1 free GPU", "draining", "cpu"):
         assert needle in text
     assert "no completed trial yet" in text
+
+
+def test_the_progress_displays_document_agrees_with_the_full_one(make_broker: Any) -> None:
+    """The live display builds its document from the broker's summary (no trial
+    list); everything it shows must equal the full document's."""
+    from orchestrator.trials import AttemptStatus
+
+    search = make_search({"type": "random", "max_trials": 8, "seed": 2})
+    broker = make_broker(search, initial_space=float_space())
+    for i, score in enumerate([0.3, 0.8, 0.5]):
+        a = broker.create_trial(f"w{i}", wait_s=0)
+        broker.end_trial(
+            a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": score}
+        )
+    running = broker.create_trial("w9", wait_s=0)
+    broker.report(running.trial_id, running.token, epoch=3, metrics={"score": 0.1})
+    assert broker.current_epochs([running.trial_id, "no-such-trial"]) == {running.trial_id: 3}
+
+    summary = broker.summary()
+    common: dict[str, Any] = {
+        "search_dir": "d",
+        "search_id": "s",
+        "state": summary.state.value,
+        "message": summary.message,
+        "objective": summary.objective,
+        "direction": summary.direction,
+        "max_trials": summary.max_trials,
+        "workers": [],
+        "chief": None,
+    }
+    full = build_status_document(trials=broker.trials(), **common)
+    light = build_status_document(
+        trials=[], totals=(summary.trials_by_status, summary.best), **common
+    )
+    assert light["trials"] == []
+    assert {k: v for k, v in light.items() if k != "trials"} == {
+        k: v for k, v in full.items() if k != "trials"
+    }
+    assert light["best"]["score"] == 0.8 and light["counts"]["RUNNING"] == 1
