@@ -32,6 +32,7 @@ from orchestrator.client import (
     TrialSummary,
 )
 from orchestrator.errors import KtClusterError, StaleLeaseError
+from orchestrator.oracles import register_metrics
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,8 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
     def update_trial(self, trial_id: str, metrics: Mapping[str, Any], step: int = 0) -> Any:
         """Keep the metrics locally; they travel with end_trial."""
         trial = self.trials[trial_id]
+        register_metrics(trial, self.objective, metrics)
         for name, value in metrics.items():
-            if not trial.metrics.exists(name):
-                trial.metrics.register(name)
             trial.metrics.update(name, value, step=step)
         self._final[trial_id] = ({k: float(v) for k, v in metrics.items()}, int(step))
         return trial

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from orchestrator.oracles import build_oracle, close_oracle
+from orchestrator.oracles import build_oracle, close_oracle, register_metrics
 
 if TYPE_CHECKING:
     from orchestrator.config import SearchSpec
@@ -175,6 +175,7 @@ class OracleHost:
         if hyperparameters_config:
             trial.hyperparameters = keras_tuner.HyperParameters.from_config(hyperparameters_config)
         if completed:
+            register_metrics(trial, self.oracle.objective, metrics)
             self.oracle.update_trial(trial_id, dict(metrics), step=best_step)
             trial.status = kt_trial.TrialStatus.COMPLETED
         else:
@@ -265,9 +266,8 @@ class OracleHost:
                 restored = by_id[trial_id]
                 trial = oracle.trials[trial_id]
                 if restored.final_status == "COMPLETED":
+                    register_metrics(trial, oracle.objective, restored.metrics)
                     for name, value in restored.metrics.items():
-                        if not trial.metrics.exists(name):
-                            trial.metrics.register(name)
                         trial.metrics.update(name, value, step=restored.best_step)
                     trial.status = kt_trial.TrialStatus.COMPLETED
                     oracle.score_trial(trial)
