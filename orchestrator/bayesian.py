@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 import numpy as np
+import sklearn.base
 from keras_tuner.oracles import BayesianOptimizationOracle
 from keras_tuner.src.engine import trial as trial_module
 
@@ -52,7 +53,10 @@ class OffloadedBayesianOracle(BayesianOptimizationOracle):  # type: ignore[misc]
         x_seeds = self._random_state.uniform(
             bounds[:, 0], bounds[:, 1], size=(NUM_RESTARTS, bounds.shape[0])
         )
-        request = GpRequest(gpr=self.gpr, x=x, y=y, x_seeds=x_seeds, bounds=bounds, beta=self.beta)
+        # An unfitted copy: fit() starts from the kernel's initial parameters
+        # anyway, and a fitted one carries an n x n Cholesky factor.
+        unfitted = sklearn.base.clone(self.gpr)
+        request = GpRequest(gpr=unfitted, x=x, y=y, x_seeds=x_seeds, bounds=bounds, beta=self.beta)
         try:
             answer = self.gp_process.propose(request)
         except GpProcessError as exc:
