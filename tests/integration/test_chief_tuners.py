@@ -36,11 +36,14 @@ def _data() -> tuple[Any, Any]:
 
 
 def build_model(hp: Any) -> Any:
+    # Named layers: these tests run two tuners in threads of one process, and
+    # Keras's automatic layer names are not thread-safe (two threads can both
+    # get "dense", and Sequential then refuses the duplicate).
     model = keras.Sequential(
         [
             keras.layers.Input((4,)),
-            keras.layers.Dense(hp.Int("units", 4, 16, step=4), activation="relu"),
-            keras.layers.Dense(2, activation="softmax"),
+            keras.layers.Dense(hp.Int("units", 4, 16, step=4), activation="relu", name="hidden"),
+            keras.layers.Dense(2, activation="softmax", name="out"),
         ]
     )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
