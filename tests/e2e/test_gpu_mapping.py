@@ -131,3 +131,13 @@ def test_every_worker_is_its_own_process_and_trials_complete(gpu_run: GpuRun) ->
         sum(r["status"] == "COMPLETED" for r in gpu_run.results) == SEARCH["oracle"]["max_trials"]
     )
     assert {r["worker"] for r in gpu_run.results} <= set(gpu_run.workers)
+
+
+def test_every_worker_process_has_the_worker_environment(gpu_run: GpuRun) -> None:
+    """The embedded Ray hands the settings down from its raylet (actors carry no
+    runtime env there): each process must still have them, MALLOC_ARENA_MAX
+    (worker memory) and Ray's hands off CUDA_VISIBLE_DEVICES among them."""
+    from workers.actor import WORKER_PROCESS_ENV
+
+    for worker_id, row in gpu_run.workers.items():
+        assert row["process_env"] == WORKER_PROCESS_ENV, worker_id

@@ -156,6 +156,10 @@ def test_each_worker_runs_on_its_yaml_node(
     assert workers["a-w0"]["cuda_visible_devices"] == "0"
     assert workers["b-w0"]["cuda_visible_devices"] == "1"
     assert workers["b-w1"]["cuda_visible_devices"] == ""
+    # On a cluster the settings travel as each actor's runtime-env vars.
+    from workers.actor import WORKER_PROCESS_ENV
+
+    assert all(row["process_env"] == WORKER_PROCESS_ENV for row in workers.values()), workers
 
     rows = results_json(run_ktc, search_dir)
     assert sum(r["status"] == "COMPLETED" for r in rows) == 10
