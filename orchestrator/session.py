@@ -72,14 +72,23 @@ def _init_embedded_ray(ray: Any, attempts: int = 2, **kwargs: Any) -> None:
             raise _ray_start_error(exc) from exc
 
 
-def embedded_worker_env() -> dict[str, str]:
+def embedded_worker_env(*, user_code: bool) -> dict[str, str]:
     """What every worker process of an embedded Ray inherits from its raylet:
-    the worker process settings, and a PYTHONPATH that makes the user's
-    ``module:attr`` code importable (this directory first, as for the driver)."""
+    the worker process settings and, when the search names the user's own
+    ``module:attr`` code, a PYTHONPATH with this directory first so it imports.
+    (Ray's own Python agents inherit it too, so it is left out otherwise: a
+    user's ``aiohttp.py`` in this directory must not shadow theirs.)"""
     from workers.actor import WORKER_PROCESS_ENV
 
+    if not user_code:
+        return dict(WORKER_PROCESS_ENV)
+    return {**WORKER_PROCESS_ENV, "PYTHONPATH": user_pythonpath()}
+
+
+def user_pythonpath() -> str:
+    """This directory, then the caller's PYTHONPATH."""
     paths = [os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return {**WORKER_PROCESS_ENV, "PYTHONPATH": os.pathsep.join(paths)}
+    return os.pathsep.join(paths)
 
 
 def _ray_start_error(exc: Exception) -> FleetError:
@@ -90,7 +99,7 @@ def _ray_start_error(exc: Exception) -> FleetError:
     )
 
 
-def connect_ray(cluster: ClusterSpec) -> bool:
+def connect_ray(cluster: ClusterSpec, *, user_code: bool = False) -> bool:
     """Start an embedded Ray (``local``) or connect to the cluster; True if we started it.
 
     The embedded Ray gets the cluster file's CPUs and (logical) GPUs and every
@@ -117,7 +126,7 @@ def connect_ray(cluster: ClusterSpec) -> bool:
         # 11.4 s on 2 cores). Each actor sets its own CUDA_VISIBLE_DEVICES in
         # __init__ (RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES keeps Ray's off).
         raylet_env = {
-            **embedded_worker_env(),
+            **embedded_worker_env(user_code=user_code),
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(total_gpus)),
         }
         saved = {name: os.environ.get(name) for name in raylet_env}
@@ -175,7 +184,7 @@ class SearchSession:
         """Connect Ray, ship the dataset if needed, start the fleet."""
         if self.chief.resumed:
             reap_leftover_ray_processes(self.chief.search_dir)
-        self._started_ray = connect_ray(self.cluster)
+        self._started_ray = connect_ray(self.cluster, user_code=self._uses_user_code())
         if self._started_ray:
             record_ray_processes(self.chief.search_dir)
         if self.chief.resumed:
@@ -229,13 +238,15 @@ class SearchSession:
         if self.cluster.is_local:
             if self._started_ray:
                 return {}  # the raylet's environment has it (embedded_worker_env)
-            return {"env_vars": {"PYTHONPATH": embedded_worker_env()["PYTHONPATH"]}}
-        uses_user_code = not self.search.hypermodel.is_builtin or (
-            self.search.dataset is not None and self.search.dataset.is_user_function
-        )
-        if uses_user_code and self.cluster.ray.working_dir:
+            return {"env_vars": {"PYTHONPATH": user_pythonpath()}}
+        if self._uses_user_code() and self.cluster.ray.working_dir:
             return {"working_dir": self.cluster.ray.working_dir}
         return {}
+
+    def _uses_user_code(self) -> bool:
+        return not self.search.hypermodel.is_builtin or (
+            self.search.dataset is not None and self.search.dataset.is_user_function
+        )
 
     def _dataset_ref(self) -> Any:
         """Load the dataset once here: record its shape for export, and ship it

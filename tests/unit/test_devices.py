@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -200,3 +201,17 @@ def test_worker_process_env_pins_gpus_and_caps_malloc_arenas() -> None:
     assert env(cpu_slot)["CUDA_VISIBLE_DEVICES"] == ""
     assert env(gpu_slot)["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"] == "1"
     assert env(gpu_slot)["MALLOC_ARENA_MAX"] == "2"
+
+
+def test_embedded_raylet_env_adds_this_directory_only_for_user_code(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    from orchestrator.session import embedded_worker_env
+    from workers.actor import WORKER_PROCESS_ENV
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", "/opt/extra")
+    assert embedded_worker_env(user_code=False) == WORKER_PROCESS_ENV
+    with_code = embedded_worker_env(user_code=True)
+    assert with_code["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), "/opt/extra"]
+    assert {k: v for k, v in with_code.items() if k != "PYTHONPATH"} == WORKER_PROCESS_ENV
