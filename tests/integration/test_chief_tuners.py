@@ -50,6 +50,21 @@ def build_model(hp: Any) -> Any:
     return model
 
 
+def _two_tuners(cls: Any, build: Any, work: Path, max_trials: int) -> list[Any]:
+    """Two tuners of ``cls``, each with its own project directory."""
+    return [
+        cls(
+            build,
+            objective="val_accuracy",
+            max_trials=max_trials,
+            directory=str(work),
+            project_name=f"p{i}",
+            overwrite=True,
+        )
+        for i in range(2)
+    ]
+
+
 def _run_tuners(
     tuners: list[Any], ep: Any, epochs: int | None = None
 ) -> tuple[list[threading.Thread], list[BaseException]]:
@@ -101,17 +116,7 @@ def test_stock_random_search_through_remote_oracle(
 ) -> None:
     search = make_search({"type": "random", "max_trials": 4, "seed": 1}, objective=OBJECTIVE)
     chief, ep = start_chief(search, long_poll_s=1.0)
-    tuners = [
-        keras_tuner.RandomSearch(
-            build_model,
-            objective="val_accuracy",
-            max_trials=4,
-            directory=str(tmp_path / "work"),
-            project_name=f"p{i}",
-            overwrite=True,
-        )
-        for i in range(2)
-    ]
+    tuners = _two_tuners(keras_tuner.RandomSearch, build_model, tmp_path / "work", max_trials=4)
     threads = _run_tuners(tuners, ep, epochs=2)
     assert chief.wait(120) is SearchState.COMPLETED
     _join(threads, 30)
@@ -173,17 +178,7 @@ def test_failing_build_function_ends_the_search_failed(
         failure={"max_consecutive_failed_trials": 3, "retries_per_trial": 0},
     )
     chief, ep = start_chief(search, long_poll_s=1.0)
-    tuners = [
-        keras_tuner.RandomSearch(
-            broken_build,
-            objective="val_accuracy",
-            max_trials=20,
-            directory=str(tmp_path / "work"),
-            project_name=f"p{i}",
-            overwrite=True,
-        )
-        for i in range(2)
-    ]
+    tuners = _two_tuners(keras_tuner.RandomSearch, broken_build, tmp_path / "work", max_trials=20)
     armed.set()
     threads = _run_tuners(tuners, ep, epochs=1)
     assert chief.wait(60) is SearchState.FAILED
@@ -205,17 +200,9 @@ def test_stock_bayesian_search_runs_its_gp_steps_in_the_chiefs_helper(
         objective=OBJECTIVE,
     )
     chief, ep = start_chief(search, long_poll_s=1.0)
-    tuners = [
-        keras_tuner.BayesianOptimization(
-            build_model,
-            objective="val_accuracy",
-            max_trials=6,
-            directory=str(tmp_path / "work"),
-            project_name=f"p{i}",
-            overwrite=True,
-        )
-        for i in range(2)
-    ]
+    tuners = _two_tuners(
+        keras_tuner.BayesianOptimization, build_model, tmp_path / "work", max_trials=6
+    )
     threads = _run_tuners(tuners, ep, epochs=1)
     assert chief.wait(180) is SearchState.COMPLETED
     _join(threads, 30)
