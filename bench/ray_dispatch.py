@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.procs import tail
-from bench.recovery import KtcProcess, ledger_events, write_yaml
+from bench.recovery import KtcProcess, ledger_events, sleep_files
 from bench.stats import Distribution
 from bench.timeline import DispatchResult, TrialSpan, summarize
 
@@ -51,31 +51,6 @@ class RayDispatchResult:
     submit_total_s: float  # submit start -> process exit
 
 
-def sleep_files(
-    base: Path, name: str, workers: int, trials: int, trial_s: float
-) -> tuple[Path, Path]:
-    """Write the search and cluster YAML files of one run."""
-    base.mkdir(parents=True, exist_ok=True)
-    search = {
-        "name": name,
-        "hypermodel": {"name": "sleep", "options": {"epoch_s": trial_s}},
-        "objective": "val_accuracy",
-        "oracle": {"type": "random", "max_trials": trials, "seed": 1},
-        "training": {"epochs": 1},
-        # A stalled 2-core machine must not requeue trials mid-measurement.
-        "failure": {"lease_timeout_s": 600.0},
-    }
-    cluster = {
-        "kind": "cluster",
-        "name": name,
-        "ray": {"address": "local"},
-        "chief": {"host": "127.0.0.1", "port": 0},
-        "fleet": {"cpus_per_worker": 1, "recycle_after_trials": 0},
-        "nodes": [{"name": "local", "host": "127.0.0.1", "cpus": workers, "cpu_workers": workers}],
-    }
-    return write_yaml(base / "search.yaml", search), write_yaml(base / "cluster.yaml", cluster)
-
-
 def _actor_ready_times(search_dir: Path) -> list[float]:
     path = search_dir / "workers.jsonl"
     if not path.exists():
@@ -95,7 +70,19 @@ def run_ray_dispatch(
     from orchestrator.ledger import EventKind
 
     base = Path(work_dir or tempfile.mkdtemp(prefix="bench-ray-dispatch-"))
-    search, cluster = sleep_files(base, f"bench-ray-w{workers}", workers, trials, trial_s)
+    search, cluster = sleep_files(
+        base,
+        f"bench-ray-w{workers}",
+        trials=trials,
+        epoch_s=trial_s,
+        epochs=1,
+        seed=1,
+        # A stalled 2-core machine must not requeue trials mid-measurement.
+        lease_timeout_s=600.0,
+        cpus=workers,
+        cpu_workers=workers,
+        recycle_after_trials=0,  # sleep workers do not leak
+    )
     search_dir = base / "search"
     ktc = KtcProcess(
         [

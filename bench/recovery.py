@@ -117,24 +117,55 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def _files(base: Path, name: str, trials: int) -> tuple[Path, Path]:
+def sleep_files(
+    base: Path,
+    name: str,
+    *,
+    trials: int,
+    epoch_s: float,
+    epochs: int,
+    seed: int,
+    lease_timeout_s: float,
+    cpus: int,
+    cpu_workers: int,
+    recycle_after_trials: int,
+) -> tuple[Path, Path]:
+    """Write the search (sleep hypermodel, random search) and the one-node
+    embedded-Ray cluster YAML files of one ``ktc submit`` run."""
+    base.mkdir(parents=True, exist_ok=True)
     search = {
         "name": name,
-        "hypermodel": {"name": "sleep", "options": {"epoch_s": 0.5}},
+        "hypermodel": {"name": "sleep", "options": {"epoch_s": epoch_s}},
         "objective": "val_accuracy",
-        "oracle": {"type": "random", "max_trials": trials, "seed": 3},
-        "training": {"epochs": 4},
-        "failure": {"lease_timeout_s": 60.0},
+        "oracle": {"type": "random", "max_trials": trials, "seed": seed},
+        "training": {"epochs": epochs},
+        "failure": {"lease_timeout_s": lease_timeout_s},
     }
     cluster = {
         "kind": "cluster",
         "name": name,
         "ray": {"address": "local"},
         "chief": {"host": "127.0.0.1", "port": 0},
-        "fleet": {"cpus_per_worker": 1, "recycle_after_trials": 100},
-        "nodes": [{"name": "local", "cpus": 4, "cpu_workers": 2}],
+        "fleet": {"cpus_per_worker": 1, "recycle_after_trials": recycle_after_trials},
+        "nodes": [{"name": "local", "host": "127.0.0.1", "cpus": cpus, "cpu_workers": cpu_workers}],
     }
     return write_yaml(base / "search.yaml", search), write_yaml(base / "cluster.yaml", cluster)
+
+
+def _files(base: Path, name: str, trials: int) -> tuple[Path, Path]:
+    """The recovery runs: 2 workers, 4 epochs of 0.5 s per trial."""
+    return sleep_files(
+        base,
+        name,
+        trials=trials,
+        epoch_s=0.5,
+        epochs=4,
+        seed=3,
+        lease_timeout_s=60.0,
+        cpus=4,
+        cpu_workers=2,
+        recycle_after_trials=100,
+    )
 
 
 def ledger_events(search_dir: Path) -> list[Any]:
