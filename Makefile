@@ -34,8 +34,8 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check orchestrator workers deploy tests bench
 	$(BIN)/mypy orchestrator workers deploy
 
-protos: $(STAMP) ## Regenerate the gRPC code from orchestrator/protos/ktcluster.proto
-	$(BIN)/python -m orchestrator.protos.generate
+protos: $(STAMP) ## Regenerate the gRPC code from orchestrator/protocol/protos/ktcluster.proto
+	$(BIN)/python -m orchestrator.protocol.protos.generate
 
 bench: $(STAMP) ## Run every benchmark (full) and rewrite BENCHMARKS.md
 	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.run

@@ -1,7 +1,7 @@
 """A ktcluster chief in its own process, for the benchmarks.
 
 ``python -m bench.chief_proc --dir DIR --search-json JSON [--synchronous NORMAL]``
-creates a :class:`orchestrator.chief.Chief` (for a ``sleep`` search the space
+creates a :class:`orchestrator.chief.chief.Chief` (for a ``sleep`` search the space
 is declared with :func:`declare_sleep_space`, as the CLI does), starts it,
 prints ``READY {address, token, pid}``, waits for the search to end, and
 prints ``RESULT {finished_at, state, cpu_s}``. Keeping the chief in its own
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     import keras_tuner
     import psutil
 
-    from orchestrator.chief import Chief
+    from orchestrator.chief.chief import Chief
     from orchestrator.config import parse_search
     from workers.hypermodels.sleep import declare_sleep_space
 

@@ -90,7 +90,7 @@ def _client_loop(
     ends: list[tuple[float, float]],
     errors: list[str],
 ) -> None:
-    from orchestrator.client import AssignmentKind, TrialClient
+    from orchestrator.protocol.client import AssignmentKind, TrialClient
     from workers.hypermodels.sleep import sleep_score
 
     try:
@@ -182,7 +182,7 @@ def run_growth(
 
 def run_sync_modes(*, events: int = 2000, work_dir: Path | None = None) -> list[SyncModeResult]:
     """Time ``Ledger.append`` (one committed transaction each) in NORMAL and FULL."""
-    from orchestrator.ledger import EventKind, Ledger
+    from orchestrator.chief.ledger import EventKind, Ledger
 
     base = Path(work_dir or tempfile.mkdtemp(prefix="bench-sync-"))
     results = []

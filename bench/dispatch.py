@@ -130,7 +130,7 @@ def compare(
 
 
 def _worker_main(address: str, token: str, worker_id: str, trial_s: float) -> None:
-    from orchestrator.client import AssignmentKind, TrialClient
+    from orchestrator.protocol.client import AssignmentKind, TrialClient
     from workers.hypermodels.sleep import SleepOptions, run_sleep_epoch
 
     options = SleepOptions(epoch_s=trial_s)

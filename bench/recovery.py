@@ -38,7 +38,7 @@ import yaml
 from bench.procs import REPO_ROOT, bench_env
 
 KTC = [sys.executable, "-m", "orchestrator.cli.main"]
-_NEEDED = ("workers/actor.py", "orchestrator/fleet.py", "orchestrator/cli/submit.py",
+_NEEDED = ("workers/actor.py", "orchestrator/fleet/slots.py", "orchestrator/cli/submit.py",
            "orchestrator/cli/resume.py")  # fmt: skip
 
 
@@ -170,7 +170,7 @@ def _files(base: Path, name: str, trials: int) -> tuple[Path, Path]:
 
 def ledger_events(search_dir: Path) -> list[Any]:
     """Every ledger event of ``search_dir`` (read-only; empty before the ledger exists)."""
-    from orchestrator.ledger import Ledger
+    from orchestrator.chief.ledger import Ledger
 
     if not (search_dir / "ledger.db").exists():
         return []
@@ -208,7 +208,7 @@ def _running_worker(search_dir: Path) -> dict[str, Any] | None:
 
 def measure_worker_kill(base: Path, timeout_s: float = 180.0) -> tuple[float, str]:
     """SIGKILL a worker mid-trial; seconds until its trial is ASSIGNED again."""
-    from orchestrator.ledger import EventKind
+    from orchestrator.chief.ledger import EventKind
 
     base.mkdir(parents=True, exist_ok=True)
     search, cluster = _files(base, "bench-worker-kill", 8)
@@ -251,7 +251,7 @@ def measure_worker_kill(base: Path, timeout_s: float = 180.0) -> tuple[float, st
 
 def measure_chief_resume(base: Path, timeout_s: float = 180.0) -> tuple[float, str]:
     """SIGKILL the chief mid-search, ``ktc resume``; seconds to the first trial handed out."""
-    from orchestrator.ledger import EventKind
+    from orchestrator.chief.ledger import EventKind
 
     base.mkdir(parents=True, exist_ok=True)
     search, cluster = _files(base, "bench-chief-kill", 12)

@@ -353,7 +353,7 @@ def slow_oracle_section(result: SlowOracleResult | None, error: str) -> list[str
         f"took over {r.fit_threshold_ms:g} ms. CreateTrial includes long-polls (up to 5 s) "
         f"while the one oracle call is busy, so its numbers are the fit queue, not a latency "
         f"target. The chief runs the GP step (fit and acquisition search) in its helper "
-        f"process (`orchestrator/gp_process.py`), so the fit does not hold the gRPC threads' "
+        f"process (`orchestrator/chief/gp_process.py`), so the fit does not hold the gRPC threads' "
         f"GIL. Wall: {r.wall_s:.1f} s for {r.completed} trials.",
         "",
         *table(

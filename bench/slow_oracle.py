@@ -63,7 +63,7 @@ def _client(
     calls: list[_Call],
     errors: list[str],
 ) -> None:
-    from orchestrator.client import AssignmentKind, TrialClient
+    from orchestrator.protocol.client import AssignmentKind, TrialClient
     from workers.hypermodels.sleep import sleep_score
 
     def timed(kind: str, fn: object, *args: object, **kwargs: object) -> object:

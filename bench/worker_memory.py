@@ -242,8 +242,8 @@ def _worker_main(
 ) -> None:
     import psutil
 
-    from orchestrator.client import TrialClient
     from orchestrator.config import parse_search, spec_json
+    from orchestrator.protocol.client import TrialClient
     from workers.runner import TrialRunner, WorkerConfig
 
     me = psutil.Process()

@@ -1,6 +1,6 @@
 """Rebuild a trial's model from the search directory and save it as one ``.keras`` file.
 
-What a trial leaves behind (see ``orchestrator/artifacts.py``): its
+What a trial leaves behind (see ``orchestrator/chief/artifacts.py``): its
 hyperparameters in the ledger (Keras Tuner's ``Trial.get_state()``), and under
 ``<search_dir>/trials/<trial_id>/`` the best epoch's weights
 (``checkpoint.weights.h5``, written by Keras Tuner's ``SaveBestEpoch``) and the
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError, KtClusterError
+from orchestrator.protocol.trials import TrialStatus, TrialView, rank_trials
 from orchestrator.search_dir import TRIALS_DIR
 from orchestrator.status import OfflineSearch, read_search
-from orchestrator.trials import TrialStatus, TrialView, rank_trials
 
 log = logging.getLogger(__name__)
 

@@ -29,15 +29,15 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.chief.ledger import Ledger
+from orchestrator.chief.replay import ReplayedSearch, replay
 from orchestrator.config import SearchSpec
 from orchestrator.errors import ChiefUnavailableError, KtClusterError, LedgerError
-from orchestrator.ledger import Ledger
-from orchestrator.replay import ReplayedSearch, replay
+from orchestrator.protocol.trials import SearchState, TrialStatus, TrialView, rank_trials
 from orchestrator.search_dir import LEDGER_FILE, ChiefInfo, read_chief_info, require_search_dir
-from orchestrator.trials import SearchState, TrialStatus, TrialView, rank_trials
 
 if TYPE_CHECKING:
-    from orchestrator.broker import TrialBroker
+    from orchestrator.chief.broker import TrialBroker
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -310,7 +310,7 @@ def status_document(search_dir: Path | str) -> dict[str, Any]:
     """The live document when a chief answers, else the one from the ledger."""
     path = require_search_dir(Path(search_dir))
     if live_chief(path) is not None:
-        from orchestrator.client import TrialClient
+        from orchestrator.protocol.client import TrialClient
 
         try:
             # Short reconnect: a chief that is alive but not answering should

@@ -24,7 +24,7 @@ def _close_gp_helpers() -> Iterator[None]:
     rarely close their oracle hosts; the processes are this process's children,
     which other tests count)."""
     yield
-    module = sys.modules.get("orchestrator.gp_process")
+    module = sys.modules.get("orchestrator.chief.gp_process")
     if module is not None:
         module.close_all()
 
@@ -50,9 +50,9 @@ def make_broker(tmp_path: Path, fake_clock: Any) -> Iterator[Callable[..., Any]]
     ``make_broker(search, initial_space=None, ledger_name="ledger.db")`` records
     the initial space and the RUNNING state, as Chief.create does.
     """
-    from orchestrator.broker import TrialBroker
-    from orchestrator.ledger import Ledger
-    from orchestrator.oracle_host import OracleHost
+    from orchestrator.chief.broker import TrialBroker
+    from orchestrator.chief.ledger import Ledger
+    from orchestrator.chief.oracle_host import OracleHost
 
     ledgers: list[Any] = []
 
@@ -80,7 +80,7 @@ def start_chief(search_dir: Path) -> Iterator[Callable[..., Any]]:
     """``start_chief(search, **create_kwargs) -> (chief, endpoint)``: a Chief
     created in ``search_dir`` and started on a free 127.0.0.1 port. Closed at
     teardown (after cancelling, so no worker thread stays blocked)."""
-    from orchestrator.chief import Chief
+    from orchestrator.chief.chief import Chief
 
     chiefs: list[Any] = []
 

@@ -4,7 +4,7 @@ Two paths, one protocol:
 
 - **Keras Tuner path** (every real hypermodel): a :class:`KtcTuner` (a stock
   ``keras_tuner.Tuner`` with three hooks) runs each trial, its oracle swapped
-  for a :class:`~orchestrator.oracle_client.RemoteOracle`. User code written for
+  for a :class:`~orchestrator.protocol.oracle_client.RemoteOracle`. User code written for
   Keras Tuner (``build_model(hp)``, ``HyperModel.fit``, conditional scopes,
   Hyperband's ``tuner/*`` values) runs unchanged.
 - **Light path** (the ``sleep`` benchmark hypermodel): no TensorFlow import at
@@ -26,9 +26,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from orchestrator.client import AssignmentKind, LeasedTrial, LeaseKeeper, ReportAction, TrialClient
 from orchestrator.config import SearchSpec, WorkerSlot
 from orchestrator.errors import ChiefUnavailableError, KtClusterError, StaleLeaseError
+from orchestrator.protocol.client import (
+    AssignmentKind,
+    LeasedTrial,
+    LeaseKeeper,
+    ReportAction,
+    TrialClient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +185,7 @@ class TrialRunner:
     # ------------------------------------------------------ keras tuner path
 
     def _run_keras_tuner(self) -> RunSummary:
-        from orchestrator.oracle_client import RemoteOracle
+        from orchestrator.protocol.oracle_client import RemoteOracle
         from workers.devices import DevicePlan, apply_cuda_visibility, configure_tensorflow
 
         plan = DevicePlan.from_slot(self.config.slot) if self.config.slot else DevicePlan()
@@ -189,7 +195,6 @@ class TrialRunner:
 
         import keras
 
-        from orchestrator.oracles import build_oracle
         from workers.datasets import load_dataset
         from workers.hypermodels import resolve_hypermodel
 
@@ -205,8 +210,9 @@ class TrialRunner:
             self.search.hypermodel, data.input_shape, data.num_classes, label_mode=data.label_mode
         )
         workdir = self._workdir()
+        remote = RemoteOracle.for_search(self.client, self.search, wait_s=self.config.wait_s)
         tuner = ktc_tuner_class()(
-            oracle=build_oracle(self.search),
+            oracle=remote,
             hypermodel=hypermodel,
             directory=str(workdir),
             project_name="trials",
@@ -215,7 +221,6 @@ class TrialRunner:
             distribution_strategy=setup.strategy() if setup.visible_gpus > 1 else None,
         )
         tuner.runner = self
-        remote = RemoteOracle.attach(tuner, self.client, wait_s=self.config.wait_s)
         training = self.search.training
         callbacks: list[Any] = []
         if training.early_stopping is not None:

@@ -1,7 +1,7 @@
 """Rich renderables shared by the ``ktc`` verbs (status, results, submit's progress).
 
 Everything here builds renderables from the status document (a plain dict,
-the same live or offline) or from :class:`~orchestrator.trials.TrialView`s;
+the same live or offline) or from :class:`~orchestrator.protocol.trials.TrialView`s;
 nothing prints. The verbs decide where the output goes.
 """
 
@@ -15,7 +15,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.trials import TrialStatus, TrialView, rank_trials
+from orchestrator.protocol.trials import TrialStatus, TrialView, rank_trials
 
 STATE_STYLES: dict[str, str] = {
     "running": "bold cyan",

@@ -14,8 +14,8 @@ from typing import Any
 
 from orchestrator.cli.render import make_console, trials_table
 from orchestrator.errors import ConfigError
+from orchestrator.protocol.trials import TrialStatus, rank_trials
 from orchestrator.status import read_search
-from orchestrator.trials import TrialStatus, rank_trials
 
 
 def register(subparsers: Any) -> None:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     hide_gpus_from_chief()
-    from orchestrator.chief import Chief
+    from orchestrator.chief.chief import Chief
     from orchestrator.config import load_cluster
     from orchestrator.search_dir import require_search_dir
 

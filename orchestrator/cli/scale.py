@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.client import TrialClient
 from orchestrator.config import load_cluster
 from orchestrator.errors import ChiefUnavailableError, ConfigError
+from orchestrator.protocol.client import TrialClient
 from orchestrator.search_dir import require_search_dir
 
 _NODE_ARG = re.compile(r"^(?P<name>[^=\s]+)=(?P<count>[^=]*)$")

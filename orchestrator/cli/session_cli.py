@@ -11,7 +11,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from orchestrator.trials import SearchState
+from orchestrator.protocol.trials import SearchState
 
 EXIT_CODES = {
     SearchState.COMPLETED: 0,
@@ -63,7 +63,7 @@ def _worker_count(text: str) -> int:
 
 def run_in_foreground(chief: Any, args: argparse.Namespace) -> int:
     """Run a started chief's search with its fleet until it ends (submit and resume)."""
-    from orchestrator.session import SearchSession, SessionOptions
+    from orchestrator.fleet.session import SearchSession, SessionOptions
 
     session = SearchSession(
         chief, SessionOptions(workers=args.workers, on_interrupt=args.on_interrupt)

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     hide_gpus_from_chief()
-    from orchestrator.chief import Chief
+    from orchestrator.chief.chief import Chief
     from orchestrator.config import check_importable, default_cluster, load_cluster, load_search
     from workers.hypermodels import validate_overrides
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.ledger import EventKind, Ledger
+from orchestrator.chief.ledger import EventKind, Ledger
 from tests.e2e.conftest import (
     RunKtc,
     WriteYaml,

@@ -18,15 +18,15 @@ from typing import Any
 import grpc
 import pytest
 
-from orchestrator.auth import bearer
-from orchestrator.chief import Chief
-from orchestrator.client import AssignmentKind, LeasedTrial, TrialClient
+from orchestrator.chief.chief import Chief
+from orchestrator.chief.ledger import Ledger
+from orchestrator.chief.replay import replay
 from orchestrator.errors import AuthenticationError, StaleLeaseError
-from orchestrator.ledger import Ledger
-from orchestrator.protos import ktcluster_pb2 as pb
-from orchestrator.protos import ktcluster_pb2_grpc as pb_grpc
-from orchestrator.replay import replay
-from orchestrator.trials import SearchState, TrialStatus
+from orchestrator.protocol.auth import bearer
+from orchestrator.protocol.client import AssignmentKind, LeasedTrial, TrialClient
+from orchestrator.protocol.protos import ktcluster_pb2 as pb
+from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
+from orchestrator.protocol.trials import SearchState, TrialStatus
 from tests.helpers import final_counts, float_space, ledger_rows, make_search, wait_until
 
 StartChief = Callable[..., tuple[Chief, Any]]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.chief import Chief
+from orchestrator.chief.chief import Chief
 from orchestrator.config import parse_cluster
 from orchestrator.errors import KtClusterError
 from tests.helpers import float_space, make_search

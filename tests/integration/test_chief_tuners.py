@@ -11,18 +11,18 @@ from typing import Any
 
 import pytest
 
-from orchestrator.chief import Chief
-from orchestrator.client import TrialClient
-from orchestrator.ledger import Ledger
-from orchestrator.replay import replay
-from orchestrator.trials import SearchState, TrialStatus
+from orchestrator.chief.chief import Chief
+from orchestrator.chief.ledger import Ledger
+from orchestrator.chief.replay import replay
+from orchestrator.protocol.client import TrialClient
+from orchestrator.protocol.trials import SearchState, TrialStatus
 from tests.helpers import final_counts, make_search
 
 keras = pytest.importorskip("keras")
 keras_tuner = pytest.importorskip("keras_tuner")
 np = pytest.importorskip("numpy")
 
-from orchestrator.oracle_client import RemoteOracle  # noqa: E402  (imports keras_tuner)
+from orchestrator.protocol.oracle_client import RemoteOracle  # noqa: E402  (imports keras_tuner)
 
 StartChief = Callable[..., tuple[Chief, Any]]
 OBJECTIVE = {"name": "val_accuracy", "direction": "max"}

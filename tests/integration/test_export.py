@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from orchestrator.cli.main import main
-from orchestrator.client import TrialClient
 from orchestrator.config import parse_search
 from orchestrator.errors import ConfigError, KtClusterError
 from orchestrator.export import BUILD_CONFIG_FILE, CHECKPOINT_FILE, export_model
+from orchestrator.protocol.client import TrialClient
+from orchestrator.protocol.trials import TrialStatus
 from orchestrator.search_dir import TRIALS_DIR
-from orchestrator.trials import TrialStatus
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +50,8 @@ def finished_search(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A search directory with one completed cnn-on-digits trial and its artifacts."""
     import keras_tuner
 
-    from orchestrator.chief import Chief
-    from orchestrator.oracle_client import RemoteOracle
+    from orchestrator.chief.chief import Chief
+    from orchestrator.protocol.oracle_client import RemoteOracle
     from workers.datasets import load_dataset
     from workers.hypermodels import resolve_hypermodel
 
@@ -170,7 +170,7 @@ def test_export_needs_dataset_info(finished_search: Any, tmp_path: Path) -> None
 
 
 def test_export_sleep_hypermodel(tmp_path: Path) -> None:
-    from orchestrator.chief import Chief
+    from orchestrator.chief.chief import Chief
 
     spec = parse_search({**SEARCH, "hypermodel": "sleep", "dataset": None, "objective": "score"})
     chief = Chief.create(spec, tmp_path / "s")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.chief import Chief
-from orchestrator.client import AssignmentKind, TrialClient
+from orchestrator.chief.chief import Chief
 from orchestrator.config import parse_cluster
 from orchestrator.errors import AuthenticationError, ChiefUnavailableError
+from orchestrator.protocol.client import AssignmentKind, TrialClient
 from tests.helpers import float_space, make_search
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.bayesian import OffloadedBayesianOracle
-from orchestrator.gp_process import GpProcess
+from orchestrator.chief.bayesian import OffloadedBayesianOracle
+from orchestrator.chief.gp_process import GpProcess
 
 SEED = 7
 INITIAL_POINTS = 3
@@ -143,7 +143,7 @@ def test_a_child_that_dies_mid_request_raises_and_the_next_call_gets_a_new_child
     import numpy as np
     import sklearn.gaussian_process
 
-    from orchestrator.gp_process import GpProcessError, GpRequest
+    from orchestrator.chief.gp_process import GpProcessError, GpRequest
 
     rng = np.random.RandomState(0)
     good = GpRequest(

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.broker import AssignmentKind, TrialBroker, check_metrics
+from orchestrator.chief.broker import AssignmentKind, TrialBroker, check_metrics
+from orchestrator.chief.oracle_host import OracleHost
 from orchestrator.errors import InvalidRequestError, StaleLeaseError
-from orchestrator.oracle_host import OracleHost
-from orchestrator.trials import AttemptStatus, SearchState, TrialStatus
+from orchestrator.protocol.trials import AttemptStatus, SearchState, TrialStatus
 from tests.helpers import float_space, ledger_rows, make_search
 
 
@@ -179,7 +179,7 @@ class _CountingHost(OracleHost):
 
 
 def _counting_broker(tmp_path: Path, fake_clock: Any, oracle: dict[str, Any]) -> TrialBroker:
-    from orchestrator.ledger import Ledger
+    from orchestrator.chief.ledger import Ledger
 
     search = make_search(oracle, failure={"retries_per_trial": 0})
     host = _CountingHost(search, initial_space=float_space())

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.auth import TOKEN_FILE_NAME
-from orchestrator.chief import Chief
+from orchestrator.chief.chief import Chief
 from orchestrator.cli.main import main
+from orchestrator.protocol.auth import TOKEN_FILE_NAME
 from tests.helpers import float_space, make_search
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.chief import Chief
+from orchestrator.chief.chief import Chief
 from orchestrator.cli.main import main
-from orchestrator.trials import AttemptStatus
+from orchestrator.protocol.trials import AttemptStatus
 from tests.helpers import float_space, make_search
 
 RESULT_KEYS = {

@@ -206,7 +206,7 @@ def test_worker_process_env_pins_gpus_and_caps_malloc_arenas() -> None:
 def test_embedded_raylet_env_adds_this_directory_only_for_user_code(
     tmp_path: Any, monkeypatch: Any
 ) -> None:
-    from orchestrator.session import embedded_worker_env
+    from orchestrator.fleet.embedded_ray import embedded_worker_env
     from workers.actor import WORKER_PROCESS_ENV
 
     monkeypatch.chdir(tmp_path)

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.broker import AssignmentKind, TrialBroker
+from orchestrator.chief.broker import AssignmentKind, TrialBroker
+from orchestrator.chief.leases import LeaseTable
 from orchestrator.clock import FakeClock
 from orchestrator.errors import StaleLeaseError
-from orchestrator.leases import LeaseTable
-from orchestrator.trials import AttemptStatus, TrialStatus
+from orchestrator.protocol.trials import AttemptStatus, TrialStatus
 from tests.helpers import float_space, ledger_rows, make_search
 
 LEASE_S = 10.0

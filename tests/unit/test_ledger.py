@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.broker import AssignmentKind, TrialBroker
-from orchestrator.ledger import EventKind, Ledger
-from orchestrator.oracle_host import OracleHost
-from orchestrator.replay import replay
-from orchestrator.trials import AttemptStatus, TrialStatus
+from orchestrator.chief.broker import AssignmentKind, TrialBroker
+from orchestrator.chief.ledger import EventKind, Ledger
+from orchestrator.chief.oracle_host import OracleHost
+from orchestrator.chief.replay import replay
+from orchestrator.protocol.trials import AttemptStatus, TrialStatus
 from tests.helpers import float_space, ledger_rows, make_search
 
 FAILURE = {"retries_per_trial": 1, "max_consecutive_failed_trials": 100}
@@ -361,7 +361,7 @@ def _all_event_rows(path: Path) -> list[tuple[Any, ...]]:
 
 
 def test_append_many_is_atomic_and_rejects_nan(tmp_path: Path) -> None:
-    from orchestrator.ledger import PendingEvent
+    from orchestrator.chief.ledger import PendingEvent
 
     with Ledger(tmp_path / "l.db") as ledger:
         ledger.append(EventKind.SEARCH, payload={"state": "running"})

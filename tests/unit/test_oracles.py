@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import oracles
-from orchestrator.oracles import register_metrics
+from orchestrator.protocol import metrics as oracles
+from orchestrator.protocol.metrics import register_metrics
 
 keras_tuner = pytest.importorskip("keras_tuner")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.protos import generate
+from orchestrator.protocol.protos import generate
 
 PROTO_DIR = Path(generate.__file__).resolve().parent
 FILES = ("ktcluster_pb2.py", "ktcluster_pb2.pyi", "ktcluster_pb2_grpc.py")
@@ -30,7 +30,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     already imported TensorFlow's protobuf (as the rest of the suite does)."""
     pytest.importorskip("grpc_tools")
     out = tmp_path_factory.mktemp("protos")
-    code = "import sys; from pathlib import Path; from orchestrator.protos.generate import generate; generate(Path(sys.argv[1]))"
+    code = "import sys; from pathlib import Path; from orchestrator.protocol.protos.generate import generate; generate(Path(sys.argv[1]))"
     subprocess.run([sys.executable, "-c", code, str(out)], check=True, timeout=120)
     return {name: out / name for name in FILES}
 
@@ -50,11 +50,11 @@ def test_committed_protos_match_the_proto(generated: dict[str, Path], name: str)
         fresh = _significant(fresh_text)
         committed = _significant(committed_text)
     assert committed == fresh, (
-        f"orchestrator/protos/{name} is stale; run `make protos` and commit the result"
+        f"orchestrator/protocol/protos/{name} is stale; run `make protos` and commit the result"
     )
 
 
 def test_grpc_module_imports_pb2_through_the_package() -> None:
     text = (PROTO_DIR / "ktcluster_pb2_grpc.py").read_text()
-    assert "from orchestrator.protos import ktcluster_pb2 as ktcluster__pb2" in text
+    assert "from orchestrator.protocol.protos import ktcluster_pb2 as ktcluster__pb2" in text
     assert "\nimport ktcluster_pb2" not in text

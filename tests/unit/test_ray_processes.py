@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from orchestrator.ray_processes import (
+from orchestrator.fleet.ray_processes import (
     RECORD_FILE,
     reap_leftover_ray_processes,
     record_ray_processes,

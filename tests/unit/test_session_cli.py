@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.chief import Chief
+from orchestrator.chief.chief import Chief
+from orchestrator.chief.replay import replay
 from orchestrator.cli.session_cli import start_session
-from orchestrator.replay import replay
-from orchestrator.trials import SearchState
+from orchestrator.protocol.trials import SearchState
 from tests.helpers import float_space, make_search
 
 
@@ -47,7 +47,7 @@ def test_ctrl_c_while_starting_requeues_and_prints_resume(tmp_path: Path, capsys
     assert start_session(session) == 130
     assert session.closed
     assert f"ktc resume {tmp_path / 's'}" in capsys.readouterr().out
-    from orchestrator.ledger import Ledger
+    from orchestrator.chief.ledger import Ledger
 
     with Ledger(tmp_path / "s" / "ledger.db", read_only=True) as ledger:
         replayed = replay(ledger)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.client import TrialClient
 from orchestrator.errors import ChiefUnavailableError, KtClusterError
+from orchestrator.protocol.client import TrialClient
 from orchestrator.search_dir import ChiefInfo, read_chief_info, write_chief_info
 from orchestrator.status import (
     WorkerState,
@@ -204,7 +204,7 @@ def test_worker_status_rejects_unknown_state() -> None:
 
 
 def test_build_status_document_min_direction_best() -> None:
-    from orchestrator.trials import TrialStatus, TrialView
+    from orchestrator.protocol.trials import TrialStatus, TrialView
 
     def view(tid: str, score: float | None, status: TrialStatus) -> TrialView:
         return TrialView(tid, status, 1, score, {}, {"x": 1}, None, None, None, None, None, 0, {})
@@ -297,7 +297,7 @@ def test_render_status_shows_workers_and_best() -> None:
 def test_the_progress_displays_document_agrees_with_the_full_one(make_broker: Any) -> None:
     """The live display builds its document from the broker's summary (no trial
     list); everything it shows must equal the full document's."""
-    from orchestrator.trials import AttemptStatus
+    from orchestrator.protocol.trials import AttemptStatus
 
     search = make_search({"type": "random", "max_trials": 8, "seed": 2})
     broker = make_broker(search, initial_space=float_space())

@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from orchestrator.ledger import EventKind, Ledger, LedgerEvent
+from orchestrator.chief.ledger import EventKind, Ledger, LedgerEvent
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[3]

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.ledger import EventKind, Ledger
-from orchestrator.replay import replay
-from orchestrator.trials import TrialStatus
+from orchestrator.chief.ledger import EventKind, Ledger
+from orchestrator.chief.replay import replay
+from orchestrator.protocol.trials import TrialStatus
 from tests.e2e.faults.conftest import (
     STARTUP_S,
     KtcProcess,

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.client import AssignmentKind, TrialClient
+from orchestrator.chief.ledger import EventKind
 from orchestrator.errors import StaleLeaseError
-from orchestrator.ledger import EventKind
+from orchestrator.protocol.client import AssignmentKind, TrialClient
 from tests.e2e.faults.conftest import assert_no_duplicate_or_lost, ledger_events
 from tests.helpers import float_space, make_search, wait_until
 

@@ -21,16 +21,23 @@ from typing import Any
 
 import grpc
 
-from orchestrator.artifacts import ArtifactStore
-from orchestrator.auth import TOKEN_FILE_NAME, TokenAuthInterceptor, create_token, read_token
-from orchestrator.broker import TrialBroker
+from orchestrator.chief.artifacts import ArtifactStore
+from orchestrator.chief.broker import TrialBroker
+from orchestrator.chief.ledger import Ledger
+from orchestrator.chief.oracle_host import OracleHost
+from orchestrator.chief.replay import replay
+from orchestrator.chief.service import ControlServicer, TrialServicer
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import ClusterSpec, SearchSpec, default_cluster, spec_data
 from orchestrator.errors import KtClusterError, LedgerError
-from orchestrator.ledger import Ledger
-from orchestrator.oracle_host import OracleHost
-from orchestrator.protos import ktcluster_pb2_grpc as pb_grpc
-from orchestrator.replay import replay
+from orchestrator.protocol.auth import (
+    TOKEN_FILE_NAME,
+    TokenAuthInterceptor,
+    create_token,
+    read_token,
+)
+from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
+from orchestrator.protocol.trials import SearchState
 from orchestrator.search_dir import (
     CHIEF_FILE,
     LEDGER_FILE,
@@ -39,8 +46,6 @@ from orchestrator.search_dir import (
     read_chief_info,
     write_chief_info,
 )
-from orchestrator.service import ControlServicer, TrialServicer
-from orchestrator.trials import SearchState
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,16 @@
-"""Build a Keras Tuner oracle from a :class:`SearchSpec`.
+"""Build the chief's Keras Tuner oracle from a :class:`SearchSpec`.
 
-Shared by the chief (which decides) and by workers (whose RemoteOracle needs
-the same ``objective`` and limits locally). Keras Tuner is imported lazily so
-modules that only need types don't pay for TensorFlow.
+Workers never build one: they build a ``RemoteOracle`` from the same spec
+(:meth:`orchestrator.protocol.oracle_client.RemoteOracle.for_search`). Keras
+Tuner is imported lazily so modules that only need types don't pay for
+TensorFlow.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any
+
+from orchestrator.protocol.metrics import build_objective
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -21,19 +23,13 @@ if TYPE_CHECKING:
 _NO_LIMIT = 10**9
 
 
-def build_objective(search: SearchSpec) -> keras_tuner.Objective:
-    import keras_tuner
-
-    return keras_tuner.Objective(search.objective.name, search.objective.resolved_direction)
-
-
 def build_oracle(
     search: SearchSpec, hyperparameters: Any = None, *, offload_gp: bool = False
 ) -> keras_tuner.Oracle:
     """A fresh oracle of the spec's type, with KT's own retry and failure limits off.
 
     ``offload_gp`` (the chief's oracle) runs a Bayesian oracle's GP step in a
-    helper process (:mod:`orchestrator.bayesian`); close it with :func:`close_oracle`.
+    helper process (:mod:`orchestrator.chief.bayesian`); close it with :func:`close_oracle`.
     """
     import keras_tuner
 
@@ -52,7 +48,7 @@ def build_oracle(
         oracle = keras_tuner.oracles.GridSearchOracle(max_trials=spec.max_trials, **common)
     elif spec.type == "bayesian":
         if offload_gp:
-            from orchestrator.bayesian import OffloadedBayesianOracle
+            from orchestrator.chief.bayesian import OffloadedBayesianOracle
 
             bayesian_class: type[keras_tuner.Oracle] = OffloadedBayesianOracle
         else:
@@ -85,28 +81,3 @@ def close_oracle(oracle: Any) -> None:
     close = getattr(oracle, "close", None)
     if callable(close):
         close()
-
-
-def register_metrics(trial: Any, objective: Any, names: Any) -> None:
-    """Register each new metric name on ``trial`` with the direction Keras Tuner's
-    ``update_trial`` would give it, without KT's per-trial inference.
-
-    KT infers a non-objective metric's direction by building the Keras metric
-    of that name (``accuracy`` makes a TF variable): about 1 ms per metric per
-    trial on the chief, and a minute of resume at 10,000 trials. The answer
-    depends on the name only, so it is computed once per name.
-    """
-    objectives = objective if isinstance(objective, list | tuple) else [objective]
-    for name in names:
-        if trial.metrics.exists(name):
-            continue
-        direction = next((o.direction for o in objectives if o.name == name), None)
-        trial.metrics.register(name, direction=direction or _inferred_direction(str(name)))
-
-
-@functools.lru_cache(maxsize=1024)
-def _inferred_direction(name: str) -> str:
-    from keras_tuner.src.engine.metrics_tracking import infer_metric_direction
-
-    # KT's MetricsTracker.register: a direction it cannot infer is "min".
-    return str(infer_metric_direction(name) or "min")

@@ -1,6 +1,6 @@
 """Regenerate ktcluster_pb2.py and ktcluster_pb2_grpc.py from ktcluster.proto.
 
-Run with ``python -m orchestrator.protos.generate`` (``make protos``). With
+Run with ``python -m orchestrator.protocol.protos.generate`` (``make protos``). With
 ``--check DIR`` it writes into DIR instead, which the staleness test uses.
 """
 
@@ -37,7 +37,7 @@ def generate(out_dir: Path) -> list[Path]:
     text = grpc_file.read_text()
     text = re.sub(
         r"^import ktcluster_pb2 as ktcluster__pb2$",
-        "from orchestrator.protos import ktcluster_pb2 as ktcluster__pb2",
+        "from orchestrator.protocol.protos import ktcluster_pb2 as ktcluster__pb2",
         text,
         flags=re.M,
     )

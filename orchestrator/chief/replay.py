@@ -10,8 +10,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.ledger import EventKind, Ledger
-from orchestrator.trials import SearchState, TrialRecord, TrialStatus
+from orchestrator.chief.ledger import EventKind, Ledger
+from orchestrator.protocol.trials import SearchState, TrialRecord, TrialStatus
 
 
 @dataclass(frozen=True)

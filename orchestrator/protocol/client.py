@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orchestrator.auth import bearer, read_token
 from orchestrator.errors import (
     AuthenticationError,
     ChiefUnavailableError,
@@ -34,8 +33,10 @@ from orchestrator.errors import (
     KtClusterError,
     StaleLeaseError,
 )
-from orchestrator.protos import ktcluster_pb2 as pb
-from orchestrator.protos import ktcluster_pb2_grpc as pb_grpc
+from orchestrator.protocol.answers import AssignmentKind
+from orchestrator.protocol.auth import bearer, read_token
+from orchestrator.protocol.protos import ktcluster_pb2 as pb
+from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
 from orchestrator.search_dir import read_chief_info
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 CHUNK_BYTES = 1024 * 1024
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-
-
-class AssignmentKind(str, Enum):
-    TRIAL = "TRIAL"
-    WAIT = "WAIT"
-    STOP = "STOP"
 
 
 @dataclass(frozen=True)

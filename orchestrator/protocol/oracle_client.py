@@ -10,7 +10,7 @@ Tuner's own distributed mode swaps in its ``OracleClient``::
 
 It subclasses ``keras_tuner.Oracle`` only so ``BaseTuner``'s isinstance check
 passes; every decision is the chief's. While a trial runs, a
-:class:`~orchestrator.client.LeaseKeeper` renews its lease in the background.
+:class:`~orchestrator.protocol.client.LeaseKeeper` renews its lease in the background.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras_tuner
 from keras_tuner.src.engine import trial as kt_trial
 
-from orchestrator.client import (
+from orchestrator.errors import KtClusterError, StaleLeaseError
+from orchestrator.protocol.client import (
     AssignmentKind,
     LeasedTrial,
     LeaseKeeper,
@@ -31,8 +32,10 @@ from orchestrator.client import (
     TrialClient,
     TrialSummary,
 )
-from orchestrator.errors import KtClusterError, StaleLeaseError
-from orchestrator.oracles import register_metrics
+from orchestrator.protocol.metrics import build_objective, register_metrics
+
+if TYPE_CHECKING:
+    from orchestrator.config import SearchSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,17 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         self._final: dict[str, tuple[dict[str, float], int]] = {}
         self.stop_reason: str = ""
         self._told_to_stop: set[str] = set()
+
+    @classmethod
+    def for_search(cls, client: TrialClient, search: SearchSpec, **kwargs: Any) -> RemoteOracle:
+        """A RemoteOracle with the search's objective and trial cap: what a worker's
+        tuner is built with (the chief alone builds a deciding oracle)."""
+        return cls(
+            client,
+            objective=build_objective(search),
+            max_trials=search.oracle.max_trials,
+            **kwargs,
+        )
 
     @classmethod
     def attach(cls, tuner: Any, client: TrialClient, **kwargs: Any) -> RemoteOracle:

@@ -9,7 +9,7 @@ still needs the GIL, so during a fit their p99 latency rose to 130 ms
 (BENCHMARKS.md, section 3).
 
 :class:`GpProcess` moves that step to a child process
-(``python -m orchestrator.gp_process``). The child imports NumPy, SciPy and
+(``python -m orchestrator.chief.gp_process``). The child imports NumPy, SciPy and
 scikit-learn only (no TensorFlow), talks length-prefixed pickle frames over
 its stdin and stdout, and exits when its stdin closes, so it cannot outlive
 the chief. The parent keeps everything that carries state (the trials, the
@@ -142,7 +142,7 @@ class GpProcess:
         env = dict(os.environ)
         env["CUDA_VISIBLE_DEVICES"] = ""  # the chief's helpers never touch a GPU
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.gp_process"],
+            [sys.executable, "-m", "orchestrator.chief.gp_process"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,  # its warnings go where the chief's go
@@ -263,7 +263,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     # Run the module's own copy, not __main__'s, so the answers pickle as
-    # orchestrator.gp_process.GpAnswer, which the parent can load.
-    from orchestrator.gp_process import main as module_main
+    # orchestrator.chief.gp_process.GpAnswer, which the parent can load.
+    from orchestrator.chief.gp_process import main as module_main
 
     sys.exit(module_main())

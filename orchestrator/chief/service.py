@@ -19,12 +19,12 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from orchestrator.artifacts import ArtifactStore, check_artifact_name, check_trial_id
-from orchestrator.broker import Assignment, AssignmentKind, TrialBroker, check_metrics
+from orchestrator.chief.artifacts import ArtifactStore, check_artifact_name, check_trial_id
+from orchestrator.chief.broker import Assignment, AssignmentKind, TrialBroker, check_metrics
 from orchestrator.errors import InvalidRequestError, KtClusterError, StaleLeaseError
-from orchestrator.protos import ktcluster_pb2 as pb
-from orchestrator.protos import ktcluster_pb2_grpc as pb_grpc
-from orchestrator.trials import AttemptStatus, SearchState, TrialStatus, TrialView
+from orchestrator.protocol.protos import ktcluster_pb2 as pb
+from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
+from orchestrator.protocol.trials import AttemptStatus, SearchState, TrialStatus, TrialView
 
 log = logging.getLogger(__name__)
 

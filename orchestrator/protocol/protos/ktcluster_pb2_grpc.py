@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from orchestrator.protos import ktcluster_pb2 as ktcluster__pb2
+from orchestrator.protocol.protos import ktcluster_pb2 as ktcluster__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

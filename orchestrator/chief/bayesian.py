@@ -1,4 +1,4 @@
-"""Keras Tuner's Bayesian oracle, with its GP step run by :mod:`orchestrator.gp_process`.
+"""Keras Tuner's Bayesian oracle, with its GP step run by :mod:`orchestrator.chief.gp_process`.
 
 The chief builds this class instead of KT's own (workers never decide, so
 they keep the stock one). Only ``populate_space`` changes, and only where it
@@ -22,7 +22,13 @@ import sklearn.base
 from keras_tuner.oracles import BayesianOptimizationOracle
 from keras_tuner.src.engine import trial as trial_module
 
-from orchestrator.gp_process import NUM_RESTARTS, GpProcess, GpProcessError, GpRequest, propose
+from orchestrator.chief.gp_process import (
+    NUM_RESTARTS,
+    GpProcess,
+    GpProcessError,
+    GpRequest,
+    propose,
+)
 
 log = logging.getLogger(__name__)
 

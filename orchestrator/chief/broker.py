@@ -31,16 +31,22 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
+from orchestrator.chief.leases import Lease, LeaseTable
+from orchestrator.chief.ledger import EventKind, Ledger, PendingEvent
+from orchestrator.chief.oracle_host import CreatedTrial, CreateOutcome, OracleHost, RestoredTrial
+from orchestrator.chief.replay import ReplayedSearch
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import InvalidRequestError, KtClusterError, StaleLeaseError
-from orchestrator.leases import Lease, LeaseTable
-from orchestrator.ledger import EventKind, Ledger, PendingEvent
-from orchestrator.oracle_host import CreatedTrial, CreateOutcome, OracleHost, RestoredTrial
-from orchestrator.replay import ReplayedSearch
-from orchestrator.trials import (
+from orchestrator.protocol.answers import (
+    Assignment,
+    AssignmentKind,
+    EndOutcome,
+    ReportDecision,
+    SearchSummary,
+)
+from orchestrator.protocol.trials import (
     AttemptStatus,
     SearchState,
     TrialRecord,
@@ -58,43 +64,6 @@ class UnknownTrialError(InvalidRequestError):
     """A request named a trial id the chief never created."""
 
 
-class AssignmentKind(str, Enum):
-    TRIAL = "TRIAL"
-    WAIT = "WAIT"
-    STOP = "STOP"
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """The answer to CreateTrial."""
-
-    kind: AssignmentKind
-    trial_id: str | None = None
-    attempt: int = 0
-    token: str = ""
-    values: dict[str, Any] | None = None
-    trial_state: dict[str, Any] | None = None
-    lease_timeout_s: float = 0.0
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class ReportDecision:
-    """The answer to Report."""
-
-    stop: bool
-    reason: str
-    lease_expires_in_s: float
-
-
-@dataclass(frozen=True)
-class EndOutcome:
-    """The answer to EndTrial."""
-
-    recorded: bool  # False when this exact call had already been recorded
-    final_status: TrialStatus
-
-
 @dataclass(frozen=True)
 class _PendingEnd:
     trial_id: str
@@ -103,19 +72,6 @@ class _PendingEnd:
     best_step: int
     message: str | None
     hyperparameters_config: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class SearchSummary:
-    """The search as a whole, for status displays."""
-
-    state: SearchState
-    message: str
-    trials_by_status: dict[str, int]
-    max_trials: int | None
-    objective: str
-    direction: str
-    best: TrialView | None
 
 
 class TrialBroker:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from orchestrator.oracles import build_oracle, close_oracle, register_metrics
+from orchestrator.chief.oracles import build_oracle, close_oracle
+from orchestrator.protocol.metrics import register_metrics
 
 if TYPE_CHECKING:
     from orchestrator.config import SearchSpec

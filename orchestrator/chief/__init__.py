@@ -1,0 +1,2 @@
+"""The chief: one search's typed events, ledger, trial book, broker, leases,
+oracle host, Bayesian helper, gRPC service, artifacts and lifecycle."""
