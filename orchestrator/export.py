@@ -175,11 +175,10 @@ def export_model(search_dir: Path | str, out_path: Path | str, rank: int = 1) ->
 def _rebuild(
     search: OfflineSearch, info: DatasetInfo, hp_config: dict[str, Any], trial_dir: Path
 ) -> Any:
-    import keras_tuner
-
+    from orchestrator.protocol.kt_state import hyperparameters_from_config
     from workers.hypermodels import resolve_hypermodel
 
-    hp = keras_tuner.HyperParameters.from_config(hp_config)
+    hp = hyperparameters_from_config(hp_config)
     hypermodel = resolve_hypermodel(
         search.spec.hypermodel, info.input_shape, info.num_classes, label_mode=info.label_mode
     )

@@ -27,6 +27,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.chief.oracles import build_oracle, close_oracle
+from orchestrator.protocol.kt_state import hyperparameters_from_config, trial_from_state
 from orchestrator.protocol.metrics import register_metrics
 
 if TYPE_CHECKING:
@@ -169,12 +170,11 @@ class OracleHost:
         message: str | None,
         hyperparameters_config: dict[str, Any] | None,
     ) -> None:
-        import keras_tuner
         from keras_tuner.src.engine import trial as kt_trial
 
         trial = self.oracle.trials[trial_id]
         if hyperparameters_config:
-            trial.hyperparameters = keras_tuner.HyperParameters.from_config(hyperparameters_config)
+            trial.hyperparameters = hyperparameters_from_config(hyperparameters_config)
         if completed:
             register_metrics(trial, self.oracle.objective, metrics)
             self.oracle.update_trial(trial_id, dict(metrics), step=best_step)
@@ -186,13 +186,10 @@ class OracleHost:
 
     def update_space(self, hyperparameters_config: dict[str, Any]) -> bool:
         """Merge new hyperparameters; True when the space grew."""
-        import keras_tuner
 
         with self._guard():
             before = len(self.oracle.hyperparameters.space)
-            self.oracle.update_space(
-                keras_tuner.HyperParameters.from_config(hyperparameters_config)
-            )
+            self.oracle.update_space(hyperparameters_from_config(hyperparameters_config))
             return len(self.oracle.hyperparameters.space) != before
 
     def space_config(self) -> dict[str, Any]:
@@ -247,15 +244,14 @@ class OracleHost:
     ) -> None:
         """Rebuild the oracle from the ledger: trials in start order, then the
         decision snapshot, then the ends the snapshot had not seen yet."""
-        import keras_tuner
         from keras_tuner.src.engine import trial as kt_trial
 
         with self._guard():
             oracle = self.oracle
             if space_config:
-                oracle.hyperparameters = keras_tuner.HyperParameters.from_config(space_config)
+                oracle.hyperparameters = hyperparameters_from_config(space_config)
             for restored in trials:
-                trial = kt_trial.Trial.from_state(restored.trial_state)
+                trial = trial_from_state(restored.trial_state)
                 oracle.trials[trial.trial_id] = trial
                 oracle.start_order.append(trial.trial_id)
                 oracle._record_values(trial)

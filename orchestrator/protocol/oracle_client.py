@@ -32,6 +32,7 @@ from orchestrator.protocol.client import (
     TrialClient,
     TrialSummary,
 )
+from orchestrator.protocol.kt_state import hyperparameters_from_config, trial_from_state
 from orchestrator.protocol.metrics import build_objective, register_metrics
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
             # KT's search loop calls again at once: the chief's long-poll paces it.
             return kt_trial.Trial(self.hyperparameters.copy(), status=kt_trial.TrialStatus.IDLE)
         leased = assignment.trial
-        trial = kt_trial.Trial.from_state(leased.trial_state)
+        trial = trial_from_state(leased.trial_state)
         trial.status = kt_trial.TrialStatus.RUNNING
         self.trials[trial.trial_id] = trial
         self._leases[trial.trial_id] = leased
@@ -199,7 +200,7 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
 
     def get_space(self) -> keras_tuner.HyperParameters:
         config = self.client.get_space()
-        hp = keras_tuner.HyperParameters.from_config(config)
+        hp = hyperparameters_from_config(config)
         self.hyperparameters = hp.copy()
         return hp
 
@@ -246,7 +247,7 @@ def _last_line(text: str) -> str:
 
 
 def _to_kt_trial(summary: TrialSummary) -> kt_trial.Trial:
-    trial = kt_trial.Trial.from_state(summary.trial_state)
+    trial = trial_from_state(summary.trial_state)
     trial.score = summary.score
     trial.status = summary.status if summary.status in ("COMPLETED", "FAILED") else "RUNNING"
     return trial
