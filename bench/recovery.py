@@ -199,10 +199,10 @@ def _poll(predicate: Callable[[], Any], timeout_s: float, what: str, proc: KtcPr
 def _running_worker(search_dir: Path) -> dict[str, Any] | None:
     from orchestrator.status import status_document
 
-    for worker in status_document(search_dir).get("workers", []):
-        epoch = worker.get("epoch")
-        if worker.get("trial_id") and worker.get("pid") and epoch is not None and epoch >= 1:
-            return dict(worker)
+    for worker in status_document(search_dir).workers:
+        epoch = worker.epoch
+        if worker.trial_id and worker.pid and epoch is not None and epoch >= 1:
+            return worker.to_json()
     return None
 
 

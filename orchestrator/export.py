@@ -7,9 +7,9 @@ hyperparameters in the ledger (Keras Tuner's ``Trial.get_state()``), and under
 model's ``build_config.json``. The model is rebuilt the way Keras Tuner's own
 ``Tuner.load_model`` does it: build from the hyperparameters, build the
 weights from the build config when needed, load the checkpoint. The ledger
-meta's ``search_spec`` names the hypermodel, and ``dataset_info`` (written by
-``ktc submit``) gives the input shape, the number of classes and the label
-form the hypermodel was built with.
+meta (:class:`~orchestrator.search_meta.SearchMeta`) names the hypermodel, and
+its ``dataset_info`` (written by ``ktc submit``) gives the input shape, the
+number of classes and the label form the hypermodel was built with.
 
 TensorFlow and Keras are imported only when a model is rebuilt.
 """
@@ -26,6 +26,7 @@ from typing import Any
 from orchestrator.errors import ConfigError, KtClusterError
 from orchestrator.protocol.trials import TrialStatus, TrialView, rank_trials
 from orchestrator.search_dir import TRIALS_DIR
+from orchestrator.search_meta import DatasetInfo
 from orchestrator.status import OfflineSearch, read_search
 
 log = logging.getLogger(__name__)
@@ -56,38 +57,6 @@ class VerifyResult:
     def difference(self) -> float | None:
         """``|evaluated - recorded|``, or None when no score was recorded."""
         return None if self.recorded is None else abs(self.evaluated - self.recorded)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """The ledger meta's ``dataset_info``: what the hypermodel was built for."""
-
-    input_shape: tuple[int, ...]
-    num_classes: int
-    label_mode: str
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any], search_dir: Path) -> DatasetInfo:
-        """Parse ``meta["dataset_info"]``; KtClusterError naming the fix when absent or bad."""
-        info = meta.get("dataset_info")
-        if not isinstance(info, dict):
-            raise KtClusterError(
-                f"{search_dir}: the ledger has no dataset_info (input shape, classes), so the "
-                "model cannot be rebuilt; the search was made before `ktc submit` recorded it. "
-                "Re-run the search with this version to export its models."
-            )
-        try:
-            return cls(
-                input_shape=tuple(int(d) for d in info["input_shape"]),
-                num_classes=int(info["num_classes"]),
-                label_mode=str(info.get("label_mode", "int")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise KtClusterError(
-                f"{search_dir}: the ledger's dataset_info is malformed ({exc!r}); expected "
-                '{"input_shape": [...], "num_classes": n, "label_mode": "int"|"onehot"}, '
-                f"got {info!r}"
-            ) from exc
 
 
 def pick_trial(search: OfflineSearch, rank: int) -> TrialView:
@@ -140,7 +109,13 @@ def export_model(search_dir: Path | str, out_path: Path | str, rank: int = 1) ->
             f"{search.search_dir}: the sleep benchmark hypermodel has no model to export"
         )
     trial = pick_trial(search, rank)
-    info = DatasetInfo.from_meta(search.replayed.meta, search.search_dir)
+    info = search.meta.dataset
+    if info is None:
+        raise KtClusterError(
+            f"{search.search_dir}: the ledger has no dataset_info (input shape, classes), so the "
+            "model cannot be rebuilt; the search was made before `ktc submit` recorded it. "
+            "Re-run the search with this version to export its models."
+        )
     trial_dir = search.search_dir / TRIALS_DIR / trial.trial_id
     checkpoint = trial_dir / CHECKPOINT_FILE
     if not checkpoint.is_file():

@@ -1,8 +1,9 @@
 """Rich renderables shared by the ``ktc`` verbs (status, results, submit's progress).
 
-Everything here builds renderables from the status document (a plain dict,
-the same live or offline) or from :class:`~orchestrator.protocol.trials.TrialView`s;
-nothing prints. The verbs decide where the output goes.
+Everything here builds renderables from the
+:class:`~orchestrator.protocol.status_document.StatusDocument` (the same live
+or offline) or from :class:`~orchestrator.protocol.trials.TrialView`s; nothing
+prints. The verbs decide where the output goes.
 """
 
 from __future__ import annotations
@@ -15,31 +16,32 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.protocol.trials import TrialStatus, TrialView, rank_trials
+from orchestrator.protocol.status_document import StatusDocument, WorkerState, WorkerStatus
+from orchestrator.protocol.trials import SearchState, TrialStatus, TrialView, rank_trials
 
-STATE_STYLES: dict[str, str] = {
-    "running": "bold cyan",
-    "completed": "bold green",
-    "failed": "bold red",
-    "cancelled": "bold yellow",
-    "interrupted": "bold magenta",
+STATE_STYLES: dict[SearchState, str] = {
+    SearchState.RUNNING: "bold cyan",
+    SearchState.COMPLETED: "bold green",
+    SearchState.FAILED: "bold red",
+    SearchState.CANCELLED: "bold yellow",
+    SearchState.INTERRUPTED: "bold magenta",
 }
 
-WORKER_STATE_STYLES: dict[str, str] = {
-    "running": "green",
-    "idle": "dim",
-    "pending": "yellow",
-    "draining": "cyan",
-    "starting": "blue",
-    "stopped": "dim",
-    "dead": "red",
+WORKER_STATE_STYLES: dict[WorkerState, str] = {
+    WorkerState.RUNNING: "green",
+    WorkerState.IDLE: "dim",
+    WorkerState.PENDING: "yellow",
+    WorkerState.DRAINING: "cyan",
+    WorkerState.STARTING: "blue",
+    WorkerState.STOPPED: "dim",
+    WorkerState.DEAD: "red",
 }
 
-TRIAL_STATUS_STYLES: dict[str, str] = {
-    TrialStatus.PENDING.value: "dim",
-    TrialStatus.RUNNING.value: "cyan",
-    TrialStatus.COMPLETED.value: "green",
-    TrialStatus.FAILED.value: "red",
+TRIAL_STATUS_STYLES: dict[TrialStatus, str] = {
+    TrialStatus.PENDING: "dim",
+    TrialStatus.RUNNING: "cyan",
+    TrialStatus.COMPLETED: "green",
+    TrialStatus.FAILED: "red",
 }
 
 
@@ -78,79 +80,68 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def state_line(document: Mapping[str, Any]) -> Text:
+def state_line(document: StatusDocument) -> Text:
     """``search <dir>: RUNNING - message`` with the state coloured."""
-    state = str(document.get("state", "?"))
     line = Text()
     line.append("search ", style="bold")
-    line.append(str(document.get("search_dir", "")))
+    line.append(str(document.search_dir))
     line.append(": ")
-    line.append(state.upper(), style=STATE_STYLES.get(state, "bold"))
-    message = document.get("message")
-    if message:
-        line.append(f" - {message}")
+    line.append(document.state.value.upper(), style=STATE_STYLES.get(document.state, "bold"))
+    if document.message:
+        line.append(f" - {document.message}")
     return line
 
 
-def counts_line(document: Mapping[str, Any]) -> Text:
+def counts_line(document: StatusDocument) -> Text:
     """Trials by status, out of ``max_trials``."""
-    counts: Mapping[str, int] = document.get("counts", {})
-    max_trials = document.get("max_trials")
     line = Text("trials: ", style="bold")
-    parts = []
-    for status in TrialStatus:
-        parts.append((f"{counts.get(status.value, 0)} {status.value.lower()}", status.value))
-    for i, (part, status_value) in enumerate(parts):
+    for i, status in enumerate(TrialStatus):
         if i:
             line.append(", ")
-        line.append(part, style=TRIAL_STATUS_STYLES[status_value])
-    if max_trials is not None:
-        line.append(f" (max_trials {max_trials})")
+        count = document.counts.get(status, 0)
+        line.append(f"{count} {status.value.lower()}", style=TRIAL_STATUS_STYLES[status])
+    if document.max_trials is not None:
+        line.append(f" (max_trials {document.max_trials})")
     return line
 
 
-def best_line(document: Mapping[str, Any]) -> Text:
+def best_line(document: StatusDocument) -> Text:
     """The best trial so far, or a note that there is none yet."""
-    best = document.get("best")
-    objective = str(document.get("objective", "score"))
+    best = document.best
     line = Text("best: ", style="bold")
-    if not best:
+    if best is None:
         line.append("no completed trial yet", style="dim")
         return line
-    line.append(f"{objective} = {format_score(best.get('score'))}", style="bold green")
-    line.append(f"  trial {best.get('trial_id')}  ")
-    line.append(format_hyperparameters(best.get("hyperparameters") or {}), style="dim")
+    line.append(f"{document.objective} = {format_score(best.score)}", style="bold green")
+    line.append(f"  trial {best.trial_id}  ")
+    line.append(format_hyperparameters(best.hyperparameters), style="dim")
     return line
 
 
-def workers_table(workers: Sequence[Mapping[str, Any]]) -> Table:
+def workers_table(workers: Sequence[WorkerStatus]) -> Table:
     """One row per worker slot: node, GPUs, state, trial, epoch, pending reason."""
     table = Table(title="workers", title_justify="left", expand=False)
     for column in ("worker", "node", "GPUs", "state", "trial", "epoch", "pending reason"):
         table.add_column(column, no_wrap=column != "pending reason")
     for worker in workers:
-        state = str(worker.get("state", "?"))
-        gpus = worker.get("gpus") or []
-        epoch = worker.get("epoch")
         table.add_row(
-            str(worker.get("worker_id", "?")),
-            str(worker.get("node", "?")),
-            ",".join(str(g) for g in gpus) if gpus else "cpu",
-            Text(state, style=WORKER_STATE_STYLES.get(state, "")),
-            str(worker.get("trial_id") or "-"),
-            "-" if epoch is None else str(epoch),
-            str(worker.get("pending_reason") or ""),
+            worker.worker_id,
+            worker.node,
+            ",".join(str(g) for g in worker.gpus) if worker.gpus else "cpu",
+            Text(worker.state.value, style=WORKER_STATE_STYLES[worker.state]),
+            worker.trial_id or "-",
+            "-" if worker.epoch is None else str(worker.epoch),
+            worker.pending_reason or "",
         )
     return table
 
 
-def render_status(document: Mapping[str, Any]) -> RenderableType:
+def render_status(document: StatusDocument) -> RenderableType:
     """The whole ``ktc status`` view of a status document."""
     parts: list[RenderableType] = [state_line(document), counts_line(document)]
-    workers = document.get("workers") or []
-    if workers:
-        parts.append(workers_table(workers))
-    elif document.get("state") != "running":
+    if document.workers:
+        parts.append(workers_table(document.workers))
+    elif document.state is not SearchState.RUNNING:
         parts.append(Text("workers: none (no live chief)", style="dim"))
     else:
         parts.append(Text("workers: none reported", style="dim"))
@@ -177,13 +168,12 @@ def trials_table(
     table.add_column("worker", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
     for i, trial in enumerate(trials, start=1):
-        status = trial.status.value
         hp_text = format_hyperparameters(trial.values)
         if trial.status is TrialStatus.FAILED and trial.error_message:
             hp_text = f"{hp_text}\n[error] {trial.error_message.strip().splitlines()[-1][:160]}"
         row: list[Any] = [
             trial.trial_id,
-            Text(status, style=TRIAL_STATUS_STYLES.get(status, "")),
+            Text(trial.status.value, style=TRIAL_STATUS_STYLES[trial.status]),
             format_score(trial.score),
             hp_text,
             str(trial.attempts),

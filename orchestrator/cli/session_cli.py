@@ -11,6 +11,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from orchestrator.protocol.status_document import StatusDocument
 from orchestrator.protocol.trials import SearchState
 
 EXIT_CODES = {
@@ -130,14 +131,14 @@ def run_session(session: Any, *, progress: bool) -> int:
 
 
 def _wait(
-    session: Any, console: Any, progress: bool, render: Callable[[dict[str, Any]], Any]
+    session: Any, console: Any, progress: bool, render: Callable[[StatusDocument], Any]
 ) -> SearchState:
     if not progress or not console.is_terminal:
         return session.wait(1.0)  # type: ignore[no-any-return]
     from rich.live import Live
 
-    def document() -> dict[str, Any]:
-        return session.status_document(with_trials=False)  # type: ignore[no-any-return]
+    def document() -> StatusDocument:
+        return session.status(with_trials=False)  # type: ignore[no-any-return]
 
     with Live(render(document()), console=console, refresh_per_second=2) as live:
 

@@ -18,7 +18,7 @@ from typing import Any
 from rich.live import Live
 
 from orchestrator.cli.render import make_console, render_status
-from orchestrator.status import is_terminal, status_document
+from orchestrator.status import status_document
 
 WATCH_INTERVAL_S = 2.0
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the status document once, or watch it."""
     document = status_document(args.search_dir)
     if args.json and not args.watch:
-        print(json.dumps(document, indent=2))
+        print(json.dumps(document.to_json(), indent=2))
         return 0
     console = make_console()
     if not args.watch:
@@ -55,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.json:
         # JSON lines: one document per refresh, for scripts that follow a search.
-        print(json.dumps(document), flush=True)
-        while not is_terminal(document):
+        print(json.dumps(document.to_json()), flush=True)
+        while not document.is_terminal:
             time.sleep(WATCH_INTERVAL_S)
             document = status_document(args.search_dir)
-            print(json.dumps(document), flush=True)
+            print(json.dumps(document.to_json()), flush=True)
         return 0
     with Live(render_status(document), console=console, refresh_per_second=4) as live:
-        while not is_terminal(document):
+        while not document.is_terminal:
             time.sleep(WATCH_INTERVAL_S)
             document = status_document(args.search_dir)
             live.update(render_status(document))

@@ -12,10 +12,10 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.chief.chief import Chief
 from orchestrator.config import ClusterSpec, SearchSpec, WorkerSlot, parse_cluster, spec_json
@@ -24,7 +24,19 @@ from orchestrator.fleet.embedded_ray import connect_ray, user_pythonpath
 from orchestrator.fleet.ray_processes import reap_leftover_ray_processes, record_ray_processes
 from orchestrator.fleet.slots import BrokerHooks, Fleet
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
-from orchestrator.protocol.trials import SearchState
+from orchestrator.protocol.status_document import (
+    BestTrial,
+    ChiefProcess,
+    StatusDocument,
+    TrialEntry,
+    WorkerStatus,
+    count_trials,
+)
+from orchestrator.protocol.trials import SearchState, TrialStatus
+from orchestrator.search_meta import DatasetInfo
+
+if TYPE_CHECKING:
+    from orchestrator.chief.broker import TrialBroker
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +51,56 @@ class SessionOptions:
     ray_init_timeout_s: float = 60.0
 
 
-def _live_state(published: str, holds_trial: bool) -> str:
-    if published in ("idle", "running"):
-        return "running" if holds_trial else "idle"
-    return published
+def live_document(
+    broker: TrialBroker,
+    *,
+    search_dir: Path,
+    search_id: str,
+    workers: Sequence[WorkerStatus],
+    chief: ChiefProcess | None,
+    with_trials: bool = True,
+) -> StatusDocument:
+    """The status document of a running search, from its broker and its fleet's rows.
+
+    ``with_trials=False`` (the progress display, twice a second) leaves the
+    trial list empty and takes the counts and the best trial from the broker's
+    summary: copying every record holds the broker's lock for O(n) (60 ms at
+    10,000 trials).
+    """
+    summary = broker.summary()
+    leases = {lease.worker_id: lease.trial_id for lease in broker.leases.all()}
+    trials = broker.trials() if with_trials else []
+    epochs = (
+        {t.trial_id: t.current_epoch for t in trials}
+        if with_trials
+        else broker.current_epochs(leases.values())
+    )
+    if with_trials:
+        counts = count_trials(t.status for t in trials)
+        best = BestTrial.among(trials, summary.direction)
+    else:
+        counts = dict.fromkeys(TrialStatus, 0)
+        counts.update({TrialStatus(k): n for k, n in summary.trials_by_status.items()})
+        best = BestTrial.of(summary.best)
+    return StatusDocument(
+        state=summary.state,
+        message=summary.message,
+        search_dir=Path(search_dir),
+        search_id=search_id,
+        objective=summary.objective,
+        direction=summary.direction,
+        max_trials=summary.max_trials,
+        counts=counts,
+        trials=tuple(TrialEntry.of(t) for t in trials),
+        # The fleet publishes on its own cadence; the leases read just now
+        # decide which trial each worker holds, so the row matches its trial.
+        workers=tuple(
+            row.holding(leases.get(row.worker_id), epochs.get(leases.get(row.worker_id, "")))
+            for row in workers
+        ),
+        best=best,
+        chief=chief,
+    )
 
 
 class SearchSession:
@@ -142,17 +200,14 @@ class SearchSession:
         from workers.datasets import load_dataset
 
         data = load_dataset(self.search.dataset)
-        self.chief.ledger.set_meta(
-            {
-                "dataset_info": {
-                    "input_shape": list(data.input_shape),
-                    "num_classes": data.num_classes,
-                    "label_mode": data.label_mode,
-                    "train": len(data.x_train),
-                    "val": len(data.x_val),
-                }
-            }
+        info = DatasetInfo(
+            input_shape=tuple(data.input_shape),
+            num_classes=data.num_classes,
+            label_mode=data.label_mode,
+            train_examples=len(data.x_train),
+            val_examples=len(data.x_val),
         )
+        self.chief.ledger.set_meta(info.to_meta())
         if self.cluster.is_local and not self.cluster.is_multi_machine:
             return None  # same machine: each worker process loads it (cached per process)
         import ray
@@ -213,54 +268,20 @@ class SearchSession:
 
     # ------------------------------------------------- control RPC handler
 
-    def status_document(self, *, with_trials: bool = True) -> dict[str, Any]:
-        """The live status document. ``with_trials=False`` (the progress display,
-        twice a second) leaves the trial list empty: copying every record holds
-        the broker's lock for O(n) (60 ms at 10,000 trials)."""
-        from orchestrator.status import WorkerStatus, build_status_document
-
-        broker = self.chief.broker
-        summary = broker.summary()
-        leases = {lease.worker_id: lease.trial_id for lease in broker.leases.all()}
-        trials = broker.trials() if with_trials else []
-        epochs = (
-            {t.trial_id: t.current_epoch for t in trials}
-            if with_trials
-            else broker.current_epochs(leases.values())
-        )
-        workers = [
-            WorkerStatus(
-                worker_id=row.worker_id,
-                node=row.node,
-                gpus=list(row.gpus),
-                # The fleet publishes running/idle on its own cadence; the
-                # leases read just now decide, so the row matches its trial.
-                state=_live_state(row.state, row.worker_id in leases),
-                trial_id=leases.get(row.worker_id),
-                epoch=epochs.get(leases.get(row.worker_id, "")),
-                pending_reason=row.pending_reason,
-                pid=row.pid,
-                incarnation=row.incarnation,
-                trials_run=row.trials_run,
-                cuda_visible_devices=row.cuda_visible_devices,
-                ray_node_id=row.node_id,
-            )
-            for row in (self.fleet.rows() if self.fleet else [])
-        ]
-        endpoint = self.chief.endpoint
-        return build_status_document(
+    def status(self, *, with_trials: bool = True) -> StatusDocument:
+        """The live status document (see :func:`live_document`)."""
+        return live_document(
+            self.chief.broker,
             search_dir=self.chief.search_dir,
             search_id=self.chief.search_id,
-            state=summary.state.value,
-            message=summary.message,
-            trials=trials,
-            objective=summary.objective,
-            direction=summary.direction,
-            max_trials=summary.max_trials,
-            workers=workers,
-            chief={"address": endpoint.address, "pid": os.getpid()},
-            totals=None if with_trials else (summary.trials_by_status, summary.best),
+            workers=self.fleet.rows() if self.fleet else [],
+            chief=ChiefProcess(self.chief.endpoint.address, os.getpid()),
+            with_trials=with_trials,
         )
+
+    def status_document(self) -> dict[str, Any]:
+        """The Control RPC ``Status``: the full document, as JSON."""
+        return self.status().to_json()
 
     def scale(self, request: pb.ScaleRequest) -> str:
         if self.fleet is None:

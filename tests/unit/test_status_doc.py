@@ -13,16 +13,20 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import ChiefUnavailableError, KtClusterError
+from orchestrator.fleet.session import live_document
 from orchestrator.protocol.client import TrialClient
-from orchestrator.search_dir import ChiefInfo, read_chief_info, write_chief_info
-from orchestrator.status import (
+from orchestrator.protocol.status_document import (
+    BestTrial,
+    ChiefProcess,
+    StatusDocument,
+    TrialEntry,
     WorkerState,
     WorkerStatus,
-    build_status_document,
-    document_from_broker,
-    document_from_ledger,
-    status_document,
+    count_trials,
 )
+from orchestrator.protocol.trials import SearchState, TrialStatus, TrialView
+from orchestrator.search_dir import ChiefInfo, read_chief_info, write_chief_info
+from orchestrator.status import document_from_ledger, status_document
 from tests.helpers import float_space, make_search
 
 DOC_KEYS = {
@@ -71,19 +75,19 @@ def live_search(
     client.close()
 
 
-def test_document_from_broker_has_the_schema(live_search: Any, search_dir: Path) -> None:
+def test_live_document_has_the_schema(live_search: Any, search_dir: Path) -> None:
     chief, _, ids = live_search
-    worker = WorkerStatus(
-        worker_id="local-w0",
-        node="local",
-        gpus=[0, 1],
-        state="running",
-        trial_id=ids["running"],
-        epoch=1,
+    # The fleet publishes alive workers as idle with no trial; the leases decide.
+    w0 = WorkerStatus(worker_id="w0", node="local", gpus=(0, 1), state=WorkerState.IDLE)
+    stale = WorkerStatus(worker_id="w1", node="local", gpus=(), state=WorkerState.RUNNING)
+    document = live_document(
+        chief.broker,
+        search_dir=search_dir,
+        search_id=chief.search_id,
+        workers=[w0, stale],
+        chief=None,
     )
-    doc = document_from_broker(
-        chief.broker, search_dir=search_dir, search_id=chief.search_id, workers=[worker], chief=None
-    )
+    doc = document.to_json()
     assert set(doc) >= DOC_KEYS
     json.dumps(doc)  # serialisable as is
     assert doc["state"] == "running"
@@ -100,7 +104,7 @@ def test_document_from_broker_has_the_schema(live_search: Any, search_dir: Path)
     assert set(doc["best"]["hyperparameters"]) >= {"x"}
     assert doc["workers"] == [
         {
-            "worker_id": "local-w0",
+            "worker_id": "w0",
             "node": "local",
             "gpus": [0, 1],
             "state": "running",
@@ -112,15 +116,30 @@ def test_document_from_broker_has_the_schema(live_search: Any, search_dir: Path)
             "trials_run": 0,
             "cuda_visible_devices": None,
             "ray_node_id": None,
-        }
+        },
+        {
+            "worker_id": "w1",
+            "node": "local",
+            "gpus": [],
+            "state": "idle",
+            "trial_id": None,
+            "epoch": None,
+            "pending_reason": None,
+            "pid": None,
+            "incarnation": 0,
+            "trials_run": 0,
+            "cuda_visible_devices": None,
+            "ray_node_id": None,
+        },
     ]
+    assert StatusDocument.from_json(json.loads(json.dumps(doc))) == document
 
 
 def test_offline_document_while_chief_lives_says_running(
     live_search: Any, search_dir: Path
 ) -> None:
     _, _, ids = live_search
-    doc = document_from_ledger(search_dir)
+    doc = document_from_ledger(search_dir).to_json()
     assert doc["state"] == "running"
     assert doc["workers"] == []
     assert doc["chief"]["pid"] == read_chief_info(search_dir).pid
@@ -133,7 +152,7 @@ def test_closed_chief_without_final_state_is_interrupted(
 ) -> None:
     chief, _, ids = live_search
     chief.close(grace_s=0.1)  # chief.json now says running=False; the ledger still says running
-    doc = document_from_ledger(search_dir)
+    doc = document_from_ledger(search_dir).to_json()
     assert doc["state"] == "interrupted"
     assert f"ktc resume {search_dir}" in doc["message"]
     assert doc["chief"] is None
@@ -151,8 +170,8 @@ def test_chief_json_with_dead_pid_is_interrupted(live_search: Any, search_dir: P
     # A chief killed with SIGKILL leaves chief.json saying running, with its old pid.
     write_chief_info(search_dir, replace(info, pid=dead.pid, running=True))
     doc = status_document(search_dir)
-    assert doc["state"] == "interrupted"
-    assert doc["workers"] == []
+    assert doc.state is SearchState.INTERRUPTED
+    assert doc.workers == ()
 
 
 def test_cancelled_search_reports_cancelled(live_search: Any, search_dir: Path) -> None:
@@ -160,8 +179,8 @@ def test_cancelled_search_reports_cancelled(live_search: Any, search_dir: Path) 
     chief.cancel(now=True)
     chief.close(grace_s=0.1)
     doc = document_from_ledger(search_dir)
-    assert doc["state"] == "cancelled"
-    assert doc["counts"]["RUNNING"] == 0  # requeued by the cancel
+    assert doc.state is SearchState.CANCELLED
+    assert doc.counts[TrialStatus.RUNNING] == 0  # requeued by the cancel
 
 
 class _FakeHandler:
@@ -180,17 +199,17 @@ class _FakeHandler:
 
 def test_status_document_asks_the_live_chief(live_search: Any, search_dir: Path) -> None:
     chief, _, _ = live_search
-    live = document_from_broker(
+    live = live_document(
         chief.broker,
         search_dir=search_dir,
         search_id=chief.search_id,
-        workers=[WorkerStatus("local-w0", "local", [], WorkerState.IDLE)],
-        chief={"address": chief.endpoint.address, "pid": 1},
+        workers=[WorkerStatus("local-w0", "local", (), WorkerState.IDLE)],
+        chief=ChiefProcess(chief.endpoint.address, 1),
     )
-    chief.control.handler = _FakeHandler(live)
+    chief.control.handler = _FakeHandler(live.to_json())
     doc = status_document(search_dir)
-    assert doc == json.loads(json.dumps(live))
-    assert doc["workers"][0]["state"] == "idle"
+    assert doc == live  # typed, through the Control RPC's JSON and back
+    assert doc.workers[0].state is WorkerState.IDLE
 
 
 def test_status_document_of_a_non_search_dir(tmp_path: Path) -> None:
@@ -199,36 +218,97 @@ def test_status_document_of_a_non_search_dir(tmp_path: Path) -> None:
 
 
 def test_worker_status_rejects_unknown_state() -> None:
-    with pytest.raises(KtClusterError, match="state must be one of running, idle"):
-        WorkerStatus("w", "n", [], "sleeping")
+    with pytest.raises(KtClusterError, match="worker w: state must be one of running, idle"):
+        WorkerStatus.from_json({"worker_id": "w", "node": "n", "gpus": [], "state": "sleeping"})
 
 
-def test_build_status_document_min_direction_best() -> None:
-    from orchestrator.protocol.trials import TrialStatus, TrialView
+def test_status_document_names_a_missing_key() -> None:
+    with pytest.raises(KtClusterError, match="status document has no 'objective'"):
+        StatusDocument.from_json({"state": "running", "search_dir": "d", "direction": "max"})
 
-    def view(tid: str, score: float | None, status: TrialStatus) -> TrialView:
-        return TrialView(tid, status, 1, score, {}, {"x": 1}, None, None, None, None, None, 0, {})
 
+@pytest.mark.parametrize(
+    ("state", "trial_id", "expected"),
+    [
+        (WorkerState.IDLE, "3", WorkerState.RUNNING),
+        (WorkerState.RUNNING, None, WorkerState.IDLE),
+        (WorkerState.IDLE, None, WorkerState.IDLE),
+        (WorkerState.DRAINING, "3", WorkerState.DRAINING),
+        (WorkerState.PENDING, None, WorkerState.PENDING),
+        (WorkerState.DEAD, None, WorkerState.DEAD),
+    ],
+)
+def test_worker_running_or_idle_is_decided_by_its_lease(
+    state: WorkerState, trial_id: str | None, expected: WorkerState
+) -> None:
+    row = WorkerStatus("w", "n", (), state).holding(trial_id, 2 if trial_id else None)
+    assert (row.state, row.trial_id) == (expected, trial_id)
+
+
+def _view(
+    tid: str, score: float | None, status: TrialStatus, epoch: int | None = None
+) -> TrialView:
+    return TrialView(tid, status, 1, score, {}, {"x": 1}, None, None, None, None, epoch, 0, {})
+
+
+def test_best_trial_by_direction_and_entries() -> None:
     trials = [
-        view("a", 0.5, TrialStatus.COMPLETED),
-        view("b", 0.1, TrialStatus.COMPLETED),
-        view("c", None, TrialStatus.PENDING),
+        _view("a", 0.5, TrialStatus.COMPLETED),
+        _view("b", 0.1, TrialStatus.COMPLETED),
+        _view("c", None, TrialStatus.PENDING, epoch=3),
+        _view("d", None, TrialStatus.RUNNING, epoch=2),
     ]
-    doc = build_status_document(
-        search_dir="d",
+    best = BestTrial.among(trials, "min")
+    assert best is not None and best.to_json() == {
+        "trial_id": "b",
+        "score": 0.1,
+        "hyperparameters": {"x": 1},
+    }
+    assert BestTrial.among(trials, "max") == BestTrial("a", 0.5, {"x": 1})
+    assert BestTrial.among(trials[2:], "max") is None
+    assert count_trials(t.status for t in trials)[TrialStatus.COMPLETED] == 2
+    # Only a running attempt shows its epoch.
+    assert [TrialEntry.of(t).epoch for t in trials] == [None, None, None, 2]
+
+
+def _sample_document() -> StatusDocument:
+    return StatusDocument(
+        state=SearchState.RUNNING,
+        message="search started",
+        search_dir=Path("/runs/s1"),
         search_id="s",
-        state="completed",
-        message="",
-        trials=trials,
-        objective="val_loss",
-        direction="min",
-        max_trials=3,
-        workers=[],
-        chief=None,
+        objective="val_accuracy",
+        direction="max",
+        max_trials=8,
+        counts=count_trials([TrialStatus.RUNNING, TrialStatus.COMPLETED]),
+        trials=(
+            TrialEntry("0", TrialStatus.COMPLETED, 1, 0.8, "gpu-a-w0", None, None),
+            TrialEntry("3", TrialStatus.RUNNING, 2, None, "gpu-a-w0", 4, "lost its lease"),
+        ),
+        workers=(
+            WorkerStatus("gpu-a-w0", "gpu-a", (0, 1), WorkerState.RUNNING, trial_id="3", epoch=4),
+            WorkerStatus(
+                "gpu-b-w0",
+                "gpu-b",
+                (2,),
+                WorkerState.PENDING,
+                pending_reason="no node has 1 free GPU",
+            ),
+            WorkerStatus("local-w0", "local", (), WorkerState.DRAINING, trial_id="5", epoch=0),
+        ),
+        best=BestTrial("0", 0.8, {"lr": 0.01}),
+        chief=ChiefProcess("127.0.0.1:5000", 1),
     )
-    assert doc["best"] == {"trial_id": "b", "score": 0.1, "hyperparameters": {"x": 1}}
-    assert doc["counts"]["PENDING"] == 1
-    assert [t["epoch"] for t in doc["trials"]] == [None, None, None]
+
+
+def test_status_document_json_round_trip() -> None:
+    document = _sample_document()
+    data = json.loads(json.dumps(document.to_json()))
+    assert StatusDocument.from_json(data) == document
+    # A newer chief may add keys: they are ignored.
+    data["added_later"] = 1
+    data["workers"][0]["added_later"] = 1
+    assert StatusDocument.from_json(data) == document
 
 
 def test_chief_info_shape_unchanged() -> None:
@@ -237,58 +317,17 @@ def test_chief_info_shape_unchanged() -> None:
     assert {"address", "pid", "running"} <= fields
 
 
-@pytest.mark.parametrize(
-    "oracle",
-    [
-        {"type": "random", "max_trials": 4, "seed": 1},
-        {"type": "hyperband", "max_epochs": 9, "factor": 3},
-        {"type": "bayesian", "max_trials": 4, "alpha": 0.01},
-    ],
-)
-def test_stored_search_spec_reads_a_full_dump(oracle: dict[str, Any]) -> None:
-    from orchestrator.status import stored_search_spec
-
-    spec = make_search(oracle)
-    # Chief.create stores model_dump(mode="json"): every default included.
-    assert stored_search_spec({"search_spec": spec.model_dump(mode="json")}) == spec
-
-
-def test_stored_search_spec_missing() -> None:
-    from orchestrator.errors import LedgerError
-    from orchestrator.status import stored_search_spec
-
-    with pytest.raises(LedgerError, match="no search spec in the ledger meta"):
-        stored_search_spec({})
-
-
 def test_render_status_shows_workers_and_best() -> None:
     from rich.console import Console
 
     from orchestrator.cli.render import render_status
 
-    doc = build_status_document(
-        search_dir="/runs/s1",
-        search_id="s",
-        state="running",
-        message="search started",
-        trials=[],
-        objective="val_accuracy",
-        direction="max",
-        max_trials=8,
-        workers=[
-            WorkerStatus("gpu-a-w0", "gpu-a", [0, 1], "running", trial_id="3", epoch=4),
-            WorkerStatus(
-                "gpu-b-w0", "gpu-b", [2], "pending", pending_reason="no node has 1 free GPU"
-            ),
-            WorkerStatus("local-w0", "local", [], "draining", trial_id="5", epoch=0),
-        ],
-        chief={"address": "127.0.0.1:5000", "pid": 1},
-    )
+    document = replace(_sample_document(), best=None)
     console = Console(record=True, width=160)
-    console.print(render_status(doc))
+    console.print(render_status(document))
     text = console.export_text()
     assert "RUNNING - search started" in text
-    assert "0 completed" in text and "max_trials 8" in text
+    assert "1 completed" in text and "max_trials 8" in text
     for needle in ("gpu-a-w0", "0,1", "pending", "no node has 1 free GPU", "draining", "cpu"):
         assert needle in text
     assert "no completed trial yet" in text
@@ -310,24 +349,18 @@ def test_the_progress_displays_document_agrees_with_the_full_one(make_broker: An
     broker.report(running.trial_id, running.token, epoch=3, metrics={"score": 0.1})
     assert broker.current_epochs([running.trial_id, "no-such-trial"]) == {running.trial_id: 3}
 
-    summary = broker.summary()
+    workers = [WorkerStatus("w9", "local", (), WorkerState.IDLE)]
     common: dict[str, Any] = {
-        "search_dir": "d",
+        "search_dir": Path("d"),
         "search_id": "s",
-        "state": summary.state.value,
-        "message": summary.message,
-        "objective": summary.objective,
-        "direction": summary.direction,
-        "max_trials": summary.max_trials,
-        "workers": [],
+        "workers": workers,
         "chief": None,
     }
-    full = build_status_document(trials=broker.trials(), **common)
-    light = build_status_document(
-        trials=[], totals=(summary.trials_by_status, summary.best), **common
-    )
+    full = live_document(broker, with_trials=True, **common).to_json()
+    light = live_document(broker, with_trials=False, **common).to_json()
     assert light["trials"] == []
     assert {k: v for k, v in light.items() if k != "trials"} == {
         k: v for k, v in full.items() if k != "trials"
     }
     assert light["best"]["score"] == 0.8 and light["counts"]["RUNNING"] == 1
+    assert light["workers"][0]["state"] == "running" and light["workers"][0]["epoch"] == 3

@@ -227,7 +227,7 @@ def live_status(search_dir: Path) -> dict[str, Any] | None:
     if not (search_dir / "ledger.db").exists() or not (search_dir / "chief.json").exists():
         return None
     try:
-        return status_document(search_dir)
+        return status_document(search_dir).to_json()
     except Exception:
         return None
 
@@ -367,4 +367,4 @@ def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
 def final_state(search_dir: Path) -> str:
     from orchestrator.status import status_document
 
-    return str(status_document(search_dir)["state"])
+    return status_document(search_dir).state.value
