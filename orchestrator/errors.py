@@ -1,5 +1,17 @@
 """The exception hierarchy. Every error ktcluster raises on purpose derives from
-:class:`KtClusterError`, so the CLI can render it without a traceback."""
+:class:`KtClusterError`, so the CLI can render it without a traceback.
+
+Two branches matter to a caller:
+
+- :class:`InputError` and its subclasses: the input was wrong (a file, an
+  argument, a request field) and nothing changed; fixing the input fixes it.
+  ``ktc`` exits 2 for these.
+- every other :class:`KtClusterError`: a runtime failure (no chief, a stale
+  lease, a fleet that cannot start...). ``ktc`` exits 1 for these.
+
+Each class travels over gRPC as the status code that
+:mod:`orchestrator.protocol.error_codes` gives it, and comes back as itself.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +20,35 @@ class KtClusterError(Exception):
     """Root of every ktcluster error. Its message is meant for the user."""
 
 
-class ConfigError(KtClusterError):
-    """A cluster or search YAML is malformed. The message names file, key path,
-    what was expected, what was got and how to fix it."""
+class InputError(KtClusterError):
+    """The input was wrong and nothing changed: a file, an argument or a request
+    field. The message names the input and what was expected."""
+
+
+class ConfigError(InputError):
+    """A cluster or search YAML, or a command-line argument, is malformed. The
+    message names file, key path, what was expected, what was got and how to fix it."""
+
+
+class InvalidRequestError(InputError):
+    """The chief rejected a malformed request (INVALID_ARGUMENT); nothing changed."""
+
+
+class NotFoundError(KtClusterError):
+    """The chief has no such object (an artifact of a trial), though the request
+    was well formed."""
 
 
 class ChiefUnavailableError(KtClusterError):
     """No live chief answers for a search directory or address."""
+
+
+class SearchDirError(InputError, ChiefUnavailableError):
+    """A path given as a search directory holds no search (no ledger): bad input.
+
+    It is a ChiefUnavailableError too, because no chief can serve a directory
+    without a search, and callers that fall back when no chief answers (the
+    offline status document) must keep doing so."""
 
 
 class AuthenticationError(KtClusterError):
@@ -25,8 +59,14 @@ class StaleLeaseError(KtClusterError):
     """The lease token is not the trial's current attempt; the result was ignored."""
 
 
-class InvalidRequestError(KtClusterError):
-    """The chief rejected a malformed request (INVALID_ARGUMENT)."""
+class UnimplementedError(KtClusterError):
+    """The chief does not serve this call (a control RPC on a chief run without a
+    fleet, or a chief of another version)."""
+
+
+class ChiefInternalError(KtClusterError):
+    """The chief failed unexpectedly while serving a call. The message holds the
+    chief's own exception type and text; its traceback is in the chief's log."""
 
 
 class SearchFailedError(KtClusterError):

@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-from orchestrator.errors import ChiefUnavailableError
+from orchestrator.errors import ChiefUnavailableError, SearchDirError
 
 CHIEF_FILE = "chief.json"
 LEDGER_FILE = "ledger.db"
@@ -66,13 +66,14 @@ def write_chief_info(search_dir: Path, info: ChiefInfo) -> None:
 
 
 def read_chief_info(search_dir: Path) -> ChiefInfo:
-    """The chief record; ChiefUnavailableError when there is none."""
+    """The chief record; ChiefUnavailableError when there is none (its subclass
+    SearchDirError when the directory holds no search at all)."""
     path = Path(search_dir) / CHIEF_FILE
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:
         if not (Path(search_dir) / LEDGER_FILE).exists():
-            raise ChiefUnavailableError(
+            raise SearchDirError(
                 f"{search_dir}: not a search directory (no {LEDGER_FILE}); "
                 "pass the directory `ktc submit` printed"
             ) from exc
@@ -83,10 +84,10 @@ def read_chief_info(search_dir: Path) -> ChiefInfo:
 
 
 def require_search_dir(search_dir: Path) -> Path:
-    """The directory, checked to hold a ledger."""
+    """The directory, checked to hold a ledger (SearchDirError, bad input, if not)."""
     path = Path(search_dir)
     if not (path / LEDGER_FILE).is_file():
-        raise ChiefUnavailableError(
+        raise SearchDirError(
             f"{path}: not a search directory (no {LEDGER_FILE}); "
             "pass the directory that `ktc submit` printed"
         )

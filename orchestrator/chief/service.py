@@ -1,12 +1,12 @@
 """The gRPC servicers: protocol messages in, broker calls, protocol messages out.
 
 This layer validates every request before the broker sees it (unknown ids,
-NaN or inf metrics, bad names, oversized fields, disallowed statuses) and maps
-ktcluster exceptions to gRPC status codes:
-
-- InvalidRequestError -> INVALID_ARGUMENT (nothing changed)
-- StaleLeaseError -> FAILED_PRECONDITION (the result is ignored)
-- anything else -> INTERNAL, logged with its traceback
+NaN or inf metrics, bad names, oversized fields, disallowed statuses). Every
+exception a handler raises is answered with the status code that the one table
+in :mod:`orchestrator.protocol.error_codes` gives its type (InvalidRequestError
+and ConfigError -> INVALID_ARGUMENT, StaleLeaseError -> FAILED_PRECONDITION,
+...); an exception that is not a KtClusterError is a bug: INTERNAL, logged
+with its traceback.
 """
 
 from __future__ import annotations
@@ -15,13 +15,19 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from functools import wraps
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
 from orchestrator.chief.artifacts import ArtifactStore, check_artifact_name, check_trial_id
 from orchestrator.chief.broker import Assignment, AssignmentKind, TrialBroker, check_metrics
-from orchestrator.errors import InvalidRequestError, KtClusterError, StaleLeaseError
+from orchestrator.errors import (
+    InvalidRequestError,
+    KtClusterError,
+    NotFoundError,
+    UnimplementedError,
+)
+from orchestrator.protocol.error_codes import abort_with_error
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
 from orchestrator.protocol.trials import AttemptStatus, SearchState, TrialStatus, TrialView
@@ -55,30 +61,27 @@ _SEARCH_STATE_PB = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _Unimplemented(KtClusterError):
+class _Unimplemented(UnimplementedError):
     """The chief has no handler for a control RPC (UNIMPLEMENTED)."""
 
 
+def _answer_error(context: grpc.ServicerContext, exc: Exception, method: str) -> NoReturn:
+    """Answer ``exc`` with its status from the error table; log the unexpected."""
+    if not isinstance(exc, KtClusterError):
+        log.exception("%s failed", method)
+    abort_with_error(context, exc, method=method)
+
+
 def _rpc(func: F) -> F:
-    """Translate ktcluster exceptions into gRPC status codes."""
+    """Answer the handler's exceptions with their codes from the error table.
+    Handlers raise; they never call ``context.abort`` themselves."""
 
     @wraps(func)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return func(self, request, context)
-        except InvalidRequestError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except StaleLeaseError as exc:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except FileNotFoundError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except _Unimplemented as exc:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, str(exc))
-        except KtClusterError as exc:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except Exception as exc:
-            log.exception("%s failed", func.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            _answer_error(context, exc, func.__name__)
 
     return wrapper  # type: ignore[return-value]
 
@@ -271,10 +274,9 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
         self, request_iterator: Iterator[pb.ArtifactChunk], context: grpc.ServicerContext
     ) -> pb.UploadArtifactResponse:
         try:
-            first = next(request_iterator)
-        except StopIteration:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload; send at least one chunk")
-        try:
+            first = next(request_iterator, None)
+            if first is None:
+                raise InvalidRequestError("empty upload; send at least one chunk")
             check_trial_id(first.trial_id)
             check_artifact_name(first.name)
             self.broker.check_lease(first.trial_id, first.lease_token)
@@ -292,10 +294,8 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
                 raise InvalidRequestError(
                     f"artifact {first.name!r}: checksum mismatch (sent {last_sha[0]}, got {sha}); upload again"
                 )
-        except InvalidRequestError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except StaleLeaseError as exc:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except Exception as exc:
+            _answer_error(context, exc, "UploadArtifact")
         return pb.UploadArtifactResponse(size=size, sha256=sha)
 
     def DownloadArtifact(
@@ -306,22 +306,19 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
             check_artifact_name(request.name)
             path = self.artifacts.path(request.trial_id, request.name)
             if not path.is_file():
-                context.abort(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"trial {request.trial_id} has no artifact {request.name!r}",
-                )
+                raise NotFoundError(f"trial {request.trial_id} has no artifact {request.name!r}")
             total = path.stat().st_size
-        except InvalidRequestError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        first = True
-        for chunk in self.artifacts.read(request.trial_id, request.name):
-            yield pb.ArtifactChunk(
-                trial_id=request.trial_id if first else "",
-                name=request.name if first else "",
-                data=chunk,
-                total_size=total if first else 0,
-            )
-            first = False
+            first = True
+            for chunk in self.artifacts.read(request.trial_id, request.name):
+                yield pb.ArtifactChunk(
+                    trial_id=request.trial_id if first else "",
+                    name=request.name if first else "",
+                    data=chunk,
+                    total_size=total if first else 0,
+                )
+                first = False
+        except Exception as exc:
+            _answer_error(context, exc, "DownloadArtifact")
         if first:  # empty file
             yield pb.ArtifactChunk(
                 trial_id=request.trial_id, name=request.name, data=b"", total_size=0

@@ -2,8 +2,15 @@
 
 Library code never prints; this module and the verb modules render. A
 :class:`~orchestrator.errors.KtClusterError` is shown as its message only, never
-as a traceback: exit 2 for bad input (configs, arguments), 1 for runtime
-failures.
+as a traceback. One rule sets the exit code, for every verb:
+
+- 2: bad input, an :class:`~orchestrator.errors.InputError` (a malformed file
+  or argument, a path that is not a search directory, a request the chief
+  refused as invalid: ``ktc scale DIR --node nosuch=1``), or an argument
+  argparse refuses;
+- 1: any other KtClusterError, a runtime failure (no live chief, a refused
+  token, a fleet that cannot start);
+- 130: interrupted.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Sequence
 # user's terminal for every process Ray starts.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from orchestrator.errors import ConfigError, KtClusterError  # noqa: E402
+from orchestrator.errors import InputError, KtClusterError  # noqa: E402
 
 # Each module defines register(subparsers) and sets `func` on its parser.
 VERB_MODULES: tuple[str, ...] = (
@@ -39,6 +46,11 @@ VERB_MODULES: tuple[str, ...] = (
 EXIT_OK = 0
 EXIT_RUNTIME_ERROR = 1
 EXIT_BAD_INPUT = 2
+
+
+def exit_code(exc: KtClusterError) -> int:
+    """2 for bad input, 1 for a runtime failure (the rule in the module docstring)."""
+    return EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_RUNTIME_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,12 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KtClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME_ERROR
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

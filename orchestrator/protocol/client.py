@@ -2,13 +2,11 @@
 
 It imports neither Keras Tuner nor TensorFlow, so light workers (the ``sleep``
 benchmark hypermodel) and CLI commands stay light. gRPC errors become the
-interface's own exceptions:
-
-- UNAUTHENTICATED -> AuthenticationError
-- FAILED_PRECONDITION -> StaleLeaseError
-- INVALID_ARGUMENT -> InvalidRequestError
-- UNAVAILABLE / DEADLINE_EXCEEDED -> retried with backoff for
-  ``reconnect_timeout_s`` (a restarting chief), then ChiefUnavailableError.
+exceptions the chief raised, through the one table in
+:mod:`orchestrator.protocol.error_codes` (the chief's exception type travels in
+the trailing metadata; the status code is the fallback). UNAVAILABLE and
+DEADLINE_EXCEEDED are first retried with backoff for ``reconnect_timeout_s``
+(a restarting chief), then raised as ChiefUnavailableError.
 """
 
 from __future__ import annotations
@@ -26,15 +24,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orchestrator.errors import (
-    AuthenticationError,
-    ChiefUnavailableError,
-    InvalidRequestError,
-    KtClusterError,
-    StaleLeaseError,
-)
+from orchestrator.errors import ChiefUnavailableError, KtClusterError, StaleLeaseError
 from orchestrator.protocol.answers import AssignmentKind
 from orchestrator.protocol.auth import bearer, read_token
+from orchestrator.protocol.error_codes import error_from_status, error_type_from
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
 from orchestrator.search_dir import read_chief_info
@@ -409,23 +402,14 @@ class LeaseKeeper:
 
 
 def translate_error(exc: grpc.RpcError, method: str, address: str) -> KtClusterError:
-    """A gRPC error as ktcluster's own exception."""
-    code = exc.code()
-    detail = exc.details() or ""
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        return AuthenticationError(f"{method}: the chief at {address} refused the token: {detail}")
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return StaleLeaseError(f"{method}: {detail}")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidRequestError(f"{method}: {detail}")
-    if code in _RETRYABLE:
-        return ChiefUnavailableError(
-            f"{method}: no chief answers at {address} ({code.name}: {detail}); "
-            "is the search still running? See `ktc status DIR`."
-        )
-    if code == grpc.StatusCode.NOT_FOUND:
-        return KtClusterError(f"{method}: {detail}")
-    return KtClusterError(f"{method} failed at {address}: {code.name}: {detail}")
+    """A gRPC error as the exception the chief raised (see ``error_codes``)."""
+    return error_from_status(
+        exc.code(),
+        exc.details() or "",
+        error_type_from(exc.trailing_metadata()),
+        method=method,
+        address=address,
+    )
 
 
 def _summary(info: pb.TrialInfo) -> TrialSummary:

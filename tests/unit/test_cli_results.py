@@ -126,7 +126,7 @@ def test_results_bad_top(make_finished_search: Any, capsys: Any) -> None:
 
 
 def test_results_not_a_search_dir(tmp_path: Path, capsys: Any) -> None:
-    assert main(["results", str(tmp_path)]) == 1
+    assert main(["results", str(tmp_path)]) == 2  # a wrong path is bad input
     assert "not a search directory" in capsys.readouterr().err
 
 
