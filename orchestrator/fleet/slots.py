@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import ClusterSpec, WorkerSlot
 from orchestrator.errors import ConfigError, FleetError
@@ -41,6 +41,9 @@ from orchestrator.fleet.placement import (
 from orchestrator.fleet.slot_table import SlotRuntime, SlotTable
 from orchestrator.protocol.status_document import WorkerState, WorkerStatus
 
+if TYPE_CHECKING:
+    from orchestrator.chief.broker import TrialBroker
+
 log = logging.getLogger(__name__)
 
 PENDING_AFTER_S = 5.0  # an actor not up by then is reported pending, with a reason
@@ -49,9 +52,9 @@ CRASH_LOOP_LIMIT = 3
 
 
 class BrokerHooks:
-    """What the fleet tells the broker (duck-typed TrialBroker)."""
+    """What the fleet tells the broker, and asks it: the fleet's whole use of it."""
 
-    def __init__(self, broker: Any) -> None:
+    def __init__(self, broker: TrialBroker) -> None:
         self.broker = broker
 
     def worker_lost(self, worker_id: str, reason: str) -> None:
