@@ -182,19 +182,24 @@ def run_growth(
 
 def run_sync_modes(*, events: int = 2000, work_dir: Path | None = None) -> list[SyncModeResult]:
     """Time ``Ledger.append`` (one committed transaction each) in NORMAL and FULL."""
-    from orchestrator.chief.ledger import EventKind, Ledger
+    from orchestrator.chief.events import TrialProgress
+    from orchestrator.chief.ledger import Ledger
 
     base = Path(work_dir or tempfile.mkdtemp(prefix="bench-sync-"))
     results = []
     for mode in ("NORMAL", "FULL"):
         ledger = Ledger(base / f"ledger-{mode}.db", synchronous=mode)
-        payload = {"epoch": 0, "metrics": {"val_accuracy": 0.9, "val_loss": 0.1}}
+        metrics = {"val_accuracy": 0.9, "val_loss": 0.1}
         samples = []
         try:
             for i in range(events):
                 t0 = time.perf_counter()
                 ledger.append(
-                    EventKind.PROGRESS, trial_id=f"t{i}", attempt=1, worker_id="w", payload=payload
+                    [
+                        TrialProgress(
+                            trial_id=f"t{i}", attempt=1, worker_id="w", epoch=0, metrics=metrics
+                        )
+                    ]
                 )
                 samples.append((time.perf_counter() - t0) * 1e6)
         finally:

@@ -67,7 +67,7 @@ def run_ray_dispatch(
     timeout_s: float = 900.0,
 ) -> RayDispatchResult:
     """Run ``ktc submit`` to completion and read the timings from its ledger."""
-    from orchestrator.chief.ledger import EventKind
+    from orchestrator.chief.events import EventKind
 
     base = Path(work_dir or tempfile.mkdtemp(prefix="bench-ray-dispatch-"))
     search, cluster = sleep_files(

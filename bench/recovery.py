@@ -208,7 +208,7 @@ def _running_worker(search_dir: Path) -> dict[str, Any] | None:
 
 def measure_worker_kill(base: Path, timeout_s: float = 180.0) -> tuple[float, str]:
     """SIGKILL a worker mid-trial; seconds until its trial is ASSIGNED again."""
-    from orchestrator.chief.ledger import EventKind
+    from orchestrator.chief.events import EventKind
 
     base.mkdir(parents=True, exist_ok=True)
     search, cluster = _files(base, "bench-worker-kill", 8)
@@ -251,7 +251,7 @@ def measure_worker_kill(base: Path, timeout_s: float = 180.0) -> tuple[float, st
 
 def measure_chief_resume(base: Path, timeout_s: float = 180.0) -> tuple[float, str]:
     """SIGKILL the chief mid-search, ``ktc resume``; seconds to the first trial handed out."""
-    from orchestrator.chief.ledger import EventKind
+    from orchestrator.chief.events import EventKind
 
     base.mkdir(parents=True, exist_ok=True)
     search, cluster = _files(base, "bench-chief-kill", 12)

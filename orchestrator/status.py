@@ -38,6 +38,9 @@ class OfflineSearch:
     state: SearchState  # as the ledger last recorded it
     message: str
     trial_views: tuple[TrialView, ...]  # in creation order
+    # Rows of the ledger that do not decode, each named by its seq (they are
+    # skipped: the rest is shown; `ktc resume` refuses such a ledger).
+    damaged: tuple[str, ...] = ()
 
     def trials(self) -> list[TrialView]:
         """Every trial, in creation order."""
@@ -73,6 +76,7 @@ def read_search(search_dir: Path | str) -> OfflineSearch:
         state=replayed.state,
         message=replayed.message,
         trial_views=tuple(replayed.records[tid].view() for tid in replayed.start_order),
+        damaged=tuple(str(error) for error in replayed.damaged),
     )
 
 
@@ -101,6 +105,11 @@ def document_from_ledger(search_dir: Path | str) -> StatusDocument:
         message = (
             f"no live chief; the search stopped without finishing (last: {search.message or 'running'}). "
             f"Continue it with `ktc resume {search.search_dir}`"
+        )
+    if search.damaged:
+        message = (
+            f"{message}. The ledger is damaged, so this shows only what decodes: "
+            + "; ".join(search.damaged)
         )
     trials = search.trials()
     return StatusDocument(

@@ -12,6 +12,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests: a fixed budget in CI, a longer search behind
+# KTC_HYPOTHESIS_PROFILE=long (e.g. `make test-long-properties`).
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+)
+settings.register_profile(
+    "long",
+    max_examples=400,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("KTC_HYPOTHESIS_PROFILE", "ci"))
 
 # The chief and its tests never need a GPU; keep TF off any that exist.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

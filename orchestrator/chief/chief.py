@@ -22,7 +22,8 @@ from typing import Any
 import grpc
 
 from orchestrator.chief.artifacts import ArtifactStore
-from orchestrator.chief.broker import TrialBroker
+from orchestrator.chief.broker import TrialBroker, retry_policy
+from orchestrator.chief.events import SCHEMA_VERSION
 from orchestrator.chief.ledger import Ledger
 from orchestrator.chief.oracle_host import OracleHost
 from orchestrator.chief.replay import replay
@@ -123,7 +124,7 @@ class Chief:
         search_id = uuid.uuid4().hex
         ledger.set_meta(
             {
-                "schema_version": 1,
+                "schema_version": SCHEMA_VERSION,
                 "search_id": search_id,
                 "name": search.name,
                 "search_spec": spec_data(search),
@@ -170,8 +171,7 @@ class Chief:
         _refuse_if_chief_alive(search_dir)
         clock = clock or SystemClock()
         ledger = Ledger(search_dir / LEDGER_FILE, clock=clock, synchronous=ledger_synchronous)
-        replayed = replay(ledger)
-        meta = replayed.meta
+        meta = ledger.meta()
         try:
             search = SearchSpec.model_validate(meta["search_spec"])
             if cluster is None:
@@ -180,6 +180,18 @@ class Chief:
             raise LedgerError(
                 f"{search_dir / LEDGER_FILE}: the stored specs are unreadable ({exc})"
             ) from exc
+        # Schema-1 ledgers (before typed events) are rewritten first; a damaged
+        # one is refused here, naming the seq, before anything is appended.
+        try:
+            ledger.migrate()
+            replayed = replay(ledger, policy=retry_policy(search), strict=True)
+        except LedgerError as exc:
+            ledger.close()
+            raise LedgerError(
+                f"{search_dir}: cannot resume from a damaged ledger: {exc}. Nothing was "
+                f"changed; `ktc status {search_dir}` and `ktc results {search_dir}` show every "
+                "other event."
+            ) from None
         if replayed.state is SearchState.COMPLETED:
             raise KtClusterError(
                 f"{search_dir}: the search already completed; nothing to resume. "
@@ -191,7 +203,7 @@ class Chief:
         )
         broker.restore(replayed, keep_leases=keep_leases)
         previous = replayed.state.value
-        done = sum(1 for rec in replayed.records.values() if rec.status.is_final)
+        done = replayed.book.finished()
         broker.set_running(
             f"resumed after {previous} with {done} finished trial(s) and "
             f"{len(replayed.in_flight)} in flight"

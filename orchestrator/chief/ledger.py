@@ -24,17 +24,22 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from orchestrator.chief.events import (
+    SCHEMA_VERSION,
+    RecordedEvent,
+    Row,
+    TrialEvent,
+    decoder_for,
+)
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import LedgerError
 
 LEDGER_FILE_NAME = "ledger.db"
-SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,44 +60,12 @@ CREATE TABLE IF NOT EXISTS oracle_snapshot (
 """
 
 
-class EventKind(str, Enum):
-    """What a ledger row records."""
-
-    CREATED = "created"  # the oracle produced a trial (payload: trial state)
-    ASSIGNED = "assigned"  # a worker leased an attempt
-    PROGRESS = "progress"  # an epoch report (payload: epoch, metrics)
-    REQUEUED = "requeued"  # an attempt ended without a result; the trial waits again
-    COMPLETED = "completed"  # final: metrics, score
-    FAILED = "failed"  # final: retries exhausted or non-retryable
-    SPACE = "space"  # the hyperparameter space grew (payload: HyperParameters config)
-    SEARCH = "search"  # the search changed state (payload: state, message)
-
-
-FINAL_KINDS = frozenset({EventKind.COMPLETED, EventKind.FAILED})
-
-
 @dataclass(frozen=True)
-class LedgerEvent:
-    """One row of the events table."""
+class Appended:
+    """Where an append landed: the last seq and the commit time of its events."""
 
-    seq: int
+    last_seq: int
     ts: float
-    kind: EventKind
-    trial_id: str | None
-    attempt: int | None
-    worker_id: str | None
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class PendingEvent:
-    """An event to append (the ledger assigns seq and ts)."""
-
-    kind: EventKind
-    trial_id: str | None = None
-    attempt: int | None = None
-    worker_id: str | None = None
-    payload: Mapping[str, Any] | None = None
 
 
 class Ledger:
@@ -131,6 +104,11 @@ class Ledger:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
             self._conn.executescript(_SCHEMA)
+            # A new ledger is written in this schema (old ones carry their own).
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (json.dumps(SCHEMA_VERSION),),
+            )
         self._read_only = read_only
 
     # ------------------------------------------------------------------ meta
@@ -158,38 +136,16 @@ class Ledger:
     # ---------------------------------------------------------------- events
 
     def append(
-        self,
-        kind: EventKind,
-        *,
-        trial_id: str | None = None,
-        attempt: int | None = None,
-        worker_id: str | None = None,
-        payload: Mapping[str, Any] | None = None,
-        snapshot: Mapping[str, Any] | None = None,
-    ) -> int:
-        """Commit one event (and, atomically with it, the oracle snapshot)."""
-        return self.append_many(
-            [PendingEvent(kind, trial_id, attempt, worker_id, payload)], snapshot=snapshot
-        )
-
-    def append_many(
-        self, events: list[PendingEvent], *, snapshot: Mapping[str, Any] | None = None
-    ) -> int:
-        """Commit several events in one transaction; return the last seq."""
+        self, events: Sequence[TrialEvent], *, snapshot: Mapping[str, Any] | None = None
+    ) -> Appended:
+        """Commit ``events`` in one transaction (and, atomically with them, the
+        oracle snapshot); return the last seq and the commit time they carry."""
         if self._read_only:
             raise LedgerError(f"{self.path}: opened read-only")
+        if not events:
+            raise LedgerError("append needs at least one event")
         ts = self._clock.wall()
-        rows = [
-            (
-                ts,
-                event.kind.value,
-                event.trial_id,
-                event.attempt,
-                event.worker_id,
-                json.dumps(dict(event.payload or {}), allow_nan=False),
-            )
-            for event in events
-        ]
+        rows = [(ts, event.kind.value, *event.encode()) for event in events]
         snapshot_text = json.dumps(snapshot, allow_nan=False) if snapshot is not None else None
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -211,26 +167,66 @@ class Ledger:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return last_seq
+        return Appended(last_seq=last_seq, ts=ts)
 
-    def events(self, *, after_seq: int = 0) -> Iterator[LedgerEvent]:
-        """Every event after ``after_seq``, in commit order."""
+    def rows(self, *, after_seq: int = 0) -> Iterator[Row]:
+        """Every raw row after ``after_seq``, in commit order (undecoded)."""
         with self._lock:
-            rows = self._conn.execute(
+            fetched = self._conn.execute(
                 "SELECT seq, ts, kind, trial_id, attempt, worker_id, payload FROM events "
                 "WHERE seq > ? ORDER BY seq",
                 (after_seq,),
             ).fetchall()
-        for seq, ts, kind, trial_id, attempt, worker_id, payload in rows:
-            yield LedgerEvent(
-                seq=seq,
-                ts=ts,
-                kind=EventKind(kind),
-                trial_id=trial_id,
-                attempt=attempt,
-                worker_id=worker_id,
-                payload=json.loads(payload),
-            )
+        for seq, ts, kind, trial_id, attempt, worker_id, payload in fetched:
+            yield Row(seq, ts, kind, trial_id, attempt, worker_id, payload)
+
+    def schema_version(self) -> int:
+        """The schema the events were written in (1: ledgers from before typed
+        events); a version this code cannot read raises :class:`LedgerError`."""
+        value = self.meta().get("schema_version", SCHEMA_VERSION)
+        decoder_for(value, source=str(self.path))
+        return int(value)
+
+    def migrate(self) -> int:
+        """Rewrite a schema-1 ledger's rows as typed events, in one transaction;
+        returns the version it was at. A row that does not decode raises
+        :class:`LedgerError` naming its seq, and nothing is changed."""
+        version = self.schema_version()
+        if version == SCHEMA_VERSION:
+            return SCHEMA_VERSION
+        decode = decoder_for(version, source=str(self.path))
+        updates = []
+        for row in self.rows():
+            event = decode(row)
+            trial_id, attempt, worker_id, payload = event.encode()
+            updates.append((trial_id, attempt, worker_id, payload, row.seq))
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "UPDATE events SET trial_id = ?, attempt = ?, worker_id = ?, payload = ? "
+                    "WHERE seq = ?",
+                    updates,
+                )
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (json.dumps(SCHEMA_VERSION),),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return int(version)
+
+    def events(self, *, after_seq: int = 0) -> Iterator[RecordedEvent]:
+        """Every event after ``after_seq``, typed, in commit order.
+
+        Raises :class:`LedgerError` naming the seq of the first row that does
+        not decode.
+        """
+        decode = decoder_for(self.schema_version(), source=str(self.path))
+        for row in self.rows(after_seq=after_seq):
+            yield RecordedEvent(seq=row.seq, ts=row.ts, event=decode(row))
 
     def count(self) -> int:
         """How many events the ledger holds."""

@@ -19,6 +19,7 @@ random, Bayesian and Hyperband searches (O(grid size) for grid).
 from __future__ import annotations
 
 import collections
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,11 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.chief.oracles import build_oracle, close_oracle
-from orchestrator.protocol.kt_state import hyperparameters_from_config, trial_from_state
+from orchestrator.protocol.kt_state import (
+    canonical_json,
+    hyperparameters_from_config,
+    trial_from_state,
+)
 from orchestrator.protocol.metrics import register_metrics
 
 if TYPE_CHECKING:
@@ -129,7 +134,8 @@ class OracleHost:
                 return CreatedTrial(
                     CreateOutcome.RUNNING,
                     trial_id=trial.trial_id,
-                    trial_state=trial.get_state(),
+                    # Plain JSON types, as the ledger and the wire carry it.
+                    trial_state=json.loads(canonical_json(trial.get_state())),
                     values=dict(trial.hyperparameters.values),
                     snapshot=self._snapshot_locked(),
                 )
@@ -192,9 +198,14 @@ class OracleHost:
             self.oracle.update_space(hyperparameters_from_config(hyperparameters_config))
             return len(self.oracle.hyperparameters.space) != before
 
+    def space_size(self) -> int:
+        """How many hyperparameters the space holds."""
+        with self._guard():
+            return len(self.oracle.hyperparameters.space)
+
     def space_config(self) -> dict[str, Any]:
         with self._guard():
-            return self.oracle.get_space().get_config()  # type: ignore[no-any-return]
+            return json.loads(canonical_json(self.oracle.get_space().get_config()))  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Stop the oracle's helper process, if it has one. Reads still work after."""

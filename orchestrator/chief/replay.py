@@ -1,7 +1,12 @@
-"""Rebuild a search's full state from its ledger alone.
+"""Rebuild a search's state from its ledger: a fold of :meth:`TrialBook.apply`.
 
 Used by ``ktc resume`` (to restart the chief where it stopped) and by the
 read-only commands (``ktc results``, ``ktc status`` with no live chief).
+
+``strict`` (resume): the first row that does not decode, or cannot follow
+the rows before it, raises :class:`LedgerError` naming its seq. Otherwise
+(the read-only commands) such rows are skipped and listed in
+:attr:`ReplayedSearch.damaged`, so what decodes can still be shown.
 """
 
 from __future__ import annotations
@@ -10,18 +15,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.chief.ledger import EventKind, Ledger
-from orchestrator.protocol.trials import SearchState, TrialRecord, TrialStatus
+from orchestrator.chief.events import decoder_for
+from orchestrator.chief.ledger import Ledger
+from orchestrator.chief.trial_book import InFlight, RetryPolicy, TrialBook, TrialRecord
+from orchestrator.errors import LedgerError
+from orchestrator.protocol.trials import SearchState
 
-
-@dataclass(frozen=True)
-class InFlight:
-    """An attempt that had a lease when the ledger stopped."""
-
-    trial_id: str
-    attempt: int
-    worker_id: str
-    token: str
+# Reads do not need the search's real retry policy: it only shapes decisions,
+# never how an event applies. The chief passes the real one.
+_READ_ONLY_POLICY = RetryPolicy(retries_per_trial=0, max_consecutive_failures=1)
 
 
 @dataclass
@@ -29,97 +31,70 @@ class ReplayedSearch:
     """Everything the ledger says about a search."""
 
     meta: dict[str, Any]
-    records: dict[str, TrialRecord] = field(default_factory=dict)
-    start_order: list[str] = field(default_factory=list)
-    end_order: list[str] = field(default_factory=list)
-    queue: deque[str] = field(default_factory=deque)
-    in_flight: list[InFlight] = field(default_factory=list)
-    space_config: dict[str, Any] | None = None
+    book: TrialBook
     snapshot: dict[str, Any] | None = None
-    state: SearchState = SearchState.RUNNING
-    message: str = ""
-    consecutive_failures: int = 0
     last_seq: int = 0
     events: int = 0
+    damaged: list[LedgerError] = field(default_factory=list)
+
+    @property
+    def records(self) -> dict[str, TrialRecord]:
+        return self.book.records
+
+    @property
+    def start_order(self) -> list[str]:
+        return self.book.start_order
+
+    @property
+    def end_order(self) -> list[str]:
+        return self.book.end_order
+
+    @property
+    def queue(self) -> deque[str]:
+        return self.book.queue
+
+    @property
+    def in_flight(self) -> list[InFlight]:
+        return self.book.in_flight()
+
+    @property
+    def space_config(self) -> dict[str, Any] | None:
+        return self.book.space_config
+
+    @property
+    def state(self) -> SearchState:
+        return self.book.state
+
+    @property
+    def message(self) -> str:
+        return self.book.message
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self.book.consecutive_failures
 
 
-def replay(ledger: Ledger) -> ReplayedSearch:
-    """Fold the ledger's events into a :class:`ReplayedSearch`."""
-    result = ReplayedSearch(meta=ledger.meta())
-    tokens: dict[str, tuple[int, str, str]] = {}  # trial -> (attempt, worker, token)
-    records = result.records
-    for event in ledger.events():
+def replay(
+    ledger: Ledger, *, policy: RetryPolicy | None = None, strict: bool = False
+) -> ReplayedSearch:
+    """Fold the ledger's events into a :class:`TrialBook`."""
+    meta = ledger.meta()
+    decode = decoder_for(ledger.schema_version(), source=str(ledger.path))
+    result = ReplayedSearch(meta=meta, book=TrialBook(policy or _READ_ONLY_POLICY))
+    for row in ledger.rows():
         result.events += 1
-        result.last_seq = event.seq
-        payload = event.payload
-        tid = event.trial_id
-        if event.kind is EventKind.SPACE:
-            result.space_config = payload["hyperparameters"]
-            continue
-        if event.kind is EventKind.SEARCH:
-            result.state = SearchState(payload["state"])
-            result.message = payload.get("message", "")
-            continue
-        if tid is None:
-            continue
-        if event.kind is EventKind.CREATED:
-            records[tid] = TrialRecord(
-                trial_id=tid,
-                trial_state=payload["trial_state"],
-                values=payload["values"],
-                created_ts=event.ts,
-            )
-            result.start_order.append(tid)
-            result.queue.append(tid)
-            continue
-        rec = records[tid]
-        if event.kind is EventKind.ASSIGNED:
-            rec.attempt = event.attempt or rec.attempt + 1
-            rec.status = TrialStatus.RUNNING
-            rec.worker_id = event.worker_id
-            rec.attempt_started_ts = event.ts
-            rec.current_epoch = None
-            tokens[tid] = (rec.attempt, event.worker_id or "", payload.get("token", ""))
-            if tid in result.queue:
-                result.queue.remove(tid)
-        elif event.kind is EventKind.PROGRESS:
-            rec.current_epoch = payload.get("epoch")
-            rec.last_metrics = payload.get("metrics", {})
-        elif event.kind is EventKind.REQUEUED:
-            rec.status = TrialStatus.PENDING
-            rec.failures = payload.get("failures", rec.failures)
-            rec.error_message = payload.get("reason") or rec.error_message
-            tokens.pop(tid, None)
-            if payload.get("front", True):
-                result.queue.appendleft(tid)
-            else:
-                result.queue.append(tid)
-        elif event.kind in (EventKind.COMPLETED, EventKind.FAILED):
-            completed = event.kind is EventKind.COMPLETED
-            rec.status = TrialStatus.COMPLETED if completed else TrialStatus.FAILED
-            rec.metrics = payload.get("metrics", {})
-            rec.score = payload.get("score")
-            rec.best_step = payload.get("best_step", 0)
-            rec.error_message = payload.get("error_message")
-            rec.traceback_tail = payload.get("traceback_tail")
-            rec.failures = payload.get("failures", rec.failures)
-            rec.ended_ts = event.ts
-            rec.duration_s = payload.get("duration_s")
-            if payload.get("trial_state"):
-                rec.trial_state = payload["trial_state"]
-                built = rec.trial_state.get("hyperparameters", {}).get("values", {})
-                rec.values = {**rec.values, **built}
-            if event.worker_id:
-                rec.worker_id = event.worker_id
-            tokens.pop(tid, None)
-            if tid in result.queue:
-                result.queue.remove(tid)
-            result.end_order.append(tid)
-            result.consecutive_failures = 0 if completed else result.consecutive_failures + 1
-    result.in_flight = [
-        InFlight(trial_id=tid, attempt=attempt, worker_id=worker, token=token)
-        for tid, (attempt, worker, token) in tokens.items()
-    ]
+        result.last_seq = row.seq
+        try:
+            result.book.apply(decode(row), row.ts)
+        except LedgerError as exc:
+            error = exc
+            if not str(exc).startswith("ledger event seq"):
+                error = LedgerError(
+                    f"ledger event seq {row.seq} ({row.kind!r}, trial {row.trial_id!r}): {exc}"
+                )
+            if strict:
+                raise error from None
+            result.damaged.append(error)
     snap = ledger.latest_snapshot()
     result.snapshot = snap[1] if snap else None
     return result

@@ -13,21 +13,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Mapping
 from functools import wraps
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
 from orchestrator.chief.artifacts import ArtifactStore, check_artifact_name, check_trial_id
-from orchestrator.chief.broker import Assignment, AssignmentKind, TrialBroker, check_metrics
+from orchestrator.chief.broker import TrialBroker
 from orchestrator.errors import (
     InvalidRequestError,
     KtClusterError,
     NotFoundError,
     UnimplementedError,
 )
+from orchestrator.protocol.answers import Assignment, AssignmentKind
 from orchestrator.protocol.error_codes import abort_with_error
+from orchestrator.protocol.kt_state import canonical_hyperparameters, canonical_json
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
 from orchestrator.protocol.trials import AttemptStatus, SearchState, TrialStatus, TrialView
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 MAX_ID_CHARS = 200
 MAX_TEXT_BYTES = 64 * 1024
 MAX_STATE_JSON_BYTES = 1024 * 1024
+MAX_EPOCH = 1_000_000
+MAX_METRICS = 256
 
 _END_STATUSES = {
     pb.COMPLETED: AttemptStatus.COMPLETED,
@@ -105,6 +110,50 @@ def _check_text(field: str, value: str, limit: int = MAX_TEXT_BYTES) -> None:
         )
 
 
+def check_metrics(metrics: Mapping[str, float], *, max_metrics: int = MAX_METRICS) -> None:
+    """Reject metric maps a well-behaved worker never sends (INVALID_ARGUMENT)."""
+    if len(metrics) > max_metrics:
+        raise InvalidRequestError(
+            f"metrics: at most {max_metrics} entries are accepted, got {len(metrics)}"
+        )
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name or len(name) > 200 or not name.isprintable():
+            raise InvalidRequestError(
+                f"metrics: metric names must be printable strings of 1-200 characters, got {name!r}"
+            )
+        if not isinstance(value, float | int) or not math.isfinite(value):
+            raise InvalidRequestError(
+                f"metrics[{name!r}]: expected a finite number, got {value!r}; "
+                "drop NaN/inf metrics and end the attempt as INVALID instead"
+            )
+
+
+def _parse_json(field: str, text: str, what: str) -> object:
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise InvalidRequestError(f"{field}: nested too deeply; expected {what}") from exc
+    except ValueError as exc:
+        raise InvalidRequestError(f"{field}: not JSON ({exc}); expected {what}") from exc
+
+
+def parse_trial_hyperparameters(text: str) -> dict[str, object] | None:
+    """EndTrial's ``trial_state_json``: Keras Tuner's ``Trial.get_state()`` (at least
+    its ``hyperparameters``), parsed by Keras Tuner and returned canonical; None if empty."""
+    if not text:
+        return None
+    what = "Keras Tuner's Trial.get_state() as JSON with a 'hyperparameters' object"
+    state = _parse_json("trial_state_json", text, what)
+    if not isinstance(state, dict) or "hyperparameters" not in state:
+        raise InvalidRequestError(
+            f"trial_state_json: expected {what}, got "
+            + (f"keys {sorted(state)[:10]}" if isinstance(state, dict) else type(state).__name__)
+        )
+    return canonical_hyperparameters(
+        state["hyperparameters"], where="trial_state_json.hyperparameters"
+    )
+
+
 def trial_info(view: TrialView) -> pb.TrialInfo:
     """A TrialView as the protocol's TrialInfo."""
     info = pb.TrialInfo(
@@ -161,6 +210,10 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
         _check_id("trial_id", request.trial_id)
         _check_id("lease_token", request.lease_token)
         _check_id("worker_id", request.worker_id, required=False)
+        if not -1 <= request.epoch <= MAX_EPOCH:
+            raise InvalidRequestError(
+                f"epoch: expected -1 (a heartbeat) or 0..{MAX_EPOCH}, got {request.epoch}"
+            )
         check_metrics(request.metrics)
         decision = self.broker.report(
             request.trial_id,
@@ -192,16 +245,13 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
         _check_text("error_message", request.error_message)
         _check_text("traceback_tail", request.traceback_tail)
         _check_text("trial_state_json", request.trial_state_json, MAX_STATE_JSON_BYTES)
-        hp_config = None
-        if request.trial_state_json:
-            try:
-                state = json.loads(request.trial_state_json)
-                hp_config = state["hyperparameters"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InvalidRequestError(
-                    f"trial_state_json: expected Keras Tuner's Trial.get_state() as JSON "
-                    f"with a 'hyperparameters' key ({exc})"
-                ) from exc
+        if not 0 <= request.best_step <= MAX_EPOCH:
+            raise InvalidRequestError(
+                f"best_step: expected 0..{MAX_EPOCH}, got {request.best_step}"
+            )
+        # Parsed by Keras Tuner before anything is committed: a state it cannot
+        # read is refused here, not found by replay later.
+        hp_config = parse_trial_hyperparameters(request.trial_state_json)
         outcome = self.broker.end_trial(
             request.trial_id,
             request.lease_token,
@@ -236,24 +286,19 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
     def GetSpace(
         self, request: pb.GetSpaceRequest, context: grpc.ServicerContext
     ) -> pb.SpaceMessage:
-        return pb.SpaceMessage(
-            hyperparameters_json=json.dumps(self.broker.oracle_host.space_config())
-        )
+        return pb.SpaceMessage(hyperparameters_json=canonical_json(self.broker.space_config()))
 
     @_rpc
     def UpdateSpace(
         self, request: pb.SpaceMessage, context: grpc.ServicerContext
     ) -> pb.UpdateSpaceResponse:
         _check_text("hyperparameters_json", request.hyperparameters_json, MAX_STATE_JSON_BYTES)
-        try:
-            config = json.loads(request.hyperparameters_json)
-            if not isinstance(config, dict) or "space" not in config:
-                raise ValueError("not a HyperParameters config")
-            self.broker.update_space(config)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidRequestError(
-                f"hyperparameters_json: expected keras_tuner HyperParameters.get_config() as JSON ({exc})"
-            ) from exc
+        what = "keras_tuner HyperParameters.get_config() as JSON"
+        config = canonical_hyperparameters(
+            _parse_json("hyperparameters_json", request.hyperparameters_json, what),
+            where="hyperparameters_json",
+        )
+        self.broker.update_space(config)
         return pb.UpdateSpaceResponse()
 
     @_rpc

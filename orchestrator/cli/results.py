@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if args.top is not None and args.top < 1:
         raise ConfigError(f"--top: expected a number of trials >= 1, got {args.top}")
     search = read_search(args.search_dir)
+    for problem in search.damaged:
+        print(f"warning: {problem}", file=sys.stderr)
     ranked = rank_trials(search.trials(), search.direction)
     if args.top is not None:
         ranked = [t for t in ranked if t.status is TrialStatus.COMPLETED][: args.top]

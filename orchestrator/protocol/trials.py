@@ -1,8 +1,8 @@
-"""Trial and search states, and the chief's per-trial record."""
+"""Trial and search states, and the read-only view of a trial."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -41,50 +41,6 @@ class SearchState(str, Enum):
     @property
     def is_terminal(self) -> bool:
         return self is not SearchState.RUNNING
-
-
-@dataclass
-class TrialRecord:
-    """The chief's mutable record of one trial (guarded by the broker lock)."""
-
-    trial_id: str
-    trial_state: dict[str, Any]
-    values: dict[str, Any]
-    status: TrialStatus = TrialStatus.PENDING
-    attempt: int = 0  # attempts started
-    failures: int = 0  # attempts that failed (raised or lost their lease)
-    worker_id: str | None = None
-    current_epoch: int | None = None
-    last_metrics: dict[str, float] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    score: float | None = None
-    best_step: int = 0
-    error_message: str | None = None
-    traceback_tail: str | None = None
-    created_ts: float = 0.0
-    attempt_started_ts: float | None = None
-    ended_ts: float | None = None
-    duration_s: float | None = None
-    stop_requested: str | None = None  # reason, when the chief wants it stopped
-    # token -> the final status that EndTrial recorded with it (idempotency)
-    ended_tokens: dict[str, str] = field(default_factory=dict)
-
-    def view(self) -> TrialView:
-        return TrialView(
-            trial_id=self.trial_id,
-            status=self.status,
-            attempts=self.attempt,
-            score=self.score,
-            metrics=dict(self.metrics),
-            values=dict(self.values),
-            worker_id=self.worker_id,
-            duration_s=self.duration_s,
-            error_message=self.error_message,
-            traceback_tail=self.traceback_tail,
-            current_epoch=self.current_epoch,
-            best_step=self.best_step,
-            trial_state=self.trial_state,
-        )
 
 
 @dataclass(frozen=True)

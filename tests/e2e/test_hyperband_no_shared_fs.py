@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.chief.ledger import EventKind, Ledger
+from orchestrator.chief.events import EventKind
+from orchestrator.chief.ledger import Ledger
 from tests.e2e.conftest import (
     RunKtc,
     WriteYaml,

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.chief.broker import AssignmentKind, TrialBroker, check_metrics
+from orchestrator.chief.broker import TrialBroker
 from orchestrator.chief.oracle_host import OracleHost
+from orchestrator.chief.service import check_metrics
 from orchestrator.errors import InvalidRequestError, StaleLeaseError
+from orchestrator.protocol.answers import AssignmentKind
 from orchestrator.protocol.trials import AttemptStatus, SearchState, TrialStatus
 from tests.helpers import float_space, ledger_rows, make_search
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.chief.broker import AssignmentKind, TrialBroker
+from orchestrator.chief.broker import TrialBroker
 from orchestrator.chief.leases import LeaseTable
 from orchestrator.clock import FakeClock
 from orchestrator.errors import StaleLeaseError
+from orchestrator.protocol.answers import AssignmentKind
 from orchestrator.protocol.trials import AttemptStatus, TrialStatus
 from tests.helpers import float_space, ledger_rows, make_search
 

@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator.chief.broker import AssignmentKind, TrialBroker
-from orchestrator.chief.ledger import EventKind, Ledger
+from orchestrator.chief.broker import TrialBroker
+from orchestrator.chief.events import EventKind
+from orchestrator.chief.ledger import Ledger
 from orchestrator.chief.oracle_host import OracleHost
 from orchestrator.chief.replay import replay
+from orchestrator.protocol.answers import AssignmentKind
 from orchestrator.protocol.trials import AttemptStatus, TrialStatus
 from tests.helpers import float_space, ledger_rows, make_search
 
@@ -360,33 +362,62 @@ def _all_event_rows(path: Path) -> list[tuple[Any, ...]]:
         return conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
 
 
-def test_append_many_is_atomic_and_rejects_nan(tmp_path: Path) -> None:
-    from orchestrator.chief.ledger import PendingEvent
+def test_append_is_all_or_nothing_and_rejects_nan(tmp_path: Path) -> None:
+    import pydantic
 
+    from orchestrator.chief.events import SearchChanged, TrialCreated, TrialProgress
+    from orchestrator.protocol.trials import SearchState
+
+    state = {"hyperparameters": {"space": [], "values": {}}, "trial_id": "0"}
+    with pytest.raises(pydantic.ValidationError, match="only finite numbers"):
+        TrialProgress(trial_id="0", attempt=1, worker_id="w", epoch=0, metrics={"x": float("nan")})
     with Ledger(tmp_path / "l.db") as ledger:
-        ledger.append(EventKind.SEARCH, payload={"state": "running"})
+        ledger.append([SearchChanged(state=SearchState.RUNNING)])
+        created = TrialCreated(trial_id="0", trial_state=state, values={})
         with pytest.raises(ValueError, match="Out of range float values"):
-            ledger.append_many(
-                [
-                    PendingEvent(EventKind.CREATED, trial_id="0", payload={"ok": 1}),
-                    PendingEvent(EventKind.PROGRESS, trial_id="0", payload={"x": float("nan")}),
-                ]
-            )
+            ledger.append([created], snapshot={"x": float("nan")})
+        real_execute = ledger._conn.execute
+        calls = []
+
+        class Boom(sqlite3.OperationalError):
+            pass
+
+        def failing_execute(sql: str, *args: Any) -> Any:
+            calls.append(sql)
+            if sql.startswith("INSERT INTO events") and len(calls) > 2:
+                raise Boom("disk I/O error")
+            return real_execute(sql, *args)
+
+        class Conn:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real_conn, name)
+
+            execute = staticmethod(failing_execute)
+
+        real_conn = ledger._conn
+        ledger._conn = Conn()  # type: ignore[assignment]
+        try:
+            with pytest.raises(Boom, match="disk I/O"):
+                ledger.append([created, SearchChanged(state=SearchState.CANCELLED)])
+        finally:
+            ledger._conn = real_conn
         assert ledger.count() == 1
         assert [e.kind for e in ledger.events()] == [EventKind.SEARCH]
 
 
 def test_ledger_is_wal_and_read_only_refuses_writes(tmp_path: Path) -> None:
+    from orchestrator.chief.events import SearchChanged
     from orchestrator.errors import LedgerError
+    from orchestrator.protocol.trials import SearchState
 
     path = tmp_path / "l.db"
     with Ledger(path) as ledger:
-        ledger.append(EventKind.SEARCH, payload={"state": "running"})
+        ledger.append([SearchChanged(state=SearchState.RUNNING)])
         (mode,) = ledger._conn.execute("PRAGMA journal_mode").fetchone()
         assert mode == "wal"
     with Ledger(path, read_only=True) as ro:
         assert ro.count() == 1
         with pytest.raises(LedgerError, match="read-only"):
-            ro.append(EventKind.SEARCH, payload={})
+            ro.append([SearchChanged(state=SearchState.RUNNING)])
     with pytest.raises(LedgerError, match="no ledger here"):
         Ledger(tmp_path / "missing.db", read_only=True)

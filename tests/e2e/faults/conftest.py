@@ -25,7 +25,9 @@ import psutil
 import pytest
 import yaml
 
-from orchestrator.chief.ledger import EventKind, Ledger, LedgerEvent
+from orchestrator.chief.events import EventKind
+from orchestrator.chief.events import RecordedEvent as LedgerEvent
+from orchestrator.chief.ledger import Ledger
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[3]

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.chief.ledger import EventKind, Ledger
+from orchestrator.chief.events import EventKind
+from orchestrator.chief.ledger import Ledger
 from orchestrator.chief.replay import replay
 from orchestrator.protocol.trials import TrialStatus
 from tests.e2e.faults.conftest import (

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from orchestrator.chief.ledger import EventKind
+from orchestrator.chief.events import EventKind
 from tests.e2e.faults.conftest import (
     STARTUP_S,
     KtcRunner,

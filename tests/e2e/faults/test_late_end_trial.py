@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.chief.ledger import EventKind
+from orchestrator.chief.events import EventKind
 from orchestrator.errors import StaleLeaseError
 from orchestrator.protocol.client import AssignmentKind, TrialClient
 from tests.e2e.faults.conftest import assert_no_duplicate_or_lost, ledger_events

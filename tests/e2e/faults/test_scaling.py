@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.chief.ledger import EventKind
+from orchestrator.chief.events import EventKind
 from tests.e2e.faults.conftest import (
     STARTUP_S,
     KtcRunner,

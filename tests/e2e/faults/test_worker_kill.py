@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.chief.ledger import EventKind
+from orchestrator.chief.events import EventKind
 from tests.e2e.faults.conftest import (
     STARTUP_S,
     KtcRunner,
