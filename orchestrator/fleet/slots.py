@@ -200,7 +200,7 @@ class Fleet:
 
     def _scale_nodes(self, counts: dict[str, int], now: bool) -> str:
         known = self._slots.nodes()
-        parts = []
+        # Every node is checked before any changes: a refused request changes nothing.
         for node, count in counts.items():
             if node not in known:
                 raise ConfigError(
@@ -209,6 +209,8 @@ class Fleet:
                 )
             if count < 0:
                 raise ConfigError(f"--node {node}={count}: expected a number >= 0")
+        parts = []
+        for node, count in counts.items():
             wanted = self._slots.wanted_ids(node)
             if count > len(wanted):
                 self._slots.grow_node_to(node, count)
