@@ -33,7 +33,7 @@ they do not know)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -267,7 +267,7 @@ class StatusDocument:
     workers: tuple[WorkerStatus, ...] = ()
     best: BestTrial | None = None
     chief: ChiefProcess | None = None
-    schema_version: int = field(default=STATUS_SCHEMA_VERSION)
+    schema_version: int = STATUS_SCHEMA_VERSION
 
     @property
     def is_terminal(self) -> bool:
@@ -298,6 +298,16 @@ class StatusDocument:
 
         Unknown keys are ignored: a newer chief may add some.
         """
+        try:
+            return cls._parse(data)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise KtClusterError(
+                f"status document: malformed ({type(exc).__name__}: {exc}); is the chief "
+                "another ktcluster version?"
+            ) from exc
+
+    @classmethod
+    def _parse(cls, data: Mapping[str, Any]) -> StatusDocument:
         counts_data = data.get("counts") or {}
         counts = dict.fromkeys(TrialStatus, 0)
         for name, count in counts_data.items():

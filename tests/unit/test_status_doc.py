@@ -364,3 +364,10 @@ def test_the_progress_displays_document_agrees_with_the_full_one(make_broker: An
     }
     assert light["best"]["score"] == 0.8 and light["counts"]["RUNNING"] == 1
     assert light["workers"][0]["state"] == "running" and light["workers"][0]["epoch"] == 3
+
+
+def test_status_document_names_a_malformed_value() -> None:
+    data = _sample_document().to_json()
+    data["workers"][0]["gpus"] = ["zero"]
+    with pytest.raises(KtClusterError, match="status document: malformed .ValueError"):
+        StatusDocument.from_json(data)
