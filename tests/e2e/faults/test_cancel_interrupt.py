@@ -34,6 +34,7 @@ from tests.e2e.faults.conftest import (
     search_yaml,
     wait_status,
 )
+from tests.e2e.faults.test_interrupt_dispatch_race import BROKER_RACE
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +53,35 @@ def _start(ktc: KtcRunner, *extra: str) -> tuple[KtcProcess, set[str]]:
     return run, running
 
 
+def _xfail_if_assigned_after_stop(directory: Path, state: str) -> None:
+    """xfail on the ledger signature of a known product race, and on nothing else.
+
+    ``TrialBroker.create_trial`` (orchestrator/chief/broker.py) leases the
+    trial an in-progress oracle call returns even when Ctrl-C or cancel stopped
+    dispatch meanwhile: that trial is ASSIGNED after the event that stopped the
+    search, then REQUEUED "stopped by the chief" (or left in flight). The
+    first trial's end is when ``_mid_search`` first holds, and that worker is
+    then inside the oracle call, so on a loaded machine (a slow call) Ctrl-C
+    often lands in it. Reproduced deterministically, as a strict xfail, in
+    test_interrupt_dispatch_race.py; the fix belongs in broker.py.
+    """
+    events = ledger_events(directory)
+    stop = next(
+        (e.seq for e in events if e.kind is EventKind.SEARCH and e.payload["state"] == state),
+        None,
+    )
+    late = [
+        f"seq {e.seq}: trial {e.trial_id} attempt {e.attempt} -> {e.worker_id}"
+        for e in events
+        if stop is not None and e.seq > stop and e.kind is EventKind.ASSIGNED
+    ]
+    if late:
+        pytest.xfail(f"{BROKER_RACE}; assigned after the search was {state}: {late}")
+
+
 def _assert_consistent_stop(directory: Path, state: str) -> set[str]:
     """The stopped search's ledger: the final state, and no attempt left in flight."""
+    _xfail_if_assigned_after_stop(directory, state)
     ledger = Ledger(directory / "ledger.db", read_only=True)
     try:
         replayed = replay(ledger)
