@@ -266,8 +266,8 @@ class TrialBroker(SearchLifecycle):
                     AssignmentKind.WAIT, reason="the oracle is waiting for running trials"
                 )
 
-    def _dispatch_locked(self, worker_id: str) -> Assignment | None:
-        """An answer that needs no oracle call, or None."""
+    def _stop_answer_locked(self, worker_id: str) -> Assignment | None:
+        """STOP when ``worker_id`` may start nothing new, else None."""
         state = self.book.state
         if state.is_terminal:
             return Assignment(AssignmentKind.STOP, reason=f"the search is {state.value}")
@@ -276,6 +276,13 @@ class TrialBroker(SearchLifecycle):
             return Assignment(AssignmentKind.STOP, reason="the search is stopping")
         if worker_id in self._draining:
             return Assignment(AssignmentKind.STOP, reason="this worker is being drained")
+        return None
+
+    def _dispatch_locked(self, worker_id: str) -> Assignment | None:
+        """An answer that needs no oracle call, or None."""
+        stop = self._stop_answer_locked(worker_id)
+        if stop is not None:
+            return stop
         if self.book.queue:
             return self._assign_locked(self.book.queue[0], worker_id, prefix=[])
         return None
@@ -301,6 +308,13 @@ class TrialBroker(SearchLifecycle):
             values=dict(created.values or {}),
         )
         self._idle_at_version = None
+        # The oracle ran outside the lock: a Ctrl-C, cancel or drain may have
+        # come meanwhile. The trial it made is recorded (PENDING, for whoever
+        # runs next or a resume); this worker starts nothing.
+        stop = self._stop_answer_locked(worker_id)
+        if stop is not None:
+            self._commit_locked([event], snapshot=created.snapshot)
+            return stop
         return self._assign_locked(
             created.trial_id, worker_id, prefix=[event], snapshot=created.snapshot
         )

@@ -57,7 +57,6 @@ def _rows(path: Path) -> list[tuple[int, str, str | None, str]]:
         ]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BROKER_RACE)
 @pytest.mark.parametrize(
     ("requeue_running", "last_trial_ends_during_the_call"),
     [(False, True), (False, False), (True, False)],
