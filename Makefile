@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test test-fast lint protos bench bench-quick clean
+.PHONY: help install demo test test-fast kt-suite lint protos bench bench-quick clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: $(STAMP) ## Run the whole test suite, slow end-to-end tests included
 
 test-fast: $(STAMP) ## Run the suite without the slow end-to-end tests
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+kt-suite: $(STAMP) ## Run Keras Tuner's own tuner tests with every oracle behind a real chief (~20 min)
+	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -m kt_suite tests/kt_suite $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check orchestrator workers deploy tests bench

@@ -210,7 +210,11 @@ class TrialRunner:
             self.search.hypermodel, data.input_shape, data.num_classes, label_mode=data.label_mode
         )
         workdir = self._workdir()
-        remote = RemoteOracle.for_search(self.client, self.search, wait_s=self.config.wait_s)
+        # The runner reports why it stopped (RunSummary) instead of raising as
+        # Keras Tuner's search() does when the chief ends the search FAILED.
+        remote = RemoteOracle.for_search(
+            self.client, self.search, wait_s=self.config.wait_s, raise_on_failed_search=False
+        )
         tuner = ktc_tuner_class()(
             oracle=remote,
             hypermodel=hypermodel,

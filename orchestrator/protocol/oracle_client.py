@@ -11,19 +11,41 @@ Tuner's own distributed mode swaps in its ``OracleClient``::
 It subclasses ``keras_tuner.Oracle`` only so ``BaseTuner``'s isinstance check
 passes; every decision is the chief's. While a trial runs, a
 :class:`~orchestrator.protocol.client.LeaseKeeper` renews its lease in the background.
+
+What a Keras Tuner user reads from ``tuner.oracle`` stays what Keras Tuner's own
+oracle would give (its own tuner tests judge it: ``make kt-suite``):
+
+- ``hyperparameters`` is the search space as far as this worker knows it: the
+  tuner's at ``attach``, grown by every trial it is given, builds and ends.
+  New entries are checked here as Keras Tuner checks them
+  (``allow_new_entries=False`` raises its RuntimeError) before the chief sees them.
+- ``trials`` holds the trials this worker ran, with status, metrics and score
+  as Keras Tuner's ``end_trial`` leaves them; ``get_best_trials`` and
+  ``remaining_trials()`` answer for the whole search, from the chief.
+- When the chief ends the search FAILED (its consecutive-failure limit),
+  ``create_trial`` raises Keras Tuner's RuntimeError, so ``search()`` does not
+  return as if it had succeeded. A worker runner that reports the stop itself
+  passes ``raise_on_failed_search=False``.
+- ``save()`` writes a Keras Tuner ``oracle.json`` that the replaced oracle's
+  class can reload, so a second tuner built on the same project directory with
+  Keras Tuner's default ``overwrite=False`` starts instead of crashing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras_tuner
 from keras_tuner.src.engine import trial as kt_trial
 
-from orchestrator.errors import KtClusterError, StaleLeaseError
+from orchestrator.errors import ChiefUnavailableError, KtClusterError, StaleLeaseError
 from orchestrator.protocol.client import (
     AssignmentKind,
     LeasedTrial,
@@ -34,6 +56,7 @@ from orchestrator.protocol.client import (
 )
 from orchestrator.protocol.kt_state import hyperparameters_from_config, trial_from_state
 from orchestrator.protocol.metrics import build_objective, register_metrics
+from orchestrator.protocol.protos import ktcluster_pb2 as pb
 
 if TYPE_CHECKING:
     from orchestrator.config import SearchSpec
@@ -41,6 +64,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRACEBACK_TAIL_CHARS = 4000
+
+
+class SearchFailedError(KtClusterError, RuntimeError):
+    """The chief ended the search FAILED (its consecutive-failure limit).
+
+    A RuntimeError too: Keras Tuner's own limit raises one out of ``search()``,
+    and a Keras Tuner user's script catches that."""
 
 
 class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
@@ -54,17 +84,23 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         max_trials: int | None = None,
         wait_s: float = 5.0,
         heartbeat_interval_s: float | None = None,
+        raise_on_failed_search: bool = True,
     ) -> None:
         super().__init__(objective=objective, max_trials=max_trials)
         self.client = client
         self.wait_s = wait_s
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.raise_on_failed_search = raise_on_failed_search
         self._display.verbose = 0
         self._leases: dict[str, LeasedTrial] = {}
         self._keepers: dict[str, LeaseKeeper] = {}
         self._final: dict[str, tuple[dict[str, float], int]] = {}
         self.stop_reason: str = ""
         self._told_to_stop: set[str] = set()
+        # The state of the oracle attach() replaced, as its class writes it: the
+        # keys of its own (Hyperband's brackets...) that save() must keep so that
+        # class can reload oracle.json.
+        self._replaced_state: dict[str, Any] = {}
 
     @classmethod
     def for_search(cls, client: TrialClient, search: SearchSpec, **kwargs: Any) -> RemoteOracle:
@@ -80,14 +116,34 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
     @classmethod
     def attach(cls, tuner: Any, client: TrialClient, **kwargs: Any) -> RemoteOracle:
         """Swap ``tuner``'s oracle for a RemoteOracle and share its search space
-        (which the tuner's constructor already populated) with the chief."""
+        (which the tuner's constructor already populated) with the chief.
+
+        What the tuner's oracle already holds carries over: its space, its
+        ``allow_new_entries``/``tune_new_entries``, and the trials a reload
+        found in the project directory."""
         local = tuner.oracle
         remote = cls(client, objective=local.objective, max_trials=local.max_trials, **kwargs)
         remote._set_project_dir(tuner.directory, tuner.project_name)
+        remote.allow_new_entries = local.allow_new_entries
+        remote.tune_new_entries = local.tune_new_entries
+        remote.hyperparameters = local.get_space()
+        remote._adopt(local)
         if local.hyperparameters.space:
             client.update_space(local.get_space().get_config())
         tuner.oracle = remote
         return remote
+
+    def _adopt(self, local: Any) -> None:
+        # Copies, not the objects: the replaced oracle may live on (a test may
+        # host it in a chief in this very process).
+        self._replaced_state = json.loads(json.dumps(local.get_state()))
+        for trial_id, trial in local.trials.items():
+            self.trials[trial_id] = trial_from_state(trial.get_state())
+        self.start_order = list(local.start_order)
+        self.end_order = list(local.end_order)
+        self._run_times.update(local._run_times)
+        self._tried_so_far = set(local._tried_so_far)
+        self._id_to_hash.update(local._id_to_hash)
 
     # ------------------------------------------------------------- trials
 
@@ -95,6 +151,8 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         assignment = self.client.create_trial(self.wait_s)
         if assignment.kind is AssignmentKind.STOP:
             self.stop_reason = assignment.reason
+            if self.raise_on_failed_search:
+                self._raise_if_search_failed()
             # Local copy: the chief may already be gone once it has said STOP.
             return kt_trial.Trial(self.hyperparameters.copy(), status=kt_trial.TrialStatus.STOPPED)
         if assignment.kind is AssignmentKind.WAIT or assignment.trial is None:
@@ -103,11 +161,28 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         leased = assignment.trial
         trial = trial_from_state(leased.trial_state)
         trial.status = kt_trial.TrialStatus.RUNNING
+        # The chief's space as of this trial: entries other workers found too.
+        self._learn_space(trial.hyperparameters)
+        if trial.trial_id not in self.trials:
+            self.start_order.append(trial.trial_id)
         self.trials[trial.trial_id] = trial
+        self._record_values(trial)
         self._leases[trial.trial_id] = leased
         keeper = LeaseKeeper(self.client, leased, self.heartbeat_interval_s)
         self._keepers[trial.trial_id] = keeper.__enter__()
         return trial
+
+    def _raise_if_search_failed(self) -> None:
+        """Raise SearchFailedError when the chief ended the search FAILED."""
+        try:
+            state = self.client.search_state()
+        except KtClusterError as exc:  # gone since it said STOP: nothing more to learn
+            log.warning("could not ask the chief why the search stopped: %s", exc)
+            return
+        if state.state == pb.SEARCH_FAILED:
+            raise SearchFailedError(
+                f"the chief at {self.client.address} ended the search FAILED: {state.message}"
+            )
 
     def leased(self, trial_id: str) -> LeasedTrial:
         """The lease this worker holds for ``trial_id``."""
@@ -141,6 +216,7 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
     def update_trial(self, trial_id: str, metrics: Mapping[str, Any], step: int = 0) -> Any:
         """Keep the metrics locally; they travel with end_trial."""
         trial = self.trials[trial_id]
+        self._check_objective_found(metrics)  # Keras Tuner's own check and message
         register_metrics(trial, self.objective, metrics)
         for name, value in metrics.items():
             trial.metrics.update(name, value, step=step)
@@ -174,6 +250,46 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         except StaleLeaseError as exc:
             # The chief gave this attempt to someone else: our result is ignored.
             log.warning("trial %s: result refused: %s", trial_id, exc)
+            return
+        self._record_end(trial, status, metrics, step)
+
+    def _record_end(
+        self, trial: kt_trial.Trial, status: str, metrics: Mapping[str, float], step: int
+    ) -> None:
+        """Leave the local trial as Keras Tuner's end_trial leaves it: final
+        status, score and best step (the ones the chief recorded), the space
+        grown by what the build registered, and its trial.json written."""
+        local = self.trials.setdefault(trial.trial_id, trial)
+        if local is not trial:  # KT's end_trial syncs the caller's copy the same way
+            local.hyperparameters = trial.hyperparameters
+            local.message = trial.message
+        if status == "STOPPED":
+            return  # requeued by the chief: its result comes from a later attempt
+        if status == "COMPLETED":
+            local.status = kt_trial.TrialStatus.COMPLETED
+            local.score = float(metrics[self.objective.name])
+            local.best_step = step
+        else:
+            local.status = self._final_failure_status(trial.trial_id)
+        self._run_times[trial.trial_id] += 1
+        if local.status != kt_trial.TrialStatus.INVALID:
+            self.end_order.append(trial.trial_id)
+        self._record_values(local)
+        if self._has_project_dir():
+            self._save_trial(local)
+        # Last, as KT's end_trial does: allow_new_entries=False raises its RuntimeError.
+        keras_tuner.Oracle.update_space(self, local.hyperparameters)
+
+    def _final_failure_status(self, trial_id: str) -> str:
+        """FAILED when the chief gave up on the trial, INVALID while it retries it."""
+        try:
+            summary = self.client.get_trial(trial_id)
+        except KtClusterError as exc:
+            log.warning("trial %s: could not read its status back: %s", trial_id, exc)
+            return str(kt_trial.TrialStatus.FAILED)
+        if summary.status == "FAILED":
+            return str(kt_trial.TrialStatus.FAILED)
+        return str(kt_trial.TrialStatus.INVALID)
 
     def _outcome(
         self, trial: kt_trial.Trial, metrics: Mapping[str, float], keeper: LeaseKeeper | None
@@ -205,7 +321,20 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         return hp
 
     def update_space(self, hyperparameters: keras_tuner.HyperParameters) -> None:
+        # Keras Tuner's own merge first: it refuses new entries when
+        # allow_new_entries is False, with its RuntimeError, before the chief sees them.
+        keras_tuner.Oracle.update_space(self, hyperparameters)
         self.client.update_space(hyperparameters.get_config())
+
+    def _learn_space(self, hyperparameters: keras_tuner.HyperParameters) -> None:
+        """Merge entries the chief already accepted (no checks: they are its space)."""
+        new = [
+            hp
+            for hp in hyperparameters.space
+            if not self.hyperparameters._exists(hp.name, hp.conditions)
+        ]
+        if new:
+            self.hyperparameters.merge(new)
 
     # -------------------------------------------------------------- reads
 
@@ -217,15 +346,43 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
     def get_best_trials(self, num_trials: int = 1) -> list[kt_trial.Trial]:
         return [_to_kt_trial(s) for s in self.client.get_best_trials(num_trials)]
 
-    def remaining_trials(self) -> None:
-        return None
+    def remaining_trials(self) -> int | None:
+        """``max_trials`` minus the trials the search has created so far (all
+        workers'), as Keras Tuner counts them; None without a cap."""
+        if not self.max_trials:
+            return None
+        try:
+            created = sum(self.client.search_state().trials_by_status.values())
+        except ChiefUnavailableError:  # the search is over and its chief gone
+            created = len(self.trials)
+        return max(int(self.max_trials) - created, 0)
 
-    # KT persistence is the chief's ledger's job.
+    # -------------------------------------------------------- persistence
+
     def save(self) -> None:
-        pass
+        """Write a Keras Tuner oracle.json to the project directory.
+
+        The chief's ledger is the search's state; this file exists because
+        ``BaseTuner`` reloads a project it finds (``overwrite=False``, the
+        default) through the oracle its constructor built, and that oracle's
+        ``reload`` needs it. It holds what this worker knows (space, its
+        trials' order and hashes) over the replaced oracle's own keys.
+        """
+        if not self._has_project_dir():
+            return
+        state = {**self._replaced_state, **keras_tuner.Oracle.get_state(self)}
+        path = Path(self._get_oracle_fname())
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(path)  # workers sharing a project directory never see half a file
 
     def reload(self) -> None:
-        pass
+        """Nothing to reload: the chief holds the search."""
+
+    def _has_project_dir(self) -> bool:
+        # Set by BaseTuner through _set_project_dir; a RemoteOracle used without
+        # a tuner has no directory to write to.
+        return getattr(self, "_directory", None) is not None
 
 
 def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

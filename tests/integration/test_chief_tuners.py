@@ -184,7 +184,15 @@ def test_failing_build_function_ends_the_search_failed(
     assert chief.wait(60) is SearchState.FAILED
     assert "consecutive trials failed (limit 3)" in chief.broker.message
     assert "build_model exploded: units must be prime" in chief.broker.message
-    _join(threads, 30)  # the tuners got STOP and returned
+    # The tuners got STOP and, as Keras Tuner's own limit does, search() raised.
+    running, errors = threads
+    for thread in running:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in running), "a tuner thread hangs"
+    assert len(errors) == len(tuners)
+    for error in errors:
+        assert isinstance(error, RuntimeError)
+        assert "consecutive trials failed (limit 3)" in str(error)
     failed = [t for t in chief.broker.trials() if t.status is TrialStatus.FAILED]
     assert len(failed) >= 3
     assert all("units must be prime" in (t.traceback_tail or "") for t in failed)
