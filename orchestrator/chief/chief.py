@@ -29,8 +29,8 @@ from orchestrator.chief.oracle_host import OracleHost
 from orchestrator.chief.replay import replay
 from orchestrator.chief.service import ControlServicer, TrialServicer
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.config import ClusterSpec, SearchSpec, default_cluster, spec_data
-from orchestrator.errors import KtClusterError, LedgerError
+from orchestrator.config import ClusterSpec, SearchSpec, default_cluster
+from orchestrator.errors import ConfigError, KtClusterError, LedgerError
 from orchestrator.protocol.auth import (
     TOKEN_FILE_NAME,
     TokenAuthInterceptor,
@@ -47,6 +47,7 @@ from orchestrator.search_dir import (
     read_chief_info,
     write_chief_info,
 )
+from orchestrator.search_meta import SearchMeta
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +123,14 @@ class Chief:
         clock = clock or SystemClock()
         ledger = Ledger(search_dir / LEDGER_FILE, clock=clock, synchronous=ledger_synchronous)
         search_id = uuid.uuid4().hex
-        ledger.set_meta(
-            {
-                "schema_version": SCHEMA_VERSION,
-                "search_id": search_id,
-                "name": search.name,
-                "search_spec": spec_data(search),
-                "cluster_spec": spec_data(cluster),
-                "created_at": clock.wall(),
-            }
+        meta = SearchMeta.new(
+            search,
+            cluster,
+            search_id=search_id,
+            created_at=clock.wall(),
+            source=search_dir / LEDGER_FILE,
         )
+        ledger.set_meta({"schema_version": SCHEMA_VERSION, **meta.to_meta()})
         host = OracleHost(search, initial_space=initial_space)
         broker = TrialBroker(
             search=search, ledger=ledger, oracle_host=host, clock=clock, long_poll_s=long_poll_s
@@ -171,15 +170,9 @@ class Chief:
         _refuse_if_chief_alive(search_dir)
         clock = clock or SystemClock()
         ledger = Ledger(search_dir / LEDGER_FILE, clock=clock, synchronous=ledger_synchronous)
-        meta = ledger.meta()
-        try:
-            search = SearchSpec.model_validate(meta["search_spec"])
-            if cluster is None:
-                cluster = ClusterSpec.model_validate(meta["cluster_spec"])
-        except (KeyError, ValueError) as exc:
-            raise LedgerError(
-                f"{search_dir / LEDGER_FILE}: the stored specs are unreadable ({exc})"
-            ) from exc
+        stored = SearchMeta.parse(ledger.meta(), source=search_dir / LEDGER_FILE)
+        search = stored.search
+        cluster = cluster if cluster is not None else stored.cluster()
         # Schema-1 ledgers (before typed events) are rewritten first; a damaged
         # one is refused here, naming the seq, before anything is appended.
         try:
@@ -188,11 +181,12 @@ class Chief:
         except LedgerError as exc:
             ledger.close()
             raise LedgerError(
-                f"{search_dir}: cannot resume from a damaged ledger: {exc}. Nothing was "
+                f"{search_dir}: cannot resume: {exc}. Nothing was "
                 f"changed; `ktc status {search_dir}` and `ktc results {search_dir}` show every "
                 "other event."
             ) from None
         if replayed.state is SearchState.COMPLETED:
+            ledger.close()
             raise KtClusterError(
                 f"{search_dir}: the search already completed; nothing to resume. "
                 f"See the results with `ktc results {search_dir}`."
@@ -214,7 +208,7 @@ class Chief:
             search_dir=search_dir,
             ledger=ledger,
             broker=broker,
-            search_id=str(meta.get("search_id", "")),
+            search_id=stored.search_id,
             clock=clock,
             resumed=True,
         )
@@ -224,6 +218,11 @@ class Chief:
     def start(self, *, max_rpc_threads: int = 64) -> ChiefEndpoint:
         """Bind the gRPC server, write chief.json, start the lease reaper."""
         chief = self.cluster.chief
+        # Validation refuses this already; a spec from elsewhere (a ledger, code)
+        # must not get past it either: plaintext beyond loopback is opt-in.
+        refusal = chief.plaintext_refusal()
+        if refusal is not None:
+            raise ConfigError(f"cluster chief.host: {refusal}")
         server = grpc.server(
             ThreadPoolExecutor(max_workers=max_rpc_threads, thread_name_prefix="ktc-rpc"),
             interceptors=[TokenAuthInterceptor(self.token)],
