@@ -11,6 +11,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from orchestrator.config.limits import MAX_MAX_WORKERS
 from orchestrator.protocol.status_document import StatusDocument
 from orchestrator.protocol.trials import SearchState
 
@@ -57,8 +58,11 @@ def _worker_count(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    if not 0 <= value <= MAX_MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 0 to {MAX_MAX_WORKERS} (and at most the cluster "
+            f"file's fleet.max_workers), got {value}"
+        )
     return value
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from orchestrator.cli.session_cli import (
     add_session_arguments,
@@ -28,17 +27,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     hide_gpus_from_chief()
-    from orchestrator.chief.chief import Chief
-    from orchestrator.config import check_importable, default_cluster, load_cluster, load_search
-    from workers.hypermodels import validate_overrides
+    from orchestrator.config.preflight import plan_submit
 
-    search = load_search(args.search)
-    cluster = load_cluster(args.cluster) if args.cluster else default_cluster()
-    check_importable(search, [os.getcwd()], source=args.search)
-    validate_overrides(search.hypermodel)
-    search_dir = Path(args.dir) if args.dir else search.resolve_directory()
+    # Every check that can run here runs before the chief, its folder or Ray exist.
+    plan = plan_submit(
+        args.search,
+        args.cluster,
+        dir_arg=args.dir,
+        workers=args.workers,
+        search_path=[os.getcwd()],
+    )
+    from orchestrator.chief.chief import Chief
+
+    search, search_dir = plan.search, plan.search_dir
     print(f"search directory: {search_dir}", flush=True)
-    chief = Chief.create(search, search_dir, cluster=cluster, initial_space=_initial_space(search))
+    chief = Chief.create(
+        search, search_dir, cluster=plan.cluster, initial_space=_initial_space(search)
+    )
     chief.start()
     return run_in_foreground(chief, args)
 

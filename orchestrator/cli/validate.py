@@ -17,7 +17,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.config import ClusterSpec, SearchSpec, check_importable, load_config
+from orchestrator.config import ClusterSpec, SearchSpec
+from orchestrator.config.loader import load_document
+from orchestrator.config.preflight import check_search
 from orchestrator.errors import ConfigError
 
 EXIT_OK = 0
@@ -57,28 +59,20 @@ def register(subparsers: Any) -> None:
 
 
 def check_file(path: str) -> FileReport:
-    """Validate one file; user code named in a search file must import from the cwd."""
+    """Validate one file, with the checks ``ktc submit`` makes before it starts
+    anything (user code imports from the cwd, the hypermodel's space, the
+    search directory); a folder that already holds a search is only a warning."""
+    warnings: tuple[str, ...] = ()
     try:
-        spec = load_config(path)
+        spec, doc = load_document(path)
         if isinstance(spec, SearchSpec):
-            check_importable(spec, [os.getcwd()], source=path)
-            _check_hypermodel_space(spec, path)
+            taken = check_search(spec, doc, search_path=[os.getcwd()], taken_dir_is_error=False)
+            warnings = (taken,) if taken else ()
     except ConfigError as exc:
         return FileReport(file=path, spec=None, errors=(str(exc),))
-    warnings = tuple(spec.warnings()) if isinstance(spec, ClusterSpec) else ()
+    if isinstance(spec, ClusterSpec):
+        warnings = tuple(spec.warnings())
     return FileReport(file=path, spec=spec, warnings=warnings)
-
-
-def _check_hypermodel_space(spec: SearchSpec, path: str) -> None:
-    """Check overrides and options against the hypermodel's own space (no TF import)."""
-    from workers.hypermodels import validate_overrides
-
-    try:
-        validate_overrides(spec.hypermodel)
-    except ConfigError as exc:
-        # The workers package names the file generically; name the real one.
-        message = str(exc).removeprefix("search.yaml: ")
-        raise ConfigError(f"{path}: {message}") from None
 
 
 def search_summary(spec: SearchSpec) -> dict[str, Any]:

@@ -8,7 +8,6 @@ and report the exact key path through :class:`FieldProblems`.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,26 +21,31 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.config import limits
 from orchestrator.config.errors_format import FieldProblems, Problem
+from orchestrator.config.hosts import check_host, is_loopback, split_host_port
 from orchestrator.config.layout import (
     WorkerSlot,
     default_cpu_workers,
     node_slots,
+    node_worker_count,
     resolved_memory_cap_mb,
 )
 from orchestrator.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_HOST = r"[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]"
-_HOST_PORT_RE = re.compile(rf"^(?P<host>{_HOST}):(?P<port>\d+)$")
-_HOST_RE = re.compile(rf"^(?:{_HOST})$")
 
-GpuIndex = Annotated[StrictInt, Field(ge=0)]
+GpuIndex = Annotated[StrictInt, Field(ge=0, le=limits.MAX_GPU_INDEX)]
+GpuList = Annotated[tuple[GpuIndex, ...], Field(max_length=limits.MAX_GPUS_PER_NODE)]
+CpusPerWorker = Annotated[
+    float, Field(ge=limits.MIN_CPUS_PER_WORKER, le=limits.MAX_CPUS_PER_WORKER)
+]
+MemoryMb = Annotated[StrictInt, Field(gt=0, le=limits.MAX_GPU_MEMORY_MB)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_port(port: int, what: str) -> None:
@@ -61,13 +65,14 @@ class RaySpec(_Model):
     def _address(cls, value: str) -> str:
         if value in ("local", "auto"):
             return value
-        match = _HOST_PORT_RE.match(value.removeprefix("ray://"))
-        if match is None:
+        split = split_host_port(value.removeprefix("ray://"))
+        if split is None:
             raise ValueError(
                 f"expected 'local', 'auto', 'HOST:PORT' or 'ray://HOST:PORT', got {value!r}. "
                 "Use 'local' to start Ray in-process, or the address of your Ray head."
             )
-        _check_port(int(match["port"]), "port")
+        check_host(split[0], "Ray head's host")
+        _check_port(split[1], "port")
         return value
 
 
@@ -86,7 +91,8 @@ class TlsSpec(_Model):
         path = path if path.is_absolute() else base / path
         if not path.is_file():
             raise ValueError(
-                f"TLS file {str(value)!r} does not exist (looked for {path}). "
+                f"TLS file {str(value)!r} does not exist (looked for {path}); expected an "
+                "existing PEM file. "
                 "Create the files with `ktc cluster certs DIR` or fix the path "
                 "(relative paths are relative to the cluster file's folder)."
             )
@@ -102,6 +108,11 @@ class ChiefSpec(_Model):
     tls: TlsSpec | None = None
     insecure: bool = False
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return check_host(value, "chief's bind address")
+
     @field_validator("port")
     @classmethod
     def _port(cls, value: int) -> int:
@@ -113,23 +124,43 @@ class ChiefSpec(_Model):
     def _advertise(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        match = _HOST_PORT_RE.match(value)
-        if match is not None:
-            _check_port(int(match["port"]), "advertise port")
-        elif not _HOST_RE.match(value):
+        split = split_host_port(value)
+        host = split[0] if split is not None else value
+        if not host or (split is None and ":" in value and not value.startswith("[")):
             raise ValueError(
                 f"expected HOST or HOST:PORT that workers can dial, got {value!r}. "
                 "For example 10.0.0.1 or chief.example.com:50051."
             )
+        check_host(host, "address workers dial")
+        if split is not None:
+            _check_port(split[1], "advertise port")
         return value
+
+    def plaintext_refusal(self) -> str | None:
+        """Why the chief must not serve with these settings, or None when it may.
+
+        A chief bound beyond loopback without TLS serves the search token and
+        every trial in clear to the network; that takes an explicit
+        ``insecure: true``.
+        """
+        if self.tls is not None or self.insecure or is_loopback(self.host):
+            return None
+        return (
+            f"the chief would bind {self.host!r}, beyond loopback, without TLS (anyone on the "
+            "network could read its traffic and the search token); expected chief.tls "
+            "{cert, key, ca} or chief.insecure: true, got neither. Create certificates with "
+            "`ktc cluster certs DIR` and set chief.tls, set chief.insecure: true on a trusted "
+            "network, or bind chief.host: 127.0.0.1."
+        )
 
 
 class FleetSpec(_Model):
     """Defaults for every worker: CPUs each, and how often worker processes are recycled."""
 
-    cpus_per_worker: float = Field(1.0, gt=0)
-    recycle_after_trials: StrictInt = Field(3, ge=0)
-    startup_timeout_s: float = Field(120.0, gt=0)
+    cpus_per_worker: CpusPerWorker = 1.0
+    recycle_after_trials: StrictInt = Field(3, ge=0, le=limits.MAX_RECYCLE_AFTER_TRIALS)
+    startup_timeout_s: float = Field(120.0, gt=0, le=limits.MAX_STARTUP_TIMEOUT_S)
+    max_workers: StrictInt = Field(limits.DEFAULT_MAX_WORKERS, ge=1, le=limits.MAX_MAX_WORKERS)
 
 
 class WorkerEntry(_Model):
@@ -138,8 +169,8 @@ class WorkerEntry(_Model):
     A bare list is a shorthand: ``- [2, 3]`` means ``- {gpus: [2, 3]}``.
     """
 
-    gpus: tuple[GpuIndex, ...] = ()
-    cpus: float | None = Field(None, gt=0)
+    gpus: GpuList = ()
+    cpus: CpusPerWorker | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -150,17 +181,22 @@ class WorkerEntry(_Model):
 class NodeSpec(_Model):
     """One machine: its host, the GPUs ktcluster may use, CPUs, and its worker layout."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN, max_length=128)
     host: str = "127.0.0.1"
-    gpus: tuple[GpuIndex, ...] = ()
-    cpus: StrictInt = Field(ge=1)
-    gpu_memory_mb: StrictInt | None = Field(None, gt=0)
-    workers: tuple[WorkerEntry, ...] | None = None
-    workers_per_gpu: StrictInt = Field(1, ge=1)
-    memory_cap_mb: StrictInt | None = Field(None, gt=0)
+    gpus: GpuList = ()
+    cpus: StrictInt = Field(ge=1, le=limits.MAX_NODE_CPUS)
+    gpu_memory_mb: MemoryMb | None = None
+    workers: tuple[WorkerEntry, ...] | None = Field(None, max_length=limits.MAX_MAX_WORKERS)
+    workers_per_gpu: StrictInt = Field(1, ge=1, le=limits.MAX_WORKERS_PER_GPU)
+    memory_cap_mb: MemoryMb | None = None
     memory_cap_fraction: float | None = Field(None, gt=0, le=1)
-    cpu_workers: StrictInt | None = Field(None, ge=0)
-    cpus_per_worker: float | None = Field(None, gt=0)
+    cpu_workers: StrictInt | None = Field(None, ge=0, le=limits.MAX_MAX_WORKERS)
+    cpus_per_worker: CpusPerWorker | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return check_host(value, "node's host")
 
     @model_validator(mode="after")
     def _layout(self) -> NodeSpec:
@@ -177,7 +213,11 @@ def _node_problems(node: NodeSpec) -> list[Problem]:
     for i, gpu in enumerate(node.gpus):
         if gpu in seen:
             problems.append(
-                Problem(("gpus", i), f"GPU {gpu} is listed twice (also gpus[{seen[gpu]}]).")
+                Problem(
+                    ("gpus", i),
+                    f"GPU {gpu} is listed twice (also gpus[{seen[gpu]}]); expected each GPU "
+                    f"index once. Remove the repeated {gpu}.",
+                )
             )
         seen.setdefault(gpu, i)
     if node.workers is not None:
@@ -188,8 +228,9 @@ def _node_problems(node: NodeSpec) -> list[Problem]:
                 problems.append(
                     Problem(
                         (key,),
-                        f"'{key}' cannot be combined with an explicit 'workers' list; "
-                        "list every worker (CPU-only workers have no gpus) or remove 'workers'.",
+                        f"'{key}' cannot be combined with an explicit 'workers' list; expected "
+                        f"either 'workers' or '{key}', got both. List every worker (CPU-only "
+                        "workers have no gpus) or remove 'workers'.",
                     )
                 )
         owner: dict[int, int] = {}
@@ -201,15 +242,18 @@ def _node_problems(node: NodeSpec) -> list[Problem]:
                         Problem(
                             path,
                             f"GPU {gpu} is not in this node's gpus {list(node.gpus)}; "
-                            "add it to the node's gpus or use one of those.",
+                            "expected one of those. Add it to the node's gpus or use one of "
+                            "those.",
                         )
                     )
                 elif gpu in owner:
                     problems.append(
                         Problem(
                             path,
-                            f"GPU {gpu} is already used by {{0}}; "
-                            "each GPU may be assigned once (or set workers_per_gpu).",
+                            f"GPU {gpu} is already used by {{0}}; expected each GPU in one "
+                            "worker only. Give this worker another of the node's gpus or "
+                            "remove it here (to share GPUs, drop 'workers' and set "
+                            "workers_per_gpu with a memory cap).",
                             refs=(("workers", owner[gpu]),),
                         )
                     )
@@ -219,7 +263,8 @@ def _node_problems(node: NodeSpec) -> list[Problem]:
         problems.append(
             Problem(
                 ("memory_cap_fraction",),
-                "set either memory_cap_mb or memory_cap_fraction, not both.",
+                "expected either memory_cap_mb or memory_cap_fraction, got both. "
+                "Remove one of them.",
             )
         )
     if node.workers_per_gpu > 1 and not caps:
@@ -237,7 +282,8 @@ def _node_problems(node: NodeSpec) -> list[Problem]:
                 Problem(
                     ("memory_cap_fraction",),
                     "memory_cap_fraction needs gpu_memory_mb (the memory of one GPU) to "
-                    "compute the cap in MB; add gpu_memory_mb or use memory_cap_mb.",
+                    "compute the cap in MB; expected gpu_memory_mb next to it, got none. "
+                    "Add gpu_memory_mb or use memory_cap_mb.",
                 )
             )
         if node.memory_cap_fraction * node.workers_per_gpu > 1 + 1e-9:
@@ -247,7 +293,8 @@ def _node_problems(node: NodeSpec) -> list[Problem]:
                     f"{node.workers_per_gpu} workers per GPU x {node.memory_cap_fraction} "
                     f"= {node.memory_cap_fraction * node.workers_per_gpu:g} of the GPU's "
                     f"memory; the caps must fit in one GPU (at most "
-                    f"{1 / node.workers_per_gpu:.3g} each). Lower the fraction or workers_per_gpu.",
+                    f"{1 / node.workers_per_gpu:.3g} each); expected a total of at most 1. "
+                    "Lower the fraction or workers_per_gpu.",
                 )
             )
     if (
@@ -269,7 +316,8 @@ def _node_problems(node: NodeSpec) -> list[Problem]:
         problems.append(
             Problem(
                 tuple(caps[:1]) or ("memory_cap_mb",),
-                "a GPU memory cap is set but the node has no gpus; remove it or add gpus.",
+                "a GPU memory cap is set but the node has no gpus; expected a cap only on a "
+                "node with gpus. Remove the cap or add gpus.",
             )
         )
     return problems
@@ -287,7 +335,7 @@ class ClusterSpec(_Model):
     """A whole cluster file. ``worker_slots()`` gives the resolved worker map."""
 
     kind: Literal["cluster"] = "cluster"
-    name: str = Field("local", pattern=NAME_PATTERN)
+    name: str = Field("local", pattern=NAME_PATTERN, max_length=128)
     ray: RaySpec = RaySpec()
     chief: ChiefSpec = ChiefSpec()
     fleet: FleetSpec = FleetSpec()
@@ -339,9 +387,15 @@ class ClusterSpec(_Model):
         """Things that are valid but worth telling the user (``ktc validate`` prints them)."""
         out: list[str] = []
         if self.chief.insecure and self.chief.tls is None:
+            reach = (
+                "this machine only (loopback)"
+                if is_loopback(self.chief.host)
+                else f"the network (chief.host {self.chief.host!r})"
+            )
             out.append(
-                "chief.insecure is true: the chief's endpoint is not encrypted; use it only on "
-                "a trusted network (add chief.tls, see `ktc cluster certs DIR`)."
+                "chief.insecure is true: the chief's endpoint is not encrypted and is open to "
+                f"{reach}, search token included; use it only on a trusted network (add "
+                "chief.tls, see `ktc cluster certs DIR`)."
             )
         if self.chief.insecure and self.chief.tls is not None:
             out.append("chief.insecure is ignored because chief.tls is set.")
@@ -371,12 +425,22 @@ def _cluster_problems(spec: ClusterSpec) -> list[Problem]:
                 Problem(
                     ("nodes", i, "name"),
                     f"node name {node.name!r} is already used by nodes[{first[node.name]}]; "
-                    "node names must be unique. Rename one of them.",
+                    "node names must be unique (expected a name no other node has). "
+                    "Rename one of them.",
                 )
             )
         first.setdefault(node.name, i)
-        problems.extend(_capacity_problems(spec, i, node))
-    if spec.is_multi_machine and spec.chief.tls is None and not spec.chief.insecure:
+    too_many = _worker_count_problem(spec)
+    if too_many is not None:
+        # The worker map is never built past the cap (it has one entry per worker).
+        problems.append(too_many)
+    else:
+        for i, node in enumerate(spec.nodes):
+            problems.extend(_capacity_problems(spec, i, node))
+    refusal = spec.chief.plaintext_refusal()
+    if refusal is not None:
+        problems.append(Problem(("chief", "host"), refusal))
+    elif spec.is_multi_machine and spec.chief.tls is None and not spec.chief.insecure:
         problems.append(
             Problem(
                 ("chief",),
@@ -389,6 +453,37 @@ def _cluster_problems(spec: ClusterSpec) -> list[Problem]:
     return problems
 
 
+def _worker_count_problem(spec: ClusterSpec) -> Problem | None:
+    """The node that takes the worker map past ``fleet.max_workers``, if one does."""
+    cap = spec.fleet.max_workers
+    counts = [node_worker_count(node, spec.fleet.cpus_per_worker) for node in spec.nodes]
+    total = sum(counts)
+    if total <= cap:
+        return None
+    running = 0
+    i = 0
+    while running + counts[i] <= cap:  # the node whose workers cross the cap
+        running += counts[i]
+        i += 1
+    node, count = spec.nodes[i], counts[i]
+    key: tuple[str | int, ...] = ("nodes", i)
+    if node.workers is not None:
+        key = (*key, "workers")
+    elif node.cpu_workers is not None:
+        key = (*key, "cpu_workers")
+    elif node.workers_per_gpu > 1:
+        key = (*key, "workers_per_gpu")
+    elif node.cpus_per_worker is not None:
+        key = (*key, "cpus_per_worker")
+    return Problem(
+        key,
+        f"this node has {count:,} workers and the cluster {total:,} in all, but "
+        f"fleet.max_workers is {cap:,}; expected at most {cap:,} workers. Lower cpu_workers, "
+        "workers_per_gpu or the workers' CPUs, or raise fleet.max_workers (at most "
+        f"{limits.MAX_MAX_WORKERS:,}).",
+    )
+
+
 def _capacity_problems(spec: ClusterSpec, i: int, node: NodeSpec) -> list[Problem]:
     cpw = node.cpus_per_worker if node.cpus_per_worker is not None else spec.fleet.cpus_per_worker
     slots = node_slots(node, spec.fleet.cpus_per_worker)
@@ -399,15 +494,15 @@ def _capacity_problems(spec: ClusterSpec, i: int, node: NodeSpec) -> list[Proble
                 Problem(
                     (*base, "workers"),
                     "the workers list is empty, so no worker is possible on this node; "
-                    "list at least one worker or remove the node.",
+                    "expected at least one worker. List one or remove the node.",
                 )
             ]
         return [
             Problem(
                 base,
                 f"no workers possible: the node has no gpus and {default_cpu_workers(node, cpw)} "
-                f"CPU workers (cpus {node.cpus} / cpus_per_worker {cpw:g}). "
-                "Add gpus, set cpu_workers, or lower cpus_per_worker.",
+                f"CPU workers (cpus {node.cpus} / cpus_per_worker {cpw:g}); expected at least "
+                "one worker. Add gpus, set cpu_workers, or lower cpus_per_worker.",
             )
         ]
     needed = sum(slot.cpus for slot in slots)
@@ -424,8 +519,9 @@ def _capacity_problems(spec: ClusterSpec, i: int, node: NodeSpec) -> list[Proble
             Problem(
                 where,
                 f"more workers than the node can hold: {len(slots)} workers need {needed:g} CPUs "
-                f"but the node has cpus {node.cpus}; at most {fit} workers of {cpw:g} CPUs fit. "
-                "Lower cpus_per_worker, cpu_workers or workers_per_gpu, or raise cpus.",
+                f"but the node has cpus {node.cpus}; at most {fit} workers of {cpw:g} CPUs fit, "
+                "expected no more. Lower cpus_per_worker, cpu_workers or workers_per_gpu, or "
+                "raise cpus.",
             )
         ]
     return []

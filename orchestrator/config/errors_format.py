@@ -139,11 +139,30 @@ def _describe(error: Any, root: type[BaseModel]) -> tuple[KeyPath, str]:
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'? " if close else ""
         return loc, (
-            f"unknown key '{key}'; {hint}allowed keys here: {', '.join(allowed)}. "
+            f"unknown key '{key}'; {hint}expected one of the keys allowed here: "
+            f"{', '.join(allowed)}. "
             "Remove or rename it."
         )
     if kind == "missing":
-        return loc, f"missing required key '{loc[-1]}'. Add it (see docs/config-reference.md)."
+        return loc, (
+            f"missing required key '{loc[-1]}'; expected '{loc[-1]}: ...' here. "
+            "Add it (see docs/config-reference.md)."
+        )
+    if kind == "finite_number":
+        return loc, (
+            f"expected a finite number, got {_got(value)}; NaN and infinity are not allowed. "
+            "Write a finite number."
+        )
+    if kind == "string_too_short":
+        return loc, (
+            f"expected a non-empty string, got {_got(value)}. Write a value, or remove the key "
+            "to use the default."
+        )
+    if kind == "string_too_long":
+        return loc, (
+            f"expected at most {ctx.get('max_length')} characters, got "
+            f"{len(value) if isinstance(value, str) else _got(value)}. Shorten the value."
+        )
     if kind in _TYPE_NAMES:
         return loc, f"expected {_TYPE_NAMES[kind]}, got {_got(value)}. Fix the value."
     if kind == "literal_error":
@@ -151,7 +170,10 @@ def _describe(error: Any, root: type[BaseModel]) -> tuple[KeyPath, str]:
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
         bound = ctx.get(key)
-        shown = f"{bound:g}" if isinstance(bound, (int, float)) else str(bound)
+        if isinstance(bound, int) or (isinstance(bound, float) and bound.is_integer()):
+            shown = str(int(bound))
+        else:
+            shown = f"{bound:g}" if isinstance(bound, float) else str(bound)
         return loc, f"expected a number {words} {shown}, got {_got(value)}. Fix the value."
     if kind == "too_short":
         return loc, (
@@ -171,7 +193,11 @@ def _describe(error: Any, root: type[BaseModel]) -> tuple[KeyPath, str]:
     if kind == "value_error":
         exc = ctx.get("error")
         return loc, str(exc) if exc is not None else error["msg"]
-    return loc, f"{error['msg']}; got {_got(value)}."
+    # Any other pydantic error: its own words, kept inside our sentence shape.
+    return loc, (
+        f"expected a valid value ({error['msg'][:1].lower()}{error['msg'][1:]}), got "
+        f"{_got(value)}. Fix the value (see docs/config-reference.md)."
+    )
 
 
 def _has_nested(error: Any, errors: Sequence[Any]) -> bool:

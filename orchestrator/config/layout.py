@@ -92,6 +92,18 @@ def default_cpu_workers(node: NodeSpec, cpus_per_worker: float) -> int:
     return int(node.cpus // cpus_per_worker)
 
 
+def node_worker_count(node: NodeSpec, fleet_cpus_per_worker: float) -> int:
+    """How many slots :func:`node_slots` would build, computed without building them.
+
+    The cluster checks this against ``fleet.max_workers`` first: a node with
+    ``cpus_per_worker: 0.001`` on 65,536 CPUs must not allocate 65 million slots.
+    """
+    if node.workers is not None:
+        return len(node.workers)
+    cpw = node.cpus_per_worker if node.cpus_per_worker is not None else fleet_cpus_per_worker
+    return len(node.gpus) * node.workers_per_gpu + default_cpu_workers(node, cpw)
+
+
 def node_slots(node: NodeSpec, fleet_cpus_per_worker: float) -> tuple[WorkerSlot, ...]:
     """The worker slots of one node, in a deterministic order (GPU workers, then CPU)."""
     cpw = node.cpus_per_worker if node.cpus_per_worker is not None else fleet_cpus_per_worker

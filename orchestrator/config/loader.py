@@ -40,20 +40,27 @@ def detect_kind(doc: YamlDocument) -> Kind:
     cluster = [k for k in CLUSTER_KEYS if k in data]
     search = [k for k in SEARCH_KEYS if k in data]
     if cluster and search:
-        raise ConfigError(
-            f"{doc.source}: mixes cluster keys ({', '.join(cluster)}) and search keys "
-            f"({', '.join(search)}); a file is either a cluster file or a search file. "
-            "Split it into two files."
+        # Point at whichever kind's first key comes second in the file.
+        first = {k: doc.line_of((k,)) or 0 for k in (cluster[0], search[0])}
+        later = max(first, key=lambda k: first[k])
+        raise doc.error(
+            (later,),
+            f"mixes cluster keys ({', '.join(cluster)}) and search keys "
+            f"({', '.join(search)}); expected a cluster file or a search file, not both. "
+            "Split it into two files.",
         )
     if cluster:
         return "cluster"
     if search:
         return "search"
-    raise ConfigError(
-        f"{doc.source}: cannot tell whether this is a cluster or a search file; expected "
+    keys = [str(k) for k in data]
+    shown = ", ".join(keys[:10]) + (", ..." if len(keys) > 10 else "")
+    raise doc.error(
+        (keys[0],) if keys else (),
+        f"cannot tell whether this is a cluster or a search file; expected "
         f"cluster keys ({', '.join(CLUSTER_KEYS)}) or search keys ({', '.join(SEARCH_KEYS)}), "
-        f"got {', '.join(map(str, data)) or 'no keys'}. Add 'kind: cluster' or 'kind: search', "
-        "or fix the key names."
+        f"got {shown or 'no keys'}. Add 'kind: cluster' or 'kind: search', "
+        "or fix the key names.",
     )
 
 
@@ -67,9 +74,11 @@ def _validate(model: type[_M], doc: YamlDocument, context: dict[str, Any]) -> _M
 def _expect(doc: YamlDocument, kind: Kind) -> None:
     found = detect_kind(doc)
     if found != kind:
-        raise ConfigError(
-            f"{doc.source}: this is a {found} file, but a {kind} file was expected here. "
-            f"Pass the {found} file where it belongs (check the order of the arguments)."
+        key = "kind" if "kind" in doc.data else next(iter(doc.data))
+        raise doc.error(
+            (key,),
+            f"this is a {found} file, but a {kind} file was expected here. "
+            f"Pass the {found} file where it belongs (check the order of the arguments).",
         )
 
 
@@ -95,10 +104,24 @@ def load_search(path: str | Path, *, check_paths: bool = True) -> SearchSpec:
 
 def load_config(path: str | Path) -> ClusterSpec | SearchSpec:
     """Load either kind of file, telling them apart by ``kind:`` or by their keys."""
+    return load_document(path)[0]
+
+
+def load_document(path: str | Path) -> tuple[ClusterSpec | SearchSpec, YamlDocument]:
+    """:func:`load_config`, with the document it came from (for errors found later
+    that must still name the file and line)."""
     doc = read_yaml_file(path)
     if detect_kind(doc) == "cluster":
-        return _validate(ClusterSpec, doc, {})
-    return _validate(SearchSpec, doc, {"check_paths": True})
+        return _validate(ClusterSpec, doc, {}), doc
+    return _validate(SearchSpec, doc, {"check_paths": True}), doc
+
+
+def load_search_document(
+    path: str | Path, *, check_paths: bool = True
+) -> tuple[SearchSpec, YamlDocument]:
+    """:func:`load_search`, with the document it came from."""
+    doc = read_yaml_file(path)
+    return _search_from(doc, check_paths), doc
 
 
 def parse_cluster(data: str | Mapping[str, Any], source: str = "<string>") -> ClusterSpec:

@@ -7,12 +7,13 @@ folder ``ktc submit`` runs in), not against the YAML's folder.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,8 +27,12 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.config import limits
 from orchestrator.config.errors_format import FieldProblems, Problem
 from orchestrator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from orchestrator.config.yaml_source import YamlDocument
 
 BUILTIN_HYPERMODELS: tuple[str, ...] = ("cnn", "mlp", "transfer", "sleep")
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
@@ -38,9 +43,14 @@ _REFERENCE_RE = re.compile(rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*$"
 _OVERRIDE_KEYS = frozenset({"min", "max", "step", "sampling", "values", "value", "default"})
 _SAMPLINGS = ("linear", "log", "reverse_log")
 
+Seed = Annotated[StrictInt, Field(ge=0, le=limits.MAX_SEED)]
+Epochs = Annotated[StrictInt, Field(ge=1, le=limits.MAX_EPOCHS)]
+ImageSide = Annotated[StrictInt, Field(ge=1, le=limits.MAX_IMAGE_SIDE)]
+Seconds = Annotated[float, Field(gt=0, le=limits.MAX_LEASE_TIMEOUT_S)]
+
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_reference(value: str, builtins: Sequence[str], what: str) -> None:
@@ -76,7 +86,8 @@ def _override_problems(name: str, spec: Any) -> list[Problem]:
         return [
             Problem(
                 (*path, unknown[0]),
-                f"unknown override key {unknown[0]!r}; allowed: {', '.join(sorted(_OVERRIDE_KEYS))}.",
+                f"unknown override key {unknown[0]!r}; expected one of "
+                f"{', '.join(sorted(_OVERRIDE_KEYS))}. Rename or remove it.",
             )
         ]
     forms = [
@@ -90,24 +101,38 @@ def _override_problems(name: str, spec: Any) -> list[Problem]:
                 path,
                 "expected exactly one form: {min, max[, step, sampling]} for a number range, "
                 f"{{values: [...]}} for a choice, or {{value: x}} to fix it; got keys "
-                f"{sorted(spec)}.",
+                f"{sorted(spec)}. Keep one form.",
             )
         ]
     if forms == ["range"]:
         low, high = spec.get("min"), spec.get("max")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-            return [Problem(path, f"expected numeric min and max, got min={low!r}, max={high!r}.")]
+            return [
+                Problem(
+                    path,
+                    f"expected numeric min and max, got min={low!r}, max={high!r}. "
+                    "Write both as numbers.",
+                )
+            ]
         if low > high:  # type: ignore[operator]
-            return [Problem(path, f"`min <= max` must hold, but got min={low}, max={high}.")]
+            return [
+                Problem(path, f"`min <= max` must hold, but got min={low}, max={high}. Swap them.")
+            ]
         if spec.get("sampling", "linear") not in _SAMPLINGS:
             return [
                 Problem(
                     (*path, "sampling"),
-                    f"expected one of {', '.join(_SAMPLINGS)}, got {spec['sampling']!r}.",
+                    f"expected one of {', '.join(_SAMPLINGS)}, got {spec['sampling']!r}. "
+                    "Use one of those.",
                 )
             ]
     if forms == ["values"] and (not isinstance(spec["values"], list) or not spec["values"]):
-        return [Problem((*path, "values"), f"expected a non-empty list, got {spec['values']!r}.")]
+        return [
+            Problem(
+                (*path, "values"),
+                f"expected a non-empty list, got {spec['values']!r}. List at least one value.",
+            )
+        ]
     return []
 
 
@@ -156,17 +181,47 @@ class HypermodelSpec(_Model):
         return None if self.is_builtin else self.name.split(":", 1)[1]
 
 
-def _resolve_cwd_path(value: str | None, info: ValidationInfo, key: str) -> str | None:
+def _resolve_cwd_path(
+    value: str | None, info: ValidationInfo, key: str, kind: Literal["file", "directory"]
+) -> str | None:
     if value is None:
         return None
+    _check_path_text(value)
     path = Path(value).expanduser()
     path = path if path.is_absolute() else Path.cwd() / path
-    if (info.context or {}).get("check_paths", True) and not path.exists():
-        raise ValueError(
-            f"{key} {value!r} does not exist (looked for {path}; relative paths are relative "
-            "to the current directory). Fix the path or run from the right folder."
-        )
+    if (info.context or {}).get("check_paths", True):
+        problem = _path_problem(path, kind)
+        if problem is not None:
+            raise ValueError(
+                f"{key} {value!r} {problem} (looked for {path}; relative paths are relative "
+                f"to the current directory); expected an existing, readable {kind}. Fix the "
+                "path or run from the right folder."
+            )
     return str(path)
+
+
+def _path_problem(path: Path, kind: Literal["file", "directory"]) -> str | None:
+    """Why ``path`` cannot be read as a ``kind`` on this machine, or None."""
+    if not path.exists():
+        return "does not exist"
+    if kind == "file" and not path.is_file():
+        return "is a directory, not a file" if path.is_dir() else "is not a regular file"
+    if kind == "directory" and not path.is_dir():
+        return "is a file, not a directory"
+    if not os.access(path, os.R_OK | (os.X_OK if kind == "directory" else 0)):
+        return "is not readable (permission denied)"
+    return None
+
+
+def _check_path_text(value: str) -> None:
+    """Refuse what no filesystem call can take (a NUL byte makes os.stat raise ValueError)."""
+    if not value.strip():
+        raise ValueError(f"expected a file system path, got {value!r}. Write the path.")
+    if "\x00" in value:
+        raise ValueError(
+            f"expected a file system path, got {value!r}, which contains a NUL character. "
+            "Remove the character."
+        )
 
 
 class DatasetSpec(_Model):
@@ -177,12 +232,12 @@ class DatasetSpec(_Model):
 
     source: str
     path: str | None = None
-    image_size: tuple[StrictInt, StrictInt] | None = None
+    image_size: tuple[ImageSide, ImageSide] | None = None
     color_mode: Literal["rgb", "grayscale"] = "rgb"
     validation_split: float = Field(0.2, gt=0, lt=1)
     validation_path: str | None = None
-    subset: StrictInt | None = Field(None, gt=0)
-    seed: StrictInt = 0
+    subset: StrictInt | None = Field(None, gt=0, le=limits.MAX_SUBSET)
+    seed: Seed = 0
 
     @model_validator(mode="before")
     @classmethod
@@ -198,19 +253,17 @@ class DatasetSpec(_Model):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _resolve_cwd_path(value, info, "path")
+        # An npz is a file and an image_directory a folder: a folder given as an
+        # npz would otherwise pass here and fail in every worker after Ray started.
+        kind: Literal["file", "directory"] = (
+            "directory" if info.data.get("source") == "image_directory" else "file"
+        )
+        return _resolve_cwd_path(value, info, "path", kind)
 
     @field_validator("validation_path")
     @classmethod
     def _validation_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _resolve_cwd_path(value, info, "validation_path")
-
-    @field_validator("image_size")
-    @classmethod
-    def _image_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and min(value) < 1:
-            raise ValueError(f"expected two positive integers [height, width], got {list(value)}.")
-        return value
+        return _resolve_cwd_path(value, info, "validation_path", "file")
 
     @model_validator(mode="after")
     def _combination(self) -> DatasetSpec:
@@ -218,35 +271,42 @@ class DatasetSpec(_Model):
         needs_path = self.source in FILE_DATASETS
         if needs_path and self.path is None:
             problems.append(
-                Problem(("path",), f"source {self.source!r} needs a path; add 'path: ...'.")
+                Problem(
+                    ("path",),
+                    f"source {self.source!r} needs a path; expected 'path: ...' next to it, "
+                    "got none. Add the path.",
+                )
             )
         if not needs_path and self.path is not None:
             problems.append(
                 Problem(
                     ("path",),
                     f"path is only used by sources npz and image_directory, not {self.source!r}; "
-                    "remove it.",
+                    "expected no path here. Remove it.",
                 )
             )
         if self.source == "image_directory" and self.image_size is None:
             problems.append(
                 Problem(
                     ("image_size",),
-                    "source 'image_directory' needs image_size: [height, width]; add it.",
+                    "source 'image_directory' needs image_size: [height, width]; expected it "
+                    "next to the source, got none. Add it.",
                 )
             )
         if self.source != "image_directory" and self.image_size is not None:
             problems.append(
                 Problem(
                     ("image_size",),
-                    "image_size is only used by source image_directory; remove it.",
+                    "image_size is only used by source image_directory; expected no image_size "
+                    f"for {self.source!r}. Remove it.",
                 )
             )
         if self.validation_path is not None and "validation_split" in self.model_fields_set:
             problems.append(
                 Problem(
                     ("validation_split",),
-                    "set either validation_split or validation_path, not both.",
+                    "expected either validation_split or validation_path, got both. "
+                    "Remove one of them.",
                 )
             )
         if problems:
@@ -267,7 +327,7 @@ class DatasetSpec(_Model):
 class ObjectiveSpec(_Model):
     """The metric to optimise. Without a direction: ``*loss``/``*error`` -> min, else max."""
 
-    name: str = Field("val_accuracy", min_length=1)
+    name: str = Field("val_accuracy", min_length=1, max_length=256)
     direction: Literal["max", "min"] | None = None
 
     @model_validator(mode="before")
@@ -293,13 +353,13 @@ class OracleSpec(_Model):
     """The search algorithm and its parameters. Type-specific keys are refused on other types."""
 
     type: Literal["random", "grid", "bayesian", "hyperband"] = "random"
-    max_trials: StrictInt | None = Field(10, ge=1)
-    seed: StrictInt | None = None
-    executions_per_trial: StrictInt = Field(1, ge=1)
-    max_epochs: StrictInt = Field(10, ge=1)
-    factor: StrictInt = Field(3, ge=2)
-    hyperband_iterations: StrictInt = Field(1, ge=1)
-    num_initial_points: StrictInt | None = Field(None, ge=1)
+    max_trials: StrictInt | None = Field(10, ge=1, le=limits.MAX_TRIALS)
+    seed: Seed | None = None
+    executions_per_trial: StrictInt = Field(1, ge=1, le=limits.MAX_EXECUTIONS_PER_TRIAL)
+    max_epochs: Epochs = 10
+    factor: StrictInt = Field(3, ge=2, le=limits.MAX_HYPERBAND_FACTOR)
+    hyperband_iterations: StrictInt = Field(1, ge=1, le=limits.MAX_HYPERBAND_ITERATIONS)
+    num_initial_points: StrictInt | None = Field(None, ge=1, le=limits.MAX_TRIALS)
     alpha: float = Field(1e-4, gt=0)
     beta: float = Field(2.6, gt=0)
 
@@ -313,7 +373,7 @@ class OracleSpec(_Model):
                 Problem(
                     (key,),
                     f"'{key}' is a {owner} setting, but oracle.type is {self.type!r}; "
-                    f"remove it or set type: {owner}.",
+                    f"expected only {self.type} settings here. Remove it or set type: {owner}.",
                 )
                 for key in keys
                 if key in self.model_fields_set
@@ -323,14 +383,15 @@ class OracleSpec(_Model):
                 Problem(
                     ("max_trials",),
                     "hyperband does not use max_trials (its budget is max_epochs, factor and "
-                    "hyperband_iterations); remove max_trials.",
+                    "hyperband_iterations); expected no max_trials. Remove it.",
                 )
             )
         if self.type in ("random", "bayesian") and self.max_trials is None:
             problems.append(
                 Problem(
                     ("max_trials",),
-                    f"the {self.type} oracle needs max_trials; expected an integer >= 1, got null.",
+                    f"the {self.type} oracle needs max_trials; expected an integer >= 1, got null. "
+                    "Set max_trials.",
                 )
             )
         if problems:
@@ -357,16 +418,16 @@ class OracleSpec(_Model):
 class EarlyStoppingSpec(_Model):
     """Stop a trial's training when ``monitor`` stops improving."""
 
-    monitor: str = "val_loss"
-    patience: StrictInt = Field(3, ge=0)
+    monitor: str = Field("val_loss", min_length=1, max_length=256)
+    patience: StrictInt = Field(3, ge=0, le=limits.MAX_EPOCHS)
     min_delta: float = Field(0.0, ge=0)
 
 
 class TrainingSpec(_Model):
     """How each trial trains: epochs, batch size, early stopping, Keras verbosity."""
 
-    epochs: StrictInt = Field(10, ge=1)
-    batch_size: StrictInt = Field(32, ge=1)
+    epochs: Epochs = 10
+    batch_size: StrictInt = Field(32, ge=1, le=limits.MAX_BATCH_SIZE)
     early_stopping: EarlyStoppingSpec | None = None
     verbose: StrictInt = Field(0, ge=0, le=2)
 
@@ -374,10 +435,10 @@ class TrainingSpec(_Model):
 class FailurePolicy(_Model):
     """Retries, the consecutive-failure limit, and trial leases (heartbeat < lease timeout)."""
 
-    retries_per_trial: StrictInt = Field(2, ge=0)
-    max_consecutive_failed_trials: StrictInt = Field(5, ge=1)
-    lease_timeout_s: float = Field(60.0, gt=0)
-    heartbeat_interval_s: float | None = Field(None, gt=0)
+    retries_per_trial: StrictInt = Field(2, ge=0, le=limits.MAX_RETRIES_PER_TRIAL)
+    max_consecutive_failed_trials: StrictInt = Field(5, ge=1, le=limits.MAX_TRIALS)
+    lease_timeout_s: Seconds = 60.0
+    heartbeat_interval_s: Seconds | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -385,7 +446,11 @@ class FailurePolicy(_Model):
         # Filled in before validation so the frozen model always has a number.
         if isinstance(data, dict) and data.get("heartbeat_interval_s") is None:
             lease = data.get("lease_timeout_s", 60.0)
-            if isinstance(lease, (int, float)) and not isinstance(lease, bool) and lease > 0:
+            if (
+                isinstance(lease, (int, float))
+                and not isinstance(lease, bool)
+                and 0 < lease <= limits.MAX_LEASE_TIMEOUT_S
+            ):
                 return {**data, "heartbeat_interval_s": lease / 4}
         return data
 
@@ -407,12 +472,22 @@ class OutputSpec(_Model):
 
     directory: str | None = None
 
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str | None) -> str | None:
+        # Whether the folder is usable is checked on the submitting machine
+        # (orchestrator.config.preflight), not here: a resumed search revalidates
+        # this spec while its folder exists and holds its ledger.
+        if value is not None:
+            _check_path_text(value)
+        return value
+
 
 class SearchSpec(_Model):
     """A whole search file."""
 
     kind: Literal["search"] = "search"
-    name: str = Field("search", pattern=NAME_PATTERN)
+    name: str = Field("search", pattern=NAME_PATTERN, max_length=128)
     hypermodel: HypermodelSpec
     dataset: DatasetSpec | None = None
     objective: ObjectiveSpec = ObjectiveSpec()
@@ -432,56 +507,63 @@ class SearchSpec(_Model):
         return Path("searches") / f"{self.name}-{stamp}"
 
 
-def _import_reference(reference: str, key: str, source: str) -> Any:
+def _import_reference(reference: str) -> None:
+    """Import ``module:attribute``; a ValueError says what is wrong and the fix."""
     module_name, _, attr_path = reference.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # any import-time failure in user code is a config problem
-        raise ConfigError(
-            f"{source}: {key}: cannot import module {module_name!r} for {reference!r}: "
-            f"{type(exc).__name__}: {exc}. Check the module path and run from the folder "
-            "that contains the package (it must be importable)."
+    except (Exception, SystemExit) as exc:  # any failure in user code is a config problem
+        raise ValueError(
+            f"cannot import module {module_name!r} for {reference!r}: "
+            f"{type(exc).__name__}: {exc}; expected an importable module. Check the module "
+            "path and run from the folder that contains the package (it must be importable)."
         ) from None
     for part in attr_path.split("."):
         if not hasattr(target, part):
-            raise ConfigError(
-                f"{source}: {key}: module {module_name!r} has no attribute {attr_path!r}; "
+            raise ValueError(
+                f"module {module_name!r} has no attribute {attr_path!r}; "
                 f"expected a function or class named {attr_path!r}. Fix the name after ':'."
             )
         target = getattr(target, part)
     if not callable(target):
-        raise ConfigError(
-            f"{source}: {key}: {reference!r} is a {type(target).__name__}, not callable; "
-            "expected a function or class."
+        raise ValueError(
+            f"{reference!r} is a {type(target).__name__}, not callable; "
+            "expected a function or class. Name a function or class after ':'."
         )
-    return target
 
 
 def check_importable(
     spec: SearchSpec | HypermodelSpec | DatasetSpec,
     search_path: Sequence[str],
     source: str = "search file",
+    doc: YamlDocument | None = None,
 ) -> None:
     """Check that user ``module:attribute`` references import and exist.
 
     ``search_path`` entries (typically the current directory) are put first on
     ``sys.path`` for the check and removed after. Built-ins are not imported.
-    Raises :class:`ConfigError` with the module's own error otherwise.
+    Raises :class:`ConfigError` with the module's own error otherwise, naming
+    the key (and its line when ``doc``, the file it was loaded from, is given).
     """
-    refs: list[tuple[str, str]] = []
+    refs: list[tuple[str, tuple[str, str]]] = []
     hypermodel = spec.hypermodel if isinstance(spec, SearchSpec) else spec
     dataset = spec.dataset if isinstance(spec, SearchSpec) else spec
     if isinstance(hypermodel, HypermodelSpec) and not hypermodel.is_builtin:
-        refs.append((hypermodel.name, "hypermodel.name"))
+        refs.append((hypermodel.name, ("hypermodel", "name")))
     if isinstance(dataset, DatasetSpec) and dataset.is_user_function:
-        refs.append((dataset.source, "dataset.source"))
+        refs.append((dataset.source, ("dataset", "source")))
     if not refs:
         return
     added = [p for p in search_path if p not in sys.path]
     sys.path[:0] = added
     try:
         for reference, key in refs:
-            _import_reference(reference, key, source)
+            try:
+                _import_reference(reference)
+            except ValueError as exc:
+                if doc is not None:
+                    raise doc.error(key, str(exc)) from None
+                raise ConfigError(f"{source}: {'.'.join(key)}: {exc}") from None
     finally:
         for entry in added:
             if entry in sys.path:

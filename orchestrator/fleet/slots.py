@@ -121,6 +121,8 @@ class Fleet:
 
     def start(self, workers: int | None = None) -> None:
         """Start the monitor and one actor per wanted slot (the first ``workers``)."""
+        if workers is not None:
+            self._check_cap(workers, f"--workers {workers}")
         wanted = self._slots.ids()[: workers if workers is not None else None]
         if workers is not None and workers > len(self._slots):
             self._slots.grow_to(workers)
@@ -183,6 +185,7 @@ class Fleet:
     def _scale_total(self, workers: int, now: bool) -> str:
         if workers < 0:
             raise ConfigError(f"--workers: expected a number >= 0, got {workers}")
+        self._check_cap(workers, f"--workers {workers}")
         wanted = self._slots.wanted_ids()
         if workers > len(wanted):
             self._slots.grow_to(workers)
@@ -209,6 +212,10 @@ class Fleet:
                 )
             if count < 0:
                 raise ConfigError(f"--node {node}={count}: expected a number >= 0")
+        total = sum(
+            counts.get(node, len(self._slots.wanted_ids(node))) for node in self._slots.nodes()
+        )
+        self._check_cap(total, " ".join(f"--node {n}={c}" for n, c in counts.items()))
         parts = []
         for node, count in counts.items():
             wanted = self._slots.wanted_ids(node)
@@ -224,6 +231,16 @@ class Fleet:
                 parts.append(f"{node}: already {count}")
         self._request_resources()
         return "; ".join(parts)
+
+    def _check_cap(self, total: int, request: str) -> None:
+        """Scaling past the cluster file is allowed, up to ``fleet.max_workers``."""
+        cap = self.cluster.fleet.max_workers
+        if total > cap:
+            raise ConfigError(
+                f"{request}: the fleet would have {total} workers; expected at most "
+                f"fleet.max_workers ({cap}). Ask for fewer, or raise fleet.max_workers in the "
+                "cluster file and `ktc scale --apply` it."
+            )
 
     def _apply(self, cluster: ClusterSpec, now: bool) -> str:
         new_slots = {s.worker_id: s for s in cluster.worker_slots()}

@@ -64,10 +64,10 @@ def test_kind_by_keys_without_kind(tmp_path: Path) -> None:
 
 def test_wrong_kind_for_the_loader() -> None:
     with pytest.raises(
-        ConfigError, match=r"digits-cnn\.yaml: this is a search file, but a cluster"
+        ConfigError, match=r"digits-cnn\.yaml:\d+: kind: this is a search file, but a cluster"
     ):
         load_cluster(REPO / "configs" / "digits-cnn.yaml")
-    with pytest.raises(ConfigError, match=r"local\.yaml: this is a cluster file, but a search"):
+    with pytest.raises(ConfigError, match=r"local\.yaml:\d+: kind: this is a cluster file, but a search"):
         load_search(REPO / "configs" / "local.yaml")
 
 

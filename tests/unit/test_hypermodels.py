@@ -42,7 +42,7 @@ def test_unknown_override_name_suggests_the_close_one() -> None:
     with pytest.raises(
         ConfigError,
         match=r"search\.yaml: hypermodel\.overrides\.filtres: unknown hyperparameter for 'cnn'; "
-        r"did you mean 'filters'\? Known: conv_blocks, filters, ",
+        r"did you mean 'filters'\? Expected one of: conv_blocks, filters, ",
     ):
         validate_overrides(spec(overrides={"filtres": {"min": 8, "max": 32}}))
 
@@ -75,7 +75,7 @@ def test_unknown_option_names_the_known_ones() -> None:
     with pytest.raises(
         ConfigError,
         match=r"hypermodel\.options\.weigths: unknown option for 'transfer'; did you mean "
-        r"'weights'\? Known: weights, image_size, alpha",
+        r"'weights'\? Expected one of: weights, image_size, alpha",
     ):
         validate_overrides(spec("transfer", options={"weigths": None}))
     with pytest.raises(ConfigError, match=r"options\.epoch_s: expected a number >= 0"):

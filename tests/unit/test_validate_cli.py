@@ -47,7 +47,7 @@ MALFORMED: list[tuple[str, str, str]] = [
         "unknown-key-did-you-mean",
         "nodes:\n  - name: a\n    cpus: 4\n    wrkers: []\n",
         r"bad\.yaml:4: nodes\[0\]\.wrkers: unknown key 'wrkers'; did you mean 'workers'\? "
-        r"allowed keys here: cpu_workers, cpus",
+        r"expected one of the keys allowed here: cpu_workers, cpus",
     ),
     (
         "unknown-top-key",
@@ -85,7 +85,8 @@ MALFORMED: list[tuple[str, str, str]] = [
         "nodes:\n  - name: a\n    cpus: 4\n    gpus: [0, 1]\n    workers:\n"
         "      - gpus: [0]\n      - gpus: [0, 1]\n",
         r"bad\.yaml:7: nodes\[0\]\.workers\[1\]\.gpus\[0\]: GPU 0 is already used by "
-        r"nodes\[0\]\.workers\[0\]; each GPU may be assigned once \(or set workers_per_gpu\)",
+        r"nodes\[0\]\.workers\[0\]; expected each GPU in one worker only\. Give this worker "
+        r"another of the node's gpus",
     ),
     (
         "gpu-listed-twice",
@@ -223,7 +224,7 @@ MALFORMED: list[tuple[str, str, str]] = [
         "hyperband-key-on-random",
         "hypermodel: cnn\noracle:\n  type: random\n  factor: 3\n",
         r"bad\.yaml:4: oracle\.factor: 'factor' is a hyperband setting, but oracle\.type is "
-        r"'random'; remove it or set type: hyperband",
+        r"'random'; expected only random settings here\. Remove it or set type: hyperband",
     ),
     (
         "bayesian-key-on-hyperband",
@@ -307,13 +308,13 @@ MALFORMED: list[tuple[str, str, str]] = [
     (
         "override-unknown-hyperparameter",
         "hypermodel:\n  name: cnn\n  overrides:\n    filtrs: {min: 16, max: 32}\n",
-        r"bad\.yaml: hypermodel\.overrides\.filtrs: unknown hyperparameter for 'cnn'; "
+        r"bad\.yaml:4: hypermodel\.overrides\.filtrs: unknown hyperparameter for 'cnn'; "
         r"did you mean 'filters'\?",
     ),
     (
         "hypermodel-unknown-option",
         "hypermodel: {name: sleep, options: {epoch_s: 0.1, bogus: 1}}\n",
-        r"bad\.yaml: hypermodel\.options\.bogus: unknown option for 'sleep'",
+        r"bad\.yaml:1: hypermodel\.options\.bogus: unknown option for 'sleep'",
     ),
     (
         "override-unknown-key",

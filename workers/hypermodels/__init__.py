@@ -51,7 +51,8 @@ def _split(spec: HypermodelSpecLike) -> tuple[str, str] | None:
             raise ConfigError(
                 f"search.yaml: hypermodel.name: unknown built-in hypermodel {spec.name!r}"
                 f"{suggest(spec.name, BUILTIN_HYPERMODELS)} Expected one of "
-                f"{', '.join(BUILTIN_HYPERMODELS)}, or 'package.module:attribute' for your own."
+                f"{', '.join(BUILTIN_HYPERMODELS)}, or 'package.module:attribute' for your own. "
+                "Fix the name."
             )
         return None
     module, _, attribute = spec.name.partition(":")
@@ -88,7 +89,8 @@ def validate_overrides(spec: HypermodelSpecLike) -> None:
         raise ConfigError(
             f"search.yaml: hypermodel.options: options apply only to the built-in hypermodels "
             f"({', '.join(BUILTIN_HYPERMODELS)}), got {sorted(spec.options)} for {spec.name!r}; "
-            "read settings in your own code instead, or remove them."
+            "expected no options for your own hypermodel. Read settings in your own code "
+            "instead, or remove them."
         )
 
 

@@ -173,7 +173,9 @@ class TransferOptions:
         where = "search.yaml: hypermodel.options"
         weights = options.get("weights", "imagenet")
         if weights not in ("imagenet", None):
-            raise ConfigError(f"{where}.weights: expected imagenet or null, got {weights!r}.")
+            raise ConfigError(
+                f"{where}.weights: expected imagenet or null, got {weights!r}. Use one of those."
+            )
         value = options.get("image_size", 96)
         if isinstance(value, int) and not isinstance(value, bool):
             size = (value, value)
@@ -185,19 +187,22 @@ class TransferOptions:
             size = (int(value[0]), int(value[1]))
         else:
             raise ConfigError(
-                f"{where}.image_size: expected an integer or [height, width], got {value!r}."
+                f"{where}.image_size: expected an integer or [height, width], got {value!r}. "
+                "Fix the value."
             )
         if min(size) < 32:
             raise ConfigError(
                 f"{where}.image_size: MobileNetV2 needs at least 32x32, got {size[0]}x{size[1]}; "
-                "use 96 (the default) or larger."
+                "expected each side >= 32. Use 96 (the default) or larger."
             )
         alpha = options.get("alpha", 1.0)
         if not isinstance(alpha, int | float) or isinstance(alpha, bool) or alpha <= 0:
-            raise ConfigError(f"{where}.alpha: expected a number > 0, got {alpha!r}.")
+            raise ConfigError(
+                f"{where}.alpha: expected a number > 0, got {alpha!r}. Fix the value."
+            )
         if weights == "imagenet" and float(alpha) not in IMAGENET_ALPHAS:
             raise ConfigError(
                 f"{where}.alpha: ImageNet weights exist only for alpha in {list(IMAGENET_ALPHAS)}, "
-                f"got {alpha}; pick one or set weights: null."
+                f"got {alpha}; expected one of those. Pick one or set weights: null."
             )
         return cls(weights, size, float(alpha))

@@ -58,20 +58,25 @@ class SleepOptions:
         where = "search.yaml: hypermodel.options"
         epoch_s = options.get("epoch_s", 0.5)
         if not isinstance(epoch_s, int | float) or isinstance(epoch_s, bool) or epoch_s < 0:
-            raise ConfigError(f"{where}.epoch_s: expected a number >= 0, got {epoch_s!r}.")
+            raise ConfigError(
+                f"{where}.epoch_s: expected a number >= 0, got {epoch_s!r}. Fix the value."
+            )
         fail_rate = options.get("fail_rate", 0.0)
         if (
             not isinstance(fail_rate, int | float)
             or isinstance(fail_rate, bool)
             or not 0 <= fail_rate <= 1
         ):
-            raise ConfigError(f"{where}.fail_rate: expected a number in [0, 1], got {fail_rate!r}.")
+            raise ConfigError(
+                f"{where}.fail_rate: expected a number in [0, 1], got {fail_rate!r}. Fix the value."
+            )
         fail_on = options.get("fail_on", [])
         if not isinstance(fail_on, list | tuple) or not all(
             isinstance(item, Mapping) for item in fail_on
         ):
             raise ConfigError(
-                f"{where}.fail_on: expected a list of mappings such as [{{x: 0.5}}], got {fail_on!r}."
+                f"{where}.fail_on: expected a list of mappings such as [{{x: 0.5}}], got "
+                f"{fail_on!r}. Fix the value."
             )
         return cls(float(epoch_s), float(fail_rate), tuple(dict(item) for item in fail_on))
 

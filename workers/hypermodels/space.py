@@ -126,12 +126,13 @@ def effective_def(space: SpaceSpec, name: str, override: Any) -> HpDef:
     except KeyError:
         raise ConfigError(
             f"{where}: unknown hyperparameter for {space.hypermodel!r}"
-            f"{suggest(name, space.names)} Known: {', '.join(space.names)}."
+            f"{suggest(name, space.names)} Expected one of: {', '.join(space.names)}. "
+            "Fix the name or remove the override."
         ) from None
     if not isinstance(override, Mapping):
         raise ConfigError(
             f"{where}: expected a mapping such as {{min: .., max: ..}}, {{values: [..]}} "
-            f"or {{value: ..}}, got {override!r}."
+            f"or {{value: ..}}, got {override!r}. Write the override as a mapping."
         )
     keys = set(override)
     unknown = sorted(str(k) for k in keys - _ALL_KEYS)
@@ -139,65 +140,90 @@ def effective_def(space: SpaceSpec, name: str, override: Any) -> HpDef:
         bad = unknown[0]
         raise ConfigError(
             f"{where}.{bad}: unknown override key{suggest(bad, sorted(_ALL_KEYS))} "
-            f"Expected one of min, max, step, sampling, values, value, default."
+            f"Expected one of min, max, step, sampling, values, value, default. "
+            "Rename or remove it."
         )
     if not keys:
-        raise ConfigError(f"{where}: empty override; remove it or give min/max, values or value.")
+        raise ConfigError(
+            f"{where}: empty override; expected min/max, values or value. Give one of them "
+            "or remove the override."
+        )
     if keys == {"default"}:
         raise ConfigError(
-            f"{where}: 'default' needs a range or values next to it; to fix the value "
-            "use {value: x}."
+            f"{where}: 'default' needs a range or values next to it; expected min/max or "
+            "values too. Add them, or use {value: x} to fix the value."
         )
     forms = [("value" in keys), ("values" in keys), bool(keys & _RANGE_KEYS)]
     if sum(forms) > 1:
         raise ConfigError(
             f"{where}: mixes override forms {sorted(keys)}; use exactly one of "
-            "{min, max, step, sampling}, {values: [...]} or {value: x}."
+            "{min, max, step, sampling}, {values: [...]} or {value: x} (expected exactly "
+            "one). Keep one form."
         )
     if "value" in keys:
         if "default" in keys:
-            raise ConfigError(f"{where}: a fixed {{value: x}} takes no 'default'; remove it.")
+            raise ConfigError(
+                f"{where}: a fixed {{value: x}} takes no 'default'; expected no default next "
+                "to value. Remove it."
+            )
         value = override["value"]
         _check_member(where, base, value)
         return replace(base, kind="fixed", default=value, values=(value,))
     if "values" in keys:
         values = override["values"]
         if not isinstance(values, list | tuple) or not values:
-            raise ConfigError(f"{where}.values: expected a non-empty list, got {values!r}.")
+            raise ConfigError(
+                f"{where}.values: expected a non-empty list, got {values!r}. "
+                "List at least one value."
+            )
         for value in values:
             _check_member(where, base, value)
         kinds = {type(v) for v in values}
         if len(kinds) > 1 and not all(_is_number(v) for v in values):
             raise ConfigError(
-                f"{where}.values: all values must have one type, got {list(values)!r}."
+                f"{where}.values: all values must have one type, got {list(values)!r}; "
+                "expected all numbers, all strings or all booleans. Make them one type."
             )
         if len(set(values)) != len(values):
-            raise ConfigError(f"{where}.values: duplicate values in {list(values)!r}.")
+            raise ConfigError(
+                f"{where}.values: duplicate values in {list(values)!r}; expected each value "
+                "once. Remove the repeats."
+            )
         default = override.get("default", values[0])
         if default not in values:
-            raise ConfigError(f"{where}.default: {default!r} is not one of {list(values)!r}.")
+            raise ConfigError(
+                f"{where}.default: {default!r} is not one of {list(values)!r}; expected one "
+                "of the values. Pick one of them."
+            )
         return replace(base, kind="choice", values=tuple(values), default=default)
     # Range form.
     if base.kind not in ("int", "float"):
         raise ConfigError(
             f"{where}: {name!r} is a {base.describe()}; a range (min/max/step/sampling) "
-            f"applies only to Int and Float. Use {{values: [...]}} or {{value: x}}."
+            f"applies only to Int and Float; expected {{values: [...]}} or {{value: x}}. "
+            "Use one of those."
         )
     return _merge_range(where, base, override)
 
 
 def _check_member(where: str, base: HpDef, value: Any) -> None:
     if base.kind == "int" and not _is_int(value):
-        raise ConfigError(f"{where}: expected an integer for {base.name!r}, got {value!r}.")
+        raise ConfigError(
+            f"{where}: expected an integer for {base.name!r}, got {value!r}. Fix the value."
+        )
     if base.kind == "float" and not _is_number(value):
-        raise ConfigError(f"{where}: expected a number for {base.name!r}, got {value!r}.")
+        raise ConfigError(
+            f"{where}: expected a number for {base.name!r}, got {value!r}. Fix the value."
+        )
     if base.kind == "boolean" and not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false for {base.name!r}, got {value!r}.")
+        raise ConfigError(
+            f"{where}: expected true or false for {base.name!r}, got {value!r}. Fix the value."
+        )
     if base.allowed and value not in base.allowed:
         raise ConfigError(
             f"{where}: {value!r} is not supported for {base.name!r}"
             f"{suggest(str(value), [str(a) for a in base.allowed])} "
-            f"Supported: {', '.join(map(str, base.allowed))}."
+            f"Expected one of: {', '.join(map(str, base.allowed))}. Use one of those."
         )
 
 
@@ -211,26 +237,30 @@ def _merge_range(where: str, base: HpDef, override: Mapping[str, Any]) -> HpDef:
         if not check(value):
             raise ConfigError(
                 f"{where}.{key}: expected {'an integer' if base.kind == 'int' else 'a number'}, "
-                f"got {value!r}."
+                f"got {value!r}. Fix the value."
             )
     if step is not None and (not check(step) or step <= 0):
-        raise ConfigError(f"{where}.step: expected a positive number, got {step!r}.")
+        raise ConfigError(f"{where}.step: expected a positive number, got {step!r}. Fix the step.")
     if sampling not in _SAMPLINGS:
         raise ConfigError(
             f"{where}.sampling: expected one of {', '.join(_SAMPLINGS)}, got {sampling!r}"
-            f"{suggest(str(sampling), _SAMPLINGS)}"
+            f"{suggest(str(sampling), _SAMPLINGS)} Use one of those."
         )
     if lo > hi:
-        raise ConfigError(f"{where}: `min <= max` must hold, but got (min={lo}, max={hi}).")
+        raise ConfigError(
+            f"{where}: `min <= max` must hold, but got (min={lo}, max={hi}). Swap them."
+        )
     if sampling != "linear" and lo <= 0:
         raise ConfigError(
             f"{where}: sampling {sampling!r} needs min > 0, got min={lo}; "
-            "raise min or use sampling: linear."
+            "expected min > 0. Raise min or use sampling: linear."
         )
     if base.name in _POSITIVE and lo < 1:
-        raise ConfigError(f"{where}.min: {base.name!r} must be >= 1, got {lo}.")
+        raise ConfigError(f"{where}.min: {base.name!r} must be >= 1, got {lo}. Raise min.")
     if base.name in _UNIT_INTERVAL and (lo < 0 or hi >= 1):
-        raise ConfigError(f"{where}: {base.name!r} must lie in [0, 1), got (min={lo}, max={hi}).")
+        raise ConfigError(
+            f"{where}: {base.name!r} must lie in [0, 1), got (min={lo}, max={hi}). Fix the range."
+        )
     if base.kind == "int":
         lo, hi = int(lo), int(hi)
         step = int(step) if step is not None else None
@@ -238,11 +268,13 @@ def _merge_range(where: str, base: HpDef, override: Mapping[str, Any]) -> HpDef:
         # Keras Tuner treats a Float step under log sampling as a multiplicative factor.
         raise ConfigError(
             f"{where}.step: with sampling {sampling!r} the step is a factor and must be > 1, "
-            f"got {step}; drop step or use sampling: linear."
+            f"got {step}. Drop step or use sampling: linear."
         )
     default = override.get("default", base.default)
     if "default" in override and not (check(default) and lo <= default <= hi):
-        raise ConfigError(f"{where}.default: expected a number in [{lo}, {hi}], got {default!r}.")
+        raise ConfigError(
+            f"{where}.default: expected a number in [{lo}, {hi}], got {default!r}. Fix the default."
+        )
     if not (isinstance(default, int | float) and lo <= default <= hi):
         default = lo
     if base.kind == "int":
@@ -262,11 +294,15 @@ def check_value_bounds(where: str, hp: HpDef) -> None:
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue
         if hp.name in _POSITIVE and value < 1:
-            raise ConfigError(f"{where}: {hp.name!r} must be >= 1, got {value!r}.")
+            raise ConfigError(f"{where}: {hp.name!r} must be >= 1, got {value!r}. Fix the value.")
         if hp.name in _UNIT_INTERVAL and not 0 <= value < 1:
-            raise ConfigError(f"{where}: {hp.name!r} must lie in [0, 1), got {value!r}.")
+            raise ConfigError(
+                f"{where}: {hp.name!r} must lie in [0, 1), got {value!r}. Fix the value."
+            )
         if hp.name == "learning_rate" and value <= 0:
-            raise ConfigError(f"{where}: 'learning_rate' must be > 0, got {value!r}.")
+            raise ConfigError(
+                f"{where}: 'learning_rate' must be > 0, got {value!r}. Fix the value."
+            )
 
 
 def resolve_space(
@@ -282,7 +318,8 @@ def resolve_space(
             known = ", ".join(space.options) or "(none)"
             raise ConfigError(
                 f"search.yaml: hypermodel.options.{key}: unknown option for "
-                f"{space.hypermodel!r}{suggest(str(key), list(space.options))} Known: {known}."
+                f"{space.hypermodel!r}{suggest(str(key), list(space.options))} Expected one "
+                f"of: {known}. Fix the name or remove it."
             )
     resolved: dict[str, HpDef] = {}
     for name, override in overrides.items():
@@ -351,7 +388,7 @@ def generic_def(name: str, override: Any) -> HpDef:
     if not isinstance(override, Mapping):
         raise ConfigError(
             f"{where}: expected a mapping such as {{min: .., max: ..}}, {{values: [..]}} "
-            f"or {{value: ..}}, got {override!r}."
+            f"or {{value: ..}}, got {override!r}. Write the override as a mapping."
         )
     if "value" in override:
         base = HpDef(name, "fixed", default=override["value"])
