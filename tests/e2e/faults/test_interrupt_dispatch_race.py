@@ -1,28 +1,24 @@
-"""A deterministic reproduction of the race behind the flaky
+"""The race behind the flaky
 ``test_cancel_interrupt.py::test_ctrl_c_finish_lets_running_trials_end``
-(issue 11, item 9).
+(issue 11, item 9), held open deterministically.
 
-``TrialBroker.create_trial`` (orchestrator/chief/broker.py) checks
-``_dispatch_locked`` (terminal state, ``_draining_all``, drained worker) before
-it asks the oracle. The oracle is called outside the broker lock, and
-``_register_and_assign_locked`` then leases the new trial without checking
-again. So a Ctrl-C (``stop_dispatch``) that lands while a worker's CreateTrial
-is inside the oracle call does not stop that worker:
+``TrialBroker.create_trial`` (orchestrator/chief/broker.py) asks the oracle
+outside the broker lock. Before 235ca03 it leased the trial the oracle returned
+without checking dispatch again, so a Ctrl-C or cancel (``stop_dispatch``) that
+landed during the oracle call did not stop that worker:
 
 - ``--on-interrupt finish``, with the last running trial ending during the
-  call: the search becomes INTERRUPTED, and then the new trial is CREATED and
-  ASSIGNED after the ``interrupted`` event. The worker's next Report is told to
-  stop, its EndTrial(STOPPED) becomes REQUEUED "stopped by the chief", and if
-  the chief closes first the attempt is left in flight in a stopped ledger.
-- ``finish`` with a trial still running: a new trial starts after Ctrl-C.
+  call: the search became INTERRUPTED, and then the new trial was CREATED and
+  ASSIGNED after the ``interrupted`` event. The worker's next Report was told
+  to stop, and its EndTrial(STOPPED) became REQUEUED "stopped by the chief"
+  (or, if the chief closed first, the attempt was left in flight).
+- ``finish`` with a trial still running: a new trial started after Ctrl-C.
 - ``requeue`` (the default) and ``ktc cancel``: ASSIGNED after the terminal
   event, as in the first case.
 
-On a loaded machine the oracle call is slow enough for the e2e test to hit it.
-Here a gate holds the oracle call open. The fix belongs in broker.py, which
-this test does not own: after the oracle returns, re-check the dispatch state
-under the lock, and if dispatch has stopped, record the created trial as
-PENDING for a resume and answer STOP. Until then these cases xfail strictly.
+On a loaded machine the oracle call is slow enough for the e2e test to land in
+it. Here a gate holds the call open. Since the fix, the trial the oracle made
+is recorded PENDING (for a resume) and the worker gets STOP.
 """
 
 from __future__ import annotations
@@ -36,14 +32,8 @@ from typing import Any
 import pytest
 
 from orchestrator.chief.broker import AssignmentKind, TrialBroker
-from orchestrator.protocol.trials import AttemptStatus, SearchState
+from orchestrator.protocol.trials import AttemptStatus, SearchState, TrialStatus
 from tests.helpers import float_space, make_search
-
-BROKER_RACE = (
-    "broker.create_trial leases a trial the oracle made after stop_dispatch (Ctrl-C, "
-    "cancel): _register_and_assign_locked does not re-check the dispatch state "
-    "(issue 11, item 9)"
-)
 
 
 def _rows(path: Path) -> list[tuple[int, str, str | None, str]]:
@@ -116,3 +106,11 @@ def test_stop_during_an_oracle_call_hands_out_no_trial(
         f"stop_dispatch; ledger rows of other trials: {late}"
     )
     assert not [row for row in late if row[1] == "assigned"], late
+    # The trial the oracle made waits for a resume.
+    made = [tid for _, kind, tid in late if kind == "created"]
+    assert made and all(broker.get_trial(tid).status is TrialStatus.PENDING for tid in made)
+    if not requeue_running and not last_trial_ends_during_the_call:
+        broker.end_trial(
+            running.trial_id, running.token, status=AttemptStatus.COMPLETED, metrics={"score": 1.0}
+        )
+    assert broker.state is SearchState.INTERRUPTED
