@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.config.yaml_source import KeyPath, YamlDocument, format_key_path
+from orchestrator.config.yaml_source import KeyPath, YamlDocument, format_key_path, short
 from orchestrator.errors import ConfigError
 
 
@@ -133,7 +133,7 @@ def _describe(error: Any, root: type[BaseModel]) -> tuple[KeyPath, str]:
     value = error.get("input")
     ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
-        key = str(loc[-1])
+        key = short(str(loc[-1]))
         model = model_at(root, loc[:-1])
         allowed = sorted(model.model_fields) if model else []
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)

@@ -49,14 +49,20 @@ _MAX_INT_CHARS = 66
 
 
 def format_key_path(path: KeyPath) -> str:
-    """Render ``("nodes", 1, "gpus")`` as ``nodes[1].gpus``."""
+    """Render ``("nodes", 1, "gpus")`` as ``nodes[1].gpus`` (very long keys shortened)."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            name = short(str(part))
+            out += f".{name}" if out else name
     return out
+
+
+def short(text: str, limit: int = 64) -> str:
+    """``text``, cut to ``limit`` characters with ``...`` when longer (for messages)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -278,7 +284,7 @@ class _LineRecorder:
                     raise self.error(
                         (*path, key) if isinstance(key, str) else path,
                         line,
-                        f"the key {key!r} is given twice in this mapping (lines {first[ident]} "
+                        f"the key {short(repr(key))} is given twice in this mapping (lines {first[ident]} "
                         f"and {line}); expected each key once. Remove one of them (YAML would "
                         "silently keep the last).",
                     )
