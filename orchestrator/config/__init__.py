@@ -36,8 +36,8 @@ from orchestrator.config.search import (
     OutputSpec,
     SearchSpec,
     TrainingSpec,
-    check_importable,
 )
+from orchestrator.config.user_code import check_importable
 
 
 def spec_data(spec: ClusterSpec | SearchSpec) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from orchestrator.config.cluster import ClusterSpec, default_cluster
 from orchestrator.config.loader import load_cluster, load_search_document
-from orchestrator.config.search import SearchSpec, check_importable
+from orchestrator.config.search import SearchSpec
+from orchestrator.config.user_code import check_importable
 from orchestrator.config.yaml_source import KeyPath, YamlDocument
 from orchestrator.errors import ConfigError
 

@@ -6,14 +6,12 @@ folder ``ktc submit`` runs in), not against the YAML's folder.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -29,10 +27,6 @@ from pydantic import (
 
 from orchestrator.config import limits
 from orchestrator.config.errors_format import FieldProblems, Problem
-from orchestrator.errors import ConfigError
-
-if TYPE_CHECKING:
-    from orchestrator.config.yaml_source import YamlDocument
 
 BUILTIN_HYPERMODELS: tuple[str, ...] = ("cnn", "mlp", "transfer", "sleep")
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
@@ -505,66 +499,3 @@ class SearchSpec(_Model):
             return Path(self.output.directory).expanduser()
         stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
         return Path("searches") / f"{self.name}-{stamp}"
-
-
-def _import_reference(reference: str) -> None:
-    """Import ``module:attribute``; a ValueError says what is wrong and the fix."""
-    module_name, _, attr_path = reference.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except (Exception, SystemExit) as exc:  # any failure in user code is a config problem
-        raise ValueError(
-            f"cannot import module {module_name!r} for {reference!r}: "
-            f"{type(exc).__name__}: {exc}; expected an importable module. Check the module "
-            "path and run from the folder that contains the package (it must be importable)."
-        ) from None
-    for part in attr_path.split("."):
-        if not hasattr(target, part):
-            raise ValueError(
-                f"module {module_name!r} has no attribute {attr_path!r}; "
-                f"expected a function or class named {attr_path!r}. Fix the name after ':'."
-            )
-        target = getattr(target, part)
-    if not callable(target):
-        raise ValueError(
-            f"{reference!r} is a {type(target).__name__}, not callable; "
-            "expected a function or class. Name a function or class after ':'."
-        )
-
-
-def check_importable(
-    spec: SearchSpec | HypermodelSpec | DatasetSpec,
-    search_path: Sequence[str],
-    source: str = "search file",
-    doc: YamlDocument | None = None,
-) -> None:
-    """Check that user ``module:attribute`` references import and exist.
-
-    ``search_path`` entries (typically the current directory) are put first on
-    ``sys.path`` for the check and removed after. Built-ins are not imported.
-    Raises :class:`ConfigError` with the module's own error otherwise, naming
-    the key (and its line when ``doc``, the file it was loaded from, is given).
-    """
-    refs: list[tuple[str, tuple[str, str]]] = []
-    hypermodel = spec.hypermodel if isinstance(spec, SearchSpec) else spec
-    dataset = spec.dataset if isinstance(spec, SearchSpec) else spec
-    if isinstance(hypermodel, HypermodelSpec) and not hypermodel.is_builtin:
-        refs.append((hypermodel.name, ("hypermodel", "name")))
-    if isinstance(dataset, DatasetSpec) and dataset.is_user_function:
-        refs.append((dataset.source, ("dataset", "source")))
-    if not refs:
-        return
-    added = [p for p in search_path if p not in sys.path]
-    sys.path[:0] = added
-    try:
-        for reference, key in refs:
-            try:
-                _import_reference(reference)
-            except ValueError as exc:
-                if doc is not None:
-                    raise doc.error(key, str(exc)) from None
-                raise ConfigError(f"{source}: {'.'.join(key)}: {exc}") from None
-    finally:
-        for entry in added:
-            if entry in sys.path:
-                sys.path.remove(entry)

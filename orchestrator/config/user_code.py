@@ -1,0 +1,82 @@
+"""User code named in a search file (``package.module:attribute``), imported to check it.
+
+The hypermodel and the dataset may be the user's own functions or classes.
+``ktc validate`` and ``ktc submit`` import them from the current directory, the
+folder Ray ships to the workers (``ray.working_dir``), so that a typo or an
+import error is reported against the key and line of the search file instead
+of crashing every worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from orchestrator.config.search import DatasetSpec, HypermodelSpec, SearchSpec
+from orchestrator.config.yaml_source import YamlDocument
+from orchestrator.errors import ConfigError
+
+
+def _import_reference(reference: str) -> None:
+    """Import ``module:attribute``; a ValueError says what is wrong and the fix."""
+    module_name, _, attr_path = reference.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except (Exception, SystemExit) as exc:  # any failure in user code is a config problem
+        raise ValueError(
+            f"cannot import module {module_name!r} for {reference!r}: "
+            f"{type(exc).__name__}: {exc}; expected an importable module. Check the module "
+            "path and run from the folder that contains the package (it must be importable)."
+        ) from None
+    for part in attr_path.split("."):
+        if not hasattr(target, part):
+            raise ValueError(
+                f"module {module_name!r} has no attribute {attr_path!r}; "
+                f"expected a function or class named {attr_path!r}. Fix the name after ':'."
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(
+            f"{reference!r} is a {type(target).__name__}, not callable; "
+            "expected a function or class. Name a function or class after ':'."
+        )
+
+
+def check_importable(
+    spec: SearchSpec | HypermodelSpec | DatasetSpec,
+    search_path: Sequence[str],
+    source: str = "search file",
+    doc: YamlDocument | None = None,
+) -> None:
+    """Check that user ``module:attribute`` references import and exist.
+
+    ``search_path`` entries (typically the current directory) are put first on
+    ``sys.path`` for the check and removed after. Built-ins are not imported.
+    Raises :class:`ConfigError` with the module's own error otherwise, naming
+    the key (and its line when ``doc``, the file it was loaded from, is given).
+    """
+    refs: list[tuple[str, tuple[str, str]]] = []
+    hypermodel = spec.hypermodel if isinstance(spec, SearchSpec) else spec
+    dataset = spec.dataset if isinstance(spec, SearchSpec) else spec
+    if isinstance(hypermodel, HypermodelSpec) and not hypermodel.is_builtin:
+        refs.append((hypermodel.name, ("hypermodel", "name")))
+    if isinstance(dataset, DatasetSpec) and dataset.is_user_function:
+        refs.append((dataset.source, ("dataset", "source")))
+    if not refs:
+        return
+    added = [p for p in search_path if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        for reference, key in refs:
+            try:
+                _import_reference(reference)
+            except ValueError as exc:
+                if doc is not None:
+                    raise doc.error(key, str(exc)) from None
+                raise ConfigError(f"{source}: {'.'.join(key)}: {exc}") from None
+    finally:
+        for entry in added:
+            if entry in sys.path:
+                sys.path.remove(entry)
