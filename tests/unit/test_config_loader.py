@@ -67,7 +67,9 @@ def test_wrong_kind_for_the_loader() -> None:
         ConfigError, match=r"digits-cnn\.yaml:\d+: kind: this is a search file, but a cluster"
     ):
         load_cluster(REPO / "configs" / "digits-cnn.yaml")
-    with pytest.raises(ConfigError, match=r"local\.yaml:\d+: kind: this is a cluster file, but a search"):
+    with pytest.raises(
+        ConfigError, match=r"local\.yaml:\d+: kind: this is a cluster file, but a search"
+    ):
         load_search(REPO / "configs" / "local.yaml")
 
 
