@@ -55,6 +55,13 @@ class AuthenticationError(KtClusterError):
     """The chief refused the search token (missing or wrong)."""
 
 
+class PermissionDeniedError(KtClusterError):
+    """The caller is authenticated, but its credential does not allow this call: a
+    worker acting for another worker or on another worker's trial, the search token
+    used for a worker's RPC on a chief with a fleet, or a worker's credential used
+    for a control RPC (see docs/security.md)."""
+
+
 class StaleLeaseError(KtClusterError):
     """The lease token is not the trial's current attempt; the result was ignored."""
 

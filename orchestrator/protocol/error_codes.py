@@ -38,6 +38,7 @@ from orchestrator.errors import (
     KtClusterError,
     LedgerError,
     NotFoundError,
+    PermissionDeniedError,
     SearchDirError,
     SearchFailedError,
     StaleLeaseError,
@@ -82,6 +83,12 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         AuthenticationError,
         _Code.UNAUTHENTICATED,
         "{method}: the chief at {address} refused the token: {details}",
+    ),
+    # Authenticated, but this credential may not make this call (docs/security.md).
+    ErrorCode(
+        PermissionDeniedError,
+        _Code.PERMISSION_DENIED,
+        "{method}: the chief at {address} refused this caller: {details}",
     ),
     ErrorCode(
         UnimplementedError,
