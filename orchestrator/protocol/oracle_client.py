@@ -126,7 +126,9 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         remote._set_project_dir(tuner.directory, tuner.project_name)
         remote.allow_new_entries = local.allow_new_entries
         remote.tune_new_entries = local.tune_new_entries
-        remote.hyperparameters = local.get_space()
+        # The same object, as Keras Tuner's oracle keeps the HyperParameters a
+        # user passed in: the user's `hp` is the space, and grows with it.
+        remote.hyperparameters = local.hyperparameters
         remote._adopt(local)
         if local.hyperparameters.space:
             client.update_space(local.get_space().get_config())
@@ -315,9 +317,9 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
     # -------------------------------------------------------------- space
 
     def get_space(self) -> keras_tuner.HyperParameters:
-        config = self.client.get_space()
-        hp = hyperparameters_from_config(config)
-        self.hyperparameters = hp.copy()
+        """The chief's space (a copy, as Keras Tuner's get_space returns)."""
+        hp = hyperparameters_from_config(self.client.get_space())
+        self._learn_space(hp)
         return hp
 
     def update_space(self, hyperparameters: keras_tuner.HyperParameters) -> None:

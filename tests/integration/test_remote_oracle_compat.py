@@ -140,6 +140,7 @@ def test_r3_allow_new_entries_false_refuses_as_keras_tuner_does(
     tuner = _tuner(ScoreTuner, tmp_path, hyperparameters=space, allow_new_entries=False)
     RemoteOracle.attach(tuner, connect(ep), wait_s=1.0)
     assert tuner.oracle.allow_new_entries is False
+    assert tuner.oracle.hyperparameters is space  # KT's oracle keeps the user's object
     with pytest.raises(RuntimeError, match="`allow_new_entries` is `False`"):
         tuner.search()  # run_trial registers "late"
 
@@ -288,7 +289,8 @@ def test_r7_an_oracle_that_answers_idle_with_nothing_running_is_asked_again(
         thread.join(20.0)
         assert not thread.is_alive(), "the search hangs after the oracle answered IDLE"
         assert not errors, errors
-        assert oracle.idle_answers == 1
+        hosted = hosting.searches[0].chief.broker.oracle_host.oracle  # the chief's copy
+        assert hosted.idle_answers == 1
         assert len(tuner.oracle.trials) == 2
     finally:
         hosting.close()

@@ -17,17 +17,18 @@ Every other line is upstream's.
 
 **The mechanism.** An autouse fixture wraps ``BaseTuner.__init__``: when a
 tuner's constructor has built its oracle and declared the search space (the
-point where a Keras Tuner user calls ``RemoteOracle.attach``), the oracle
-object is hosted by a real chief (``Chief.create`` with that object put in
-place of the one it builds; see ``tests/kt_suite/hosting.py``), started on a
-free port, and ``tuner.oracle`` becomes a ``RemoteOracle`` over a
-``TrialClient``. One chief per tuner; each test's chiefs close at teardown.
+point where a Keras Tuner user calls ``RemoteOracle.attach``), a copy of the
+oracle object is hosted by a real chief (``Chief.create`` with the copy put in
+place of the oracle it builds; see ``tests/kt_suite/hosting.py``), started on
+a free port, and ``tuner.oracle`` becomes a ``RemoteOracle`` over a
+``TrialClient``. The copy stands for the chief's process: only gRPC connects
+the two sides. One chief per tuner; each test's chiefs close at teardown.
 Every trial then goes CreateTrial -> run -> EndTrial over real gRPC; the test
 body is unchanged. A test passes when the tuner behaves as Keras Tuner's does.
 
 **Left out** (``EXCLUDED`` below, 9 of 95): tests that read or write a local
 oracle's private state (its class, ``_current_iteration``, a ``trials`` dict
-set by hand, the oracle object a test built, which here is the chief's), which
+set by hand, the oracle object a test built, which the chief does not share), which
 a ``RemoteOracle``, like Keras Tuner's own ``OracleClient``, does not have; and
 tests that fail the same way without a chief (Keras 3 / TF 2.21 against the
 1.3.5 tests), which judge Keras Tuner, not us. Each entry says which. Tests
@@ -66,8 +67,7 @@ EXCLUDED: dict[str, str] = {
     )
     + "; it also fails without a chief (Keras 3 weights loading)",
     "tuner_test.py::test_update_trial": _PRIVATE.format(
-        "the oracle object the test built, which here is the chief's own, read in-process: "
-        "the chief applies the last end when it next asks the oracle or closes"
+        "the trials of the oracle object the test built; the chief decides with its own"
     ),
     "tuner_test.py::test_get_best_hyperparameters": _PRIVATE.format(
         "it sets tuner.oracle.trials by hand and expects the oracle to rank them"

@@ -10,14 +10,17 @@ what the chief turns off on every oracle it builds turned off on it too
 subclass, a custom ``populate_space``, ``allow_new_entries=False``...) decides
 the trials, and every trial travels over real gRPC.
 
-The caller's process keeps a reference to the hosted object. Code that reads
-it directly sees the chief's oracle, not the worker's view: the KT suite
+:class:`ChiefPerTuner` hosts a deep copy of each tuner's oracle, so the chief
+owns its oracle as a chief in another process would, and nothing the worker
+side does reaches it except over gRPC. A test that reads the oracle object it
+built therefore sees it as it was when its tuner was attached: the KT suite
 leaves such tests out (see ``tests/kt_suite/conftest.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,12 +129,13 @@ class ChiefPerTuner:
         return search
 
     def attach(self, tuner: Any) -> Any:
-        """Host ``tuner.oracle`` in a new chief; ``tuner.oracle`` becomes a RemoteOracle."""
+        """Host a copy of ``tuner.oracle`` in a new chief; ``tuner.oracle`` becomes a
+        RemoteOracle."""
         from orchestrator.protocol.oracle_client import RemoteOracle
 
         if isinstance(tuner.oracle, RemoteOracle):
             return tuner.oracle
-        search = self.host(tuner.oracle)
+        search = self.host(copy.deepcopy(tuner.oracle))
         client = search.client(f"tuner-{len(self.searches) - 1}")
         return RemoteOracle.attach(tuner, client, wait_s=self.wait_s)
 
