@@ -66,6 +66,12 @@ class StaleLeaseError(KtClusterError):
     """The lease token is not the trial's current attempt; the result was ignored."""
 
 
+class LimitExceededError(KtClusterError):
+    """The caller holds as much of the chief as one caller may (parked long-polls,
+    concurrent uploads; see :mod:`orchestrator.chief.limits`). Nothing changed;
+    the same call succeeds once the caller's other calls end."""
+
+
 class UnimplementedError(KtClusterError):
     """The chief does not serve this call (a control RPC on a chief run without a
     fleet, or a chief of another version)."""

@@ -10,68 +10,110 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
+import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from orchestrator.errors import InvalidRequestError
+from orchestrator.errors import InvalidRequestError, NotFoundError
+from orchestrator.protocol.names import check_artifact_name, check_trial_id
 
 CHUNK_BYTES = 1024 * 1024
 MAX_ARTIFACT_BYTES = 4 * 1024**3
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
-_SAFE_TRIAL_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
-
-
-def check_artifact_name(name: str) -> None:
-    """Artifact names are relative paths of plain segments (no '..', no '/')."""
-    if not name or len(name) > 255 or not _SAFE_NAME.match(name) or ".." in name.split("/"):
-        raise InvalidRequestError(
-            f"artifact name {name!r} is not allowed; expected a relative path of letters, "
-            "digits, '_', '.', '-' segments (no '..', not absolute)"
-        )
-
-
-def check_trial_id(trial_id: str) -> None:
-    if not _SAFE_TRIAL_ID.match(trial_id or ""):
-        raise InvalidRequestError(f"trial id {trial_id!r} is malformed")
 
 
 class ArtifactStore:
-    """Files per trial under one root. Safe for concurrent writers of different files."""
+    """Files per trial under one root. Safe for concurrent writers of different files.
+
+    Every path is built from a checked trial id and artifact name
+    (:mod:`orchestrator.protocol.names`), then resolved: it must be the plain
+    ``<root>/<trial_id>/<name>``, with no symlink on the way, or the call is
+    refused. Files are written 0600 and directories 0700.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    def _root_resolved(self) -> Path:
+        return self.root.resolve()
+
     def trial_dir(self, trial_id: str) -> Path:
         check_trial_id(trial_id)
-        return self.root / trial_id
+        base = self._root_resolved() / trial_id
+        if base.is_symlink() or (base.exists() and base.resolve() != base):
+            raise InvalidRequestError(
+                f"trial_id {trial_id!r}: the trial's artifact directory is a link; "
+                "artifacts are only served from plain directories under trials/"
+            )
+        return base
 
     def path(self, trial_id: str, name: str) -> Path:
+        """``<root>/<trial_id>/<name>``, checked to stay there (no '..', no links)."""
         check_artifact_name(name)
-        return self.trial_dir(trial_id) / name
+        base = self.trial_dir(trial_id)
+        target = base / name
+        resolved = target.resolve()
+        # resolve() follows every link on the way: a path that resolves anywhere
+        # but to itself went through a link, possibly out of the trial's directory.
+        if resolved != target or not resolved.is_relative_to(base):
+            raise InvalidRequestError(
+                f"artifact {name!r} of trial {trial_id}: the path leaves trials/{trial_id}/ "
+                "(through a link); artifacts are plain files under the trial's directory"
+            )
+        return target
+
+    def trial_bytes(self, trial_id: str, *, excluding: str = "") -> int:
+        """The bytes the trial's artifacts take, leaving out ``excluding``."""
+        base = self.trial_dir(trial_id)
+        if not base.is_dir():
+            return 0
+        return sum(
+            p.lstat().st_size
+            for p in base.rglob("*")
+            if p.is_file() and not p.is_symlink() and str(p.relative_to(base)) != excluding
+        )
 
     def write(
-        self, trial_id: str, name: str, chunks: Iterable[bytes], *, expected_sha256: str = ""
+        self,
+        trial_id: str,
+        name: str,
+        chunks: Iterable[bytes],
+        *,
+        expected_sha256: str | Callable[[], str] = "",
+        max_bytes: int = MAX_ARTIFACT_BYTES,
     ) -> tuple[int, str]:
-        """Stream ``chunks`` into the artifact; returns (size, sha256)."""
+        """Stream ``chunks`` into the artifact (at most ``max_bytes``); returns (size, sha256).
+
+        ``expected_sha256`` (or a callable giving it once the chunks are read) is
+        checked before the file replaces any earlier one."""
         target = self.path(trial_id, name)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        base = self.trial_dir(trial_id)
+        # One level at a time: mkdir(parents=True) gives the parents the umask's mode.
+        for directory in (base.parent, base, *reversed(target.parent.relative_to(base).parents)):
+            (directory if directory.is_absolute() else base / directory).mkdir(
+                mode=0o700, exist_ok=True
+            )
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        target = self.path(trial_id, name)  # again: the directories exist now
         digest = hashlib.sha256()
         size = 0
+        # mkstemp creates the file 0600; os.replace keeps that mode.
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
                     size += len(chunk)
-                    if size > MAX_ARTIFACT_BYTES:
+                    if size > max_bytes:
                         raise InvalidRequestError(
-                            f"artifact {name!r} of trial {trial_id} exceeds "
-                            f"{MAX_ARTIFACT_BYTES} bytes"
+                            f"artifact {name!r} of trial {trial_id}: more than {max_bytes} "
+                            "bytes; the chief keeps artifacts up to that size (see "
+                            "docs/architecture.md, 'The trial protocol')"
                         )
                     digest.update(chunk)
                     handle.write(chunk)
             sha = digest.hexdigest()
+            if callable(expected_sha256):
+                expected_sha256 = expected_sha256()
             if expected_sha256 and expected_sha256 != sha:
                 raise InvalidRequestError(
                     f"artifact {name!r} of trial {trial_id}: checksum mismatch "
@@ -83,19 +125,39 @@ class ArtifactStore:
             raise
         return size, sha
 
-    def read(self, trial_id: str, name: str) -> Iterator[bytes]:
-        """Yield the artifact in chunks; FileNotFoundError when absent."""
+    def open(self, trial_id: str, name: str) -> tuple[int, Iterator[bytes]]:
+        """(size, chunks) of the artifact; NotFoundError when absent or not a plain file."""
         path = self.path(trial_id, name)
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK_BYTES):
-                yield chunk
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, OSError) as exc:
+            raise NotFoundError(f"trial {trial_id} has no artifact {name!r}") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise NotFoundError(f"trial {trial_id} has no artifact {name!r}")
+
+        def chunks() -> Iterator[bytes]:
+            with os.fdopen(fd, "rb") as handle:
+                while chunk := handle.read(CHUNK_BYTES):
+                    yield chunk
+
+        return info.st_size, chunks()
+
+    def read(self, trial_id: str, name: str) -> Iterator[bytes]:
+        """Yield the artifact in chunks; NotFoundError when absent."""
+        return self.open(trial_id, name)[1]
 
     def list(self, trial_id: str) -> list[str]:
+        """The trial's artifact names (plain files; links and temporary files left out)."""
         base = self.trial_dir(trial_id)
         if not base.is_dir():
             return []
         return sorted(
             str(p.relative_to(base))
             for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
+            if p.is_file() and not p.is_symlink() and not p.name.startswith(".")
         )
+
+
+__all__ = ["ArtifactStore", "check_artifact_name", "check_trial_id"]

@@ -123,6 +123,11 @@ class TrialBroker(SearchLifecycle):
         self._version = 0  # bumped by every change that may unblock the oracle
         self._draining: set[str] = set()
         self._last_seen: dict[str, float] = {}
+        # One parked CreateTrial per worker: a worker's newer call bumps its
+        # generation, and the older one, parked, answers WAIT (a worker that
+        # timed out and called again must not leave a call behind to be leased to).
+        self._poll_generation: dict[str, int] = {}
+        self._polls = 0  # generations are unique across workers and time
         self._finished = threading.Event()
         # Set by stop_dispatch(requeue_running=False): finish once running trials end.
         self._draining_all = False
@@ -219,7 +224,22 @@ class TrialBroker(SearchLifecycle):
     # ----------------------------------------------------------- dispatching
 
     def create_trial(self, worker_id: str, wait_s: float | None = None) -> Assignment:
-        """A trial for ``worker_id``, or WAIT after a long-poll, or STOP."""
+        """A trial for ``worker_id``, or WAIT after a long-poll, or STOP.
+
+        A newer call from the same worker supersedes this one: it then answers
+        WAIT at once (one parked call per worker)."""
+        with self._cond:
+            self._polls += 1
+            generation = self._poll_generation[worker_id] = self._polls
+            self._cond.notify_all()
+        try:
+            return self._create_trial(worker_id, wait_s, generation)
+        finally:
+            with self._cond:
+                if self._poll_generation.get(worker_id) == generation:
+                    del self._poll_generation[worker_id]
+
+    def _create_trial(self, worker_id: str, wait_s: float | None, generation: int) -> Assignment:
         wait = self.long_poll_s if wait_s is None else min(max(wait_s, 0.0), MAX_LONG_POLL_S)
         deadline = time.monotonic() + wait
         idle_pause_s = IDLE_RETRY_S[0]
@@ -227,6 +247,11 @@ class TrialBroker(SearchLifecycle):
             with self._cond:
                 self._last_seen[worker_id] = self.clock.monotonic()
                 while True:
+                    if self._poll_generation.get(worker_id) != generation:
+                        return Assignment(
+                            AssignmentKind.WAIT,
+                            reason="superseded by a newer CreateTrial from this worker",
+                        )
                     answer = self._dispatch_locked(worker_id)
                     if answer is not None:
                         return answer

@@ -22,12 +22,14 @@ from typing import Any
 import grpc
 
 from orchestrator.chief.artifacts import ArtifactStore
+from orchestrator.chief.audit import AUDIT_FILE_NAME, AuditLog
 from orchestrator.chief.broker import TrialBroker, retry_policy
 from orchestrator.chief.events import SCHEMA_VERSION
 from orchestrator.chief.ledger import Ledger
+from orchestrator.chief.limits import ProtocolLimits
 from orchestrator.chief.oracle_host import OracleHost
 from orchestrator.chief.replay import replay
-from orchestrator.chief.service import ControlServicer, TrialServicer
+from orchestrator.chief.service import ControlServicer, TrialServicer, add_servicers_to_server
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import ClusterSpec, SearchSpec, default_cluster
 from orchestrator.errors import ConfigError, KtClusterError, LedgerError
@@ -37,7 +39,6 @@ from orchestrator.protocol.auth import (
     create_token,
     read_token,
 )
-from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
 from orchestrator.protocol.trials import SearchState
 from orchestrator.search_dir import (
     CHIEF_FILE,
@@ -90,7 +91,11 @@ class Chief:
         self.resumed = resumed
         self.token = create_token(search_dir)
         self.artifacts = ArtifactStore(search_dir / TRIALS_DIR)
-        self.control = ControlServicer()
+        # Every refused request, one JSON line each (audit.py); never the token.
+        self.audit = AuditLog(search_dir / AUDIT_FILE_NAME, redact=(self.token,), clock=clock)
+        # What one peer may hold (limits.py); replace before start() to change it.
+        self.limits = ProtocolLimits()
+        self.control = ControlServicer(max_workers=cluster.fleet.max_workers, audit=self.audit)
         self._server: grpc.Server | None = None
         self._endpoint: ChiefEndpoint | None = None
         self._stop_reaper = threading.Event()
@@ -233,10 +238,11 @@ class Chief:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        pb_grpc.add_TrialServiceServicer_to_server(
-            TrialServicer(self.broker, self.artifacts), server
+        add_servicers_to_server(
+            server,
+            TrialServicer(self.broker, self.artifacts, limits=self.limits, audit=self.audit),
+            self.control,
         )
-        pb_grpc.add_ControlServiceServicer_to_server(self.control, server)
         port = self._bind(server, chief.host, self._preferred_port())
         server.start()
         self._server = server
@@ -364,6 +370,7 @@ class Chief:
 
             write_chief_info(self.search_dir, replace(self._info, running=False))
         self.ledger.close()
+        self.audit.close()
 
     def __enter__(self) -> Chief:
         return self

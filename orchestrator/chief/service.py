@@ -13,35 +13,48 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
-from orchestrator.chief.artifacts import ArtifactStore, check_artifact_name, check_trial_id
+from orchestrator.chief.artifacts import ArtifactStore
+from orchestrator.chief.audit import AuditLog
 from orchestrator.chief.broker import TrialBroker
+from orchestrator.chief.limits import PeerSlots, ProtocolLimits, UploadThrottle
+from orchestrator.chief.request_checks import (
+    MAX_EPOCH,
+    MAX_NUM_TRIALS,
+    MAX_STATE_JSON_BYTES,
+    check_lease_token,
+    check_metrics,
+    check_optional_worker_id,
+    check_range,
+    check_scale,
+    check_text,
+    check_wait_s,
+    end_status_name,
+    parse_json,
+    parse_trial_hyperparameters,
+)
+from orchestrator.config.limits import DEFAULT_MAX_WORKERS
 from orchestrator.errors import (
     InvalidRequestError,
     KtClusterError,
-    NotFoundError,
+    LimitExceededError,
     UnimplementedError,
 )
 from orchestrator.protocol.answers import Assignment, AssignmentKind
-from orchestrator.protocol.error_codes import abort_with_error
+from orchestrator.protocol.error_codes import abort_with_error, wire_error
 from orchestrator.protocol.kt_state import canonical_hyperparameters, canonical_json
+from orchestrator.protocol.names import check_artifact_name, check_trial_id, check_worker_id
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
 from orchestrator.protocol.trials import AttemptStatus, SearchState, TrialStatus, TrialView
 
 log = logging.getLogger(__name__)
-
-MAX_ID_CHARS = 200
-MAX_TEXT_BYTES = 64 * 1024
-MAX_STATE_JSON_BYTES = 1024 * 1024
-MAX_EPOCH = 1_000_000
-MAX_METRICS = 256
 
 _END_STATUSES = {
     pb.COMPLETED: AttemptStatus.COMPLETED,
@@ -66,92 +79,111 @@ _SEARCH_STATE_PB = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Undecodable:
+    """A request whose bytes did not decode as its message. gRPC would answer
+    INTERNAL ("Exception deserializing request"); the servicers answer
+    INVALID_ARGUMENT instead (and audit it). ``worker_id`` is empty, as an
+    unset field, for code that reads it before the handler."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+        self.worker_id = ""
+
+    def refuse(self) -> NoReturn:
+        raise InvalidRequestError(
+            f"the request's bytes are not a valid protocol message ({self.error}); "
+            "send the message ktcluster.proto defines for this RPC"
+        )
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # protobuf's DecodeError, or anything else on bad bytes
+            return Undecodable(f"{type(exc).__name__}: {exc}")
+
+    return parse
+
+
+class _HandlerCapture:
+    """Stands in for a grpc.Server to collect the generated method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the registered handlers below carry the same methods
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.handlers[service] = handlers
+
+
+def add_servicers_to_server(
+    server: grpc.Server, trials: TrialServicer, control: ControlServicer
+) -> None:
+    """Register both services on ``server``, with request deserializers that
+    never raise: undecodable bytes reach the handler as :class:`Undecodable`
+    and are answered INVALID_ARGUMENT, not INTERNAL."""
+    capture = _HandlerCapture()
+    pb_grpc.add_TrialServiceServicer_to_server(trials, capture)
+    pb_grpc.add_ControlServiceServicer_to_server(control, capture)
+    for service, handlers in capture.handlers.items():
+        lenient = {
+            name: handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+            for name, handler in handlers.items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, lenient),))
+
+
 class _Unimplemented(UnimplementedError):
     """The chief has no handler for a control RPC (UNIMPLEMENTED)."""
 
 
-def _answer_error(context: grpc.ServicerContext, exc: Exception, method: str) -> NoReturn:
-    """Answer ``exc`` with its status from the error table; log the unexpected."""
+def _answer_error(
+    context: grpc.ServicerContext,
+    exc: Exception,
+    method: str,
+    *,
+    audit: AuditLog | None = None,
+    worker_id: str = "",
+) -> NoReturn:
+    """Answer ``exc`` with its status from the error table; log the unexpected;
+    record the refusal in the audit log."""
     if not isinstance(exc, KtClusterError):
         log.exception("%s failed", method)
+    if audit is not None:
+        wire = wire_error(exc, method=method)
+        audit.record(method, context.peer() or "", worker_id, wire.details, code=wire.code.name)
     abort_with_error(context, exc, method=method)
 
 
 def _rpc(func: F) -> F:
-    """Answer the handler's exceptions with their codes from the error table.
+    """Answer the handler's exceptions with their codes from the error table, and
+    record each refusal in the servicer's ``audit`` log (if it has one).
     Handlers raise; they never call ``context.abort`` themselves."""
 
     @wraps(func)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            if isinstance(request, Undecodable):
+                request.refuse()
             return func(self, request, context)
         except Exception as exc:
-            _answer_error(context, exc, func.__name__)
+            _answer_error(
+                context,
+                exc,
+                func.__name__,
+                audit=getattr(self, "audit", None),
+                worker_id=str(getattr(request, "worker_id", "")),
+            )
 
     return wrapper  # type: ignore[return-value]
-
-
-def _check_id(field: str, value: str, *, required: bool = True) -> None:
-    if not value:
-        if required:
-            raise InvalidRequestError(f"{field} is required")
-        return
-    if len(value) > MAX_ID_CHARS or not value.isprintable():
-        raise InvalidRequestError(
-            f"{field}: expected a printable id of at most {MAX_ID_CHARS} characters"
-        )
-
-
-def _check_text(field: str, value: str, limit: int = MAX_TEXT_BYTES) -> None:
-    size = len(value.encode())
-    if size > limit:
-        raise InvalidRequestError(
-            f"{field}: {size} bytes is over the {limit}-byte cap; truncate it"
-        )
-
-
-def check_metrics(metrics: Mapping[str, float], *, max_metrics: int = MAX_METRICS) -> None:
-    """Reject metric maps a well-behaved worker never sends (INVALID_ARGUMENT)."""
-    if len(metrics) > max_metrics:
-        raise InvalidRequestError(
-            f"metrics: at most {max_metrics} entries are accepted, got {len(metrics)}"
-        )
-    for name, value in metrics.items():
-        if not isinstance(name, str) or not name or len(name) > 200 or not name.isprintable():
-            raise InvalidRequestError(
-                f"metrics: metric names must be printable strings of 1-200 characters, got {name!r}"
-            )
-        if not isinstance(value, float | int) or not math.isfinite(value):
-            raise InvalidRequestError(
-                f"metrics[{name!r}]: expected a finite number, got {value!r}; "
-                "drop NaN/inf metrics and end the attempt as INVALID instead"
-            )
-
-
-def _parse_json(field: str, text: str, what: str) -> object:
-    try:
-        return json.loads(text)
-    except RecursionError as exc:
-        raise InvalidRequestError(f"{field}: nested too deeply; expected {what}") from exc
-    except ValueError as exc:
-        raise InvalidRequestError(f"{field}: not JSON ({exc}); expected {what}") from exc
-
-
-def parse_trial_hyperparameters(text: str) -> dict[str, object] | None:
-    """EndTrial's ``trial_state_json``: Keras Tuner's ``Trial.get_state()`` (at least
-    its ``hyperparameters``), parsed by Keras Tuner and returned canonical; None if empty."""
-    if not text:
-        return None
-    what = "Keras Tuner's Trial.get_state() as JSON with a 'hyperparameters' object"
-    state = _parse_json("trial_state_json", text, what)
-    if not isinstance(state, dict) or "hyperparameters" not in state:
-        raise InvalidRequestError(
-            f"trial_state_json: expected {what}, got "
-            + (f"keys {sorted(state)[:10]}" if isinstance(state, dict) else type(state).__name__)
-        )
-    return canonical_hyperparameters(
-        state["hyperparameters"], where="trial_state_json.hyperparameters"
-    )
 
 
 def trial_info(view: TrialView) -> pb.TrialInfo:
@@ -173,19 +205,47 @@ def trial_info(view: TrialView) -> pb.TrialInfo:
 
 
 class TrialServicer(pb_grpc.TrialServiceServicer):
-    """The worker-facing RPCs."""
+    """The worker-facing RPCs.
 
-    def __init__(self, broker: TrialBroker, artifacts: ArtifactStore) -> None:
+    ``limits`` bounds what one peer may hold (parked long-polls, uploads; see
+    :mod:`orchestrator.chief.limits`); ``audit`` records every refused request.
+    """
+
+    def __init__(
+        self,
+        broker: TrialBroker,
+        artifacts: ArtifactStore,
+        *,
+        limits: ProtocolLimits | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.broker = broker
         self.artifacts = artifacts
+        self.limits = limits or ProtocolLimits()
+        self.audit = audit
+        self.long_polls = PeerSlots(
+            per_peer=self.limits.max_long_polls_per_peer,
+            total=self.limits.max_long_polls,
+            what="parked CreateTrial calls",
+        )
+        self.uploads = PeerSlots(
+            per_peer=self.limits.max_uploads_per_peer,
+            total=self.limits.max_uploads,
+            what="concurrent uploads",
+        )
+        self.throttle = UploadThrottle(self.limits.upload_bytes_per_s_per_peer)
 
     @_rpc
     def CreateTrial(
         self, request: pb.CreateTrialRequest, context: grpc.ServicerContext
     ) -> pb.CreateTrialResponse:
-        _check_id("worker_id", request.worker_id)
-        wait_s = request.wait_s if request.wait_s > 0 else None
-        answer: Assignment = self.broker.create_trial(request.worker_id, wait_s)
+        check_worker_id(request.worker_id)
+        check_wait_s(request.wait_s)
+        with self.long_polls.hold(context.peer() or "") as may_park:
+            # Past the overall bound the call is served at once, never parked:
+            # the pool keeps threads for Report and EndTrial.
+            wait_s = (request.wait_s or None) if may_park else 0.0
+            answer: Assignment = self.broker.create_trial(request.worker_id, wait_s)
         if answer.kind is AssignmentKind.TRIAL:
             return pb.CreateTrialResponse(
                 kind=pb.CreateTrialResponse.TRIAL,
@@ -207,13 +267,10 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
 
     @_rpc
     def Report(self, request: pb.ReportRequest, context: grpc.ServicerContext) -> pb.ReportResponse:
-        _check_id("trial_id", request.trial_id)
-        _check_id("lease_token", request.lease_token)
-        _check_id("worker_id", request.worker_id, required=False)
-        if not -1 <= request.epoch <= MAX_EPOCH:
-            raise InvalidRequestError(
-                f"epoch: expected -1 (a heartbeat) or 0..{MAX_EPOCH}, got {request.epoch}"
-            )
+        check_trial_id(request.trial_id)
+        check_lease_token(request.lease_token)
+        check_optional_worker_id(request.worker_id)
+        check_range("epoch", request.epoch, -1, MAX_EPOCH, f"-1 (a heartbeat) or 0..{MAX_EPOCH}")
         check_metrics(request.metrics)
         decision = self.broker.report(
             request.trial_id,
@@ -232,23 +289,19 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
     def EndTrial(
         self, request: pb.EndTrialRequest, context: grpc.ServicerContext
     ) -> pb.EndTrialResponse:
-        _check_id("trial_id", request.trial_id)
-        _check_id("lease_token", request.lease_token)
-        _check_id("worker_id", request.worker_id, required=False)
+        check_trial_id(request.trial_id)
+        check_lease_token(request.lease_token)
+        check_optional_worker_id(request.worker_id)
         status = _END_STATUSES.get(request.status)
         if status is None:
             raise InvalidRequestError(
-                f"status: expected COMPLETED, INVALID, FAILED or STOPPED, got "
-                f"{pb.TrialStatus.Name(request.status) if request.status in pb.TrialStatus.values() else request.status}"
+                "status: expected COMPLETED, INVALID, FAILED or STOPPED, got "
+                + end_status_name(request.status)
             )
         check_metrics(request.metrics)
-        _check_text("error_message", request.error_message)
-        _check_text("traceback_tail", request.traceback_tail)
-        _check_text("trial_state_json", request.trial_state_json, MAX_STATE_JSON_BYTES)
-        if not 0 <= request.best_step <= MAX_EPOCH:
-            raise InvalidRequestError(
-                f"best_step: expected 0..{MAX_EPOCH}, got {request.best_step}"
-            )
+        check_text("error_message", request.error_message)
+        check_text("traceback_tail", request.traceback_tail)
+        check_range("best_step", request.best_step, 0, MAX_EPOCH)
         # Parsed by Keras Tuner before anything is committed: a state it cannot
         # read is refused here, not found by replay later.
         hp_config = parse_trial_hyperparameters(request.trial_state_json)
@@ -269,15 +322,14 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
 
     @_rpc
     def GetTrial(self, request: pb.GetTrialRequest, context: grpc.ServicerContext) -> pb.TrialInfo:
-        _check_id("trial_id", request.trial_id)
+        check_trial_id(request.trial_id)
         return trial_info(self.broker.get_trial(request.trial_id))
 
     @_rpc
     def GetBestTrials(
         self, request: pb.GetBestTrialsRequest, context: grpc.ServicerContext
     ) -> pb.TrialList:
-        if request.num_trials < 0 or request.num_trials > 10_000:
-            raise InvalidRequestError(f"num_trials: expected 0..10000, got {request.num_trials}")
+        check_range("num_trials", request.num_trials, 0, MAX_NUM_TRIALS)
         return pb.TrialList(
             trials=[trial_info(t) for t in self.broker.best_trials(request.num_trials)]
         )
@@ -292,10 +344,10 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
     def UpdateSpace(
         self, request: pb.SpaceMessage, context: grpc.ServicerContext
     ) -> pb.UpdateSpaceResponse:
-        _check_text("hyperparameters_json", request.hyperparameters_json, MAX_STATE_JSON_BYTES)
+        check_text("hyperparameters_json", request.hyperparameters_json, MAX_STATE_JSON_BYTES)
         what = "keras_tuner HyperParameters.get_config() as JSON"
         config = canonical_hyperparameters(
-            _parse_json("hyperparameters_json", request.hyperparameters_json, what),
+            parse_json("hyperparameters_json", request.hyperparameters_json, what),
             where="hyperparameters_json",
         )
         self.broker.update_space(config)
@@ -318,43 +370,93 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
     def UploadArtifact(
         self, request_iterator: Iterator[pb.ArtifactChunk], context: grpc.ServicerContext
     ) -> pb.UploadArtifactResponse:
+        peer = context.peer() or ""
         try:
-            first = next(request_iterator, None)
-            if first is None:
-                raise InvalidRequestError("empty upload; send at least one chunk")
-            check_trial_id(first.trial_id)
-            check_artifact_name(first.name)
-            self.broker.check_lease(first.trial_id, first.lease_token)
-            last_sha = [""]
-
-            def chunks() -> Iterator[bytes]:
-                yield first.data
-                last_sha[0] = first.sha256
-                for chunk in request_iterator:
-                    last_sha[0] = chunk.sha256 or last_sha[0]
-                    yield chunk.data
-
-            size, sha = self.artifacts.write(first.trial_id, first.name, chunks())
-            if last_sha[0] and last_sha[0] != sha:
-                raise InvalidRequestError(
-                    f"artifact {first.name!r}: checksum mismatch (sent {last_sha[0]}, got {sha}); upload again"
-                )
+            with self.uploads.hold(peer, over_total=self._uploads_busy):
+                size, sha = self._upload(request_iterator, peer, context)
         except Exception as exc:
-            _answer_error(context, exc, "UploadArtifact")
+            _answer_error(context, exc, "UploadArtifact", audit=self.audit)
         return pb.UploadArtifactResponse(size=size, sha256=sha)
+
+    @staticmethod
+    def _uploads_busy() -> None:
+        raise LimitExceededError(
+            "concurrent uploads: the chief is receiving as many uploads as it takes at once; "
+            "upload again shortly"
+        )
+
+    def _upload(
+        self,
+        request_iterator: Iterator[pb.ArtifactChunk],
+        peer: str,
+        context: grpc.ServicerContext,
+    ) -> tuple[int, str]:
+        first = next(request_iterator, None)
+        if first is None:
+            raise InvalidRequestError("empty upload; send at least one chunk")
+        if isinstance(first, Undecodable):
+            first.refuse()
+        trial_id, name = first.trial_id, first.name
+        check_trial_id(trial_id)
+        check_artifact_name(name)
+        check_lease_token(first.lease_token)
+        limit = self.limits.max_artifact_bytes
+        check_range("total_size", first.total_size, 0, limit, f"0..{limit} bytes")
+        self.broker.check_lease(trial_id, first.lease_token)
+        room = self.limits.max_trial_artifact_bytes - self.artifacts.trial_bytes(
+            trial_id, excluding=name
+        )
+        last_sha = [""]
+
+        def check_chunk(chunk: pb.ArtifactChunk) -> None:
+            if chunk.trial_id not in ("", trial_id) or chunk.name not in ("", name):
+                raise InvalidRequestError(
+                    f"artifact {name!r}: a later chunk names another trial or file "
+                    f"({chunk.trial_id!r}, {chunk.name!r}); one upload is one file"
+                )
+            if chunk.sha256:
+                if len(chunk.sha256) != 64 or not all(
+                    c in "0123456789abcdef" for c in chunk.sha256
+                ):
+                    raise InvalidRequestError(
+                        f"artifact {name!r}: sha256 is not 64 lowercase hex digits"
+                    )
+                last_sha[0] = chunk.sha256
+
+        def chunks() -> Iterator[bytes]:
+            chunk: pb.ArtifactChunk | None = first
+            rest = iter(request_iterator)
+            while chunk is not None:
+                if isinstance(chunk, Undecodable):
+                    chunk.refuse()
+                check_chunk(chunk)
+                delay_s = self.throttle.delay_s(peer, len(chunk.data))
+                if delay_s > 0:
+                    time.sleep(delay_s)  # throttled: this peer sends faster than its rate
+                yield chunk.data
+                chunk = next(rest, None)
+
+        # The sha256 comes with the last chunk: checked before the file is renamed.
+        return self.artifacts.write(
+            trial_id,
+            name,
+            chunks(),
+            expected_sha256=lambda: last_sha[0],
+            max_bytes=min(limit, max(room, 0)),
+        )
 
     def DownloadArtifact(
         self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ArtifactChunk]:
         try:
+            if isinstance(request, Undecodable):
+                request.refuse()
             check_trial_id(request.trial_id)
             check_artifact_name(request.name)
-            path = self.artifacts.path(request.trial_id, request.name)
-            if not path.is_file():
-                raise NotFoundError(f"trial {request.trial_id} has no artifact {request.name!r}")
-            total = path.stat().st_size
+            self.broker.get_trial(request.trial_id)  # an id the chief never made is refused
+            total, chunks = self.artifacts.open(request.trial_id, request.name)
             first = True
-            for chunk in self.artifacts.read(request.trial_id, request.name):
+            for chunk in chunks:
                 yield pb.ArtifactChunk(
                     trial_id=request.trial_id if first else "",
                     name=request.name if first else "",
@@ -363,7 +465,7 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
                 )
                 first = False
         except Exception as exc:
-            _answer_error(context, exc, "DownloadArtifact")
+            _answer_error(context, exc, "DownloadArtifact", audit=self.audit)
         if first:  # empty file
             yield pb.ArtifactChunk(
                 trial_id=request.trial_id, name=request.name, data=b"", total_size=0
@@ -374,6 +476,7 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
         self, request: pb.ListArtifactsRequest, context: grpc.ServicerContext
     ) -> pb.ListArtifactsResponse:
         check_trial_id(request.trial_id)
+        self.broker.get_trial(request.trial_id)  # an id the chief never made is refused
         return pb.ListArtifactsResponse(names=self.artifacts.list(request.trial_id))
 
 
@@ -388,10 +491,17 @@ class ControlHandler(Protocol):
 
 
 class ControlServicer(pb_grpc.ControlServiceServicer):
-    """The CLI-facing RPCs. UNIMPLEMENTED until a handler is attached."""
+    """The CLI-facing RPCs. UNIMPLEMENTED until a handler is attached.
 
-    def __init__(self) -> None:
+    ``max_workers`` is the cluster's ``fleet.max_workers``: a Scale past it is
+    refused here (INVALID_ARGUMENT), before the fleet sees it."""
+
+    def __init__(
+        self, *, max_workers: int = DEFAULT_MAX_WORKERS, audit: AuditLog | None = None
+    ) -> None:
         self.handler: ControlHandler | None = None
+        self.max_workers = max_workers
+        self.audit = audit
 
     def _require(self, context: grpc.ServicerContext) -> ControlHandler:
         if self.handler is None:
@@ -407,7 +517,7 @@ class ControlServicer(pb_grpc.ControlServiceServicer):
 
     @_rpc
     def Scale(self, request: pb.ScaleRequest, context: grpc.ServicerContext) -> pb.ScaleResponse:
-        _check_text("cluster_yaml", request.cluster_yaml, MAX_STATE_JSON_BYTES)
+        check_scale(request, max_workers=self.max_workers)
         return pb.ScaleResponse(summary=self._require(context).scale(request))
 
     @_rpc

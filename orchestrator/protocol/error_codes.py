@@ -37,6 +37,7 @@ from orchestrator.errors import (
     InvalidRequestError,
     KtClusterError,
     LedgerError,
+    LimitExceededError,
     NotFoundError,
     PermissionDeniedError,
     SearchDirError,
@@ -89,6 +90,12 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         PermissionDeniedError,
         _Code.PERMISSION_DENIED,
         "{method}: the chief at {address} refused this caller: {details}",
+    ),
+    # One caller holds as many parked long-polls or uploads as it may.
+    ErrorCode(
+        LimitExceededError,
+        _Code.RESOURCE_EXHAUSTED,
+        "{method}: the chief at {address} refused the call: {details}",
     ),
     ErrorCode(
         UnimplementedError,
@@ -185,7 +192,7 @@ def error_from_status(
 
     A type name from the table wins, with the chief's message unchanged; else
     the code's bare type with its ``bare_message``; else (a code no row has,
-    such as RESOURCE_EXHAUSTED) a KtClusterError naming the code.
+    such as ABORTED) a KtClusterError naming the code.
     """
     named = _BY_NAME.get(error_type or "")
     if named is not None:

@@ -130,10 +130,10 @@ def test_deadline_exceeded_is_no_chief() -> None:
 
 def test_a_code_without_a_row_names_the_code() -> None:
     back = error_from_status(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "message too large", method="EndTrial", address="h:1"
+        grpc.StatusCode.ABORTED, "transaction aborted", method="EndTrial", address="h:1"
     )
     assert type(back) is KtClusterError
-    assert str(back) == "EndTrial failed at h:1: RESOURCE_EXHAUSTED: message too large"
+    assert str(back) == "EndTrial failed at h:1: ABORTED: transaction aborted"
 
 
 def test_an_unknown_type_name_falls_back_to_the_code() -> None:
