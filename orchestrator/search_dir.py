@@ -18,6 +18,10 @@ CHIEF_FILE = "chief.json"
 LEDGER_FILE = "ledger.db"
 TRIALS_DIR = "trials"
 LOG_FILE = "chief.log"
+# Only the search's owner may read it: the ledger holds lease tokens, the
+# directory the token (docs/security.md).
+SEARCH_DIR_MODE = 0o700
+CHIEF_FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
 
 
 def write_chief_info(search_dir: Path, info: ChiefInfo) -> None:
-    write_json_atomic(search_dir / CHIEF_FILE, asdict(info))
+    write_json_atomic(search_dir / CHIEF_FILE, asdict(info), mode=CHIEF_FILE_MODE)
 
 
 def read_chief_info(search_dir: Path) -> ChiefInfo:

@@ -57,6 +57,8 @@ class WorkerConfig:
 
     worker_id: str
     chief_address: str
+    # This worker's credential, minted by the chief's registry when the fleet
+    # started this process (the search token only for a chief without a fleet).
     token: str
     search_json: str  # SearchSpec.model_dump_json()
     slot: WorkerSlot | None = None

@@ -39,14 +39,19 @@ from orchestrator.chief.events import (
     TrialProgress,
     TrialRequeued,
 )
-from orchestrator.chief.leases import LeaseTable
+from orchestrator.chief.leases import Lease, LeaseTable
 from orchestrator.chief.ledger import Ledger
 from orchestrator.chief.lifecycle import SearchLifecycle
 from orchestrator.chief.oracle_gate import OracleGate
 from orchestrator.chief.oracle_host import CreatedTrial, CreateOutcome, OracleHost, RestoredTrial
 from orchestrator.chief.trial_book import RetryPolicy, TrialBook, TrialRecord
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.errors import InvalidRequestError, KtClusterError, StaleLeaseError
+from orchestrator.errors import (
+    InvalidRequestError,
+    KtClusterError,
+    PermissionDeniedError,
+    StaleLeaseError,
+)
 from orchestrator.protocol.answers import (
     Assignment,
     AssignmentKind,
@@ -390,6 +395,7 @@ class TrialBroker(SearchLifecycle):
             lease = self.leases.get(trial_id)
             if lease is None or lease.token != token:
                 raise StaleLeaseError(self._stale_message_locked(rec, token))
+            _check_holder(lease, worker_id)
             if epoch >= 0:
                 self._commit_locked([self.book.progress(trial_id, epoch, metrics)])
             self.leases.renew(trial_id, token)
@@ -403,13 +409,14 @@ class TrialBroker(SearchLifecycle):
                 lease_expires_in_s=self.leases.timeout_s,
             )
 
-    def check_lease(self, trial_id: str, token: str) -> None:
+    def check_lease(self, trial_id: str, token: str, *, worker_id: str = "") -> None:
         """Raise unless ``token`` holds the trial's current lease (artifact uploads)."""
         with self._cond:
             rec = self._record_locked(trial_id)
             lease = self.leases.get(trial_id)
             if lease is None or lease.token != token:
                 raise StaleLeaseError(self._stale_message_locked(rec, token))
+            _check_holder(lease, worker_id)
 
     def _record_locked(self, trial_id: str) -> TrialRecord:
         rec = self.book.records.get(trial_id)
@@ -462,6 +469,7 @@ class TrialBroker(SearchLifecycle):
             lease = self.leases.get(trial_id)
             if lease is None or lease.token != token:
                 raise StaleLeaseError(self._stale_message_locked(rec, token))
+            _check_holder(lease, worker_id)
             if status is AttemptStatus.COMPLETED and self.objective not in metrics:
                 status = AttemptStatus.INVALID
                 error_message = (
@@ -566,6 +574,19 @@ class TrialBroker(SearchLifecycle):
     def worker_last_seen(self) -> dict[str, float]:
         with self._cond:
             return dict(self._last_seen)
+
+
+def _check_holder(lease: Lease, worker_id: str) -> None:
+    """A worker acts only on the attempt leased to it. ``worker_id`` is the one
+    its credential proves (the auth interceptor binds it), or the one a
+    search-token caller claims on a chief without a fleet; empty when the
+    request names none (the lease token alone authorises it, as before)."""
+    if worker_id and worker_id != lease.worker_id:
+        raise PermissionDeniedError(
+            f"trial {lease.trial_id}: attempt {lease.attempt} is leased to worker "
+            f"{lease.worker_id}, not {worker_id}; a worker may report, end and upload for "
+            "its own trials only"
+        )
 
 
 __all__ = ["TrialBroker", "UnknownTrialError", "retry_policy"]

@@ -28,6 +28,7 @@ from orchestrator.chief.events import SCHEMA_VERSION
 from orchestrator.chief.ledger import Ledger
 from orchestrator.chief.limits import ProtocolLimits
 from orchestrator.chief.oracle_host import OracleHost
+from orchestrator.chief.registry import WorkerRegistry
 from orchestrator.chief.replay import replay
 from orchestrator.chief.service import ControlServicer, TrialServicer, add_servicers_to_server
 from orchestrator.clock import Clock, SystemClock
@@ -43,6 +44,7 @@ from orchestrator.protocol.trials import SearchState
 from orchestrator.search_dir import (
     CHIEF_FILE,
     LEDGER_FILE,
+    SEARCH_DIR_MODE,
     TRIALS_DIR,
     ChiefInfo,
     read_chief_info,
@@ -90,6 +92,9 @@ class Chief:
         self.clock = clock
         self.resumed = resumed
         self.token = create_token(search_dir)
+        # The workers the fleet started, each with its own credential; enforced
+        # once a session starts a fleet (registry.py, docs/security.md).
+        self.workers = WorkerRegistry()
         self.artifacts = ArtifactStore(search_dir / TRIALS_DIR)
         # Every refused request, one JSON line each (audit.py); never the token.
         self.audit = AuditLog(search_dir / AUDIT_FILE_NAME, redact=(self.token,), clock=clock)
@@ -124,6 +129,7 @@ class Chief:
                 "to continue it, or pick another --dir"
             )
         search_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(search_dir, SEARCH_DIR_MODE)  # whatever the umask, or a preflight, made
         cluster = cluster or default_cluster()
         clock = clock or SystemClock()
         ledger = Ledger(search_dir / LEDGER_FILE, clock=clock, synchronous=ledger_synchronous)
@@ -173,6 +179,7 @@ class Chief:
                 f"{search_dir}: no ledger to resume from; expected a directory made by `ktc submit`"
             )
         _refuse_if_chief_alive(search_dir)
+        os.chmod(search_dir, SEARCH_DIR_MODE)  # an older search directory is tightened
         clock = clock or SystemClock()
         ledger = Ledger(search_dir / LEDGER_FILE, clock=clock, synchronous=ledger_synchronous)
         stored = SearchMeta.parse(ledger.meta(), source=search_dir / LEDGER_FILE)
@@ -230,7 +237,14 @@ class Chief:
             raise ConfigError(f"cluster chief.host: {refusal}")
         server = grpc.server(
             ThreadPoolExecutor(max_workers=max_rpc_threads, thread_name_prefix="ktc-rpc"),
-            interceptors=[TokenAuthInterceptor(self.token)],
+            interceptors=[
+                TokenAuthInterceptor(
+                    self.token,
+                    workers=self.workers,
+                    on_reject=self.audit,  # refused secrets are audited too
+                    lease_holder=self._lease_holder,
+                )
+            ],
             options=[
                 # Two chiefs must never share a port silently.
                 ("grpc.so_reuseport", 0),
@@ -277,6 +291,12 @@ class Chief:
         self._reaper.start()
         log.info("chief for %s listening on %s", self.search_dir, address)
         return self._endpoint
+
+    def _lease_holder(self, trial_id: str) -> str | None:
+        """The worker that holds ``trial_id``'s lease now (the auth interceptor's
+        upload check)."""
+        lease = self.broker.leases.get(trial_id)
+        return lease.worker_id if lease is not None else None
 
     def _preferred_port(self) -> int:
         """The configured port; on resume with port 0, the previous port if free,

@@ -22,6 +22,7 @@ BENCHMARKS.md gives the measured cost of both.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +41,11 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import LedgerError
 
 LEDGER_FILE_NAME = "ledger.db"
+# The ledger holds every lease token in clear: only its owner may read it. The
+# -wal and -shm files SQLite creates beside it get the database file's mode
+# (its unix VFS copies it), and are chmod'ed as well in case they already existed.
+LEDGER_FILE_MODE = 0o600
+_SIDE_FILES = ("-wal", "-shm")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -100,6 +106,10 @@ class Ledger:
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600 from the start, whatever the umask: created here before SQLite
+            # opens it; an older, looser ledger is tightened on open (resume).
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, LEDGER_FILE_MODE))
+            os.chmod(self.path, LEDGER_FILE_MODE)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -109,6 +119,10 @@ class Ledger:
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (json.dumps(SCHEMA_VERSION),),
             )
+            for suffix in _SIDE_FILES:
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    os.chmod(side, LEDGER_FILE_MODE)
         self._read_only = read_only
 
     # ------------------------------------------------------------------ meta

@@ -135,13 +135,15 @@ class SearchSession:
         endpoint = self.chief.endpoint
         ca_pem = Path(endpoint.tls_ca).read_bytes() if endpoint.tls_ca else None
 
-        def make_config(slot: WorkerSlot) -> Any:
+        def make_config(slot: WorkerSlot, credential: str) -> Any:
             from workers.runner import WorkerConfig
 
+            # The worker gets its own credential, never the search token: it can
+            # act only as itself, and cannot call status, scale or cancel.
             return WorkerConfig(
                 worker_id=slot.worker_id,
                 chief_address=endpoint.address,
-                token=endpoint.token,
+                token=credential,
                 search_json=spec_json(self.search),
                 slot=slot,
                 ca_pem=ca_pem,
@@ -153,10 +155,14 @@ class SearchSession:
                 search_id=self.chief.search_id,
             )
 
+        # From here on the chief hands trials only to the workers this fleet
+        # registers (a resumed chief registers its new fleet's the same way).
+        self.chief.workers.require()
         self.fleet = Fleet(
             self.cluster,
             make_config=make_config,
             hooks=BrokerHooks(self.chief.broker),
+            credentials=self.chief.workers,
             dataset_ref=dataset_ref,
             actor_name_prefix=f"{self.actor_prefix}-{self._nonce}",
             runtime_env=self._runtime_env(),
@@ -172,7 +178,10 @@ class SearchSession:
         """Append each started worker process to ``workers.jsonl`` (placement
         audit: which Ray node, pid and CUDA_VISIBLE_DEVICES each worker had)."""
         line = json.dumps({"ts": time.time(), **info})
-        with (self.chief.search_dir / "workers.jsonl").open("a") as handle:
+        path = self.chief.search_dir / "workers.jsonl"
+        # 0600 like the rest of the search directory's files (docs/security.md).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as handle:
             handle.write(line + "\n")
 
     def _runtime_env(self) -> dict[str, Any]:

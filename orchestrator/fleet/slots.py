@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.config import ClusterSpec, WorkerSlot
 from orchestrator.errors import ConfigError, FleetError
@@ -49,6 +49,15 @@ log = logging.getLogger(__name__)
 PENDING_AFTER_S = 5.0  # an actor not up by then is reported pending, with a reason
 CRASH_LOOP_WINDOW_S = 20.0
 CRASH_LOOP_LIMIT = 3
+
+
+class WorkerCredentials(Protocol):
+    """The chief's worker registry (:class:`orchestrator.chief.registry.WorkerRegistry`):
+    each process the fleet starts is registered and gets its own credential."""
+
+    def register(self, worker_id: str) -> str: ...
+
+    def revoke(self, worker_id: str) -> None: ...
 
 
 class BrokerHooks:
@@ -86,8 +95,9 @@ class Fleet:
         self,
         cluster: ClusterSpec,
         *,
-        make_config: Callable[[WorkerSlot], Any],
+        make_config: Callable[[WorkerSlot, str], Any],
         hooks: BrokerHooks,
+        credentials: WorkerCredentials | None = None,
         dataset_ref: Any = None,
         actor_name_prefix: str = "ktc",
         runtime_env: dict[str, Any] | None = None,
@@ -95,8 +105,11 @@ class Fleet:
         autoscale: bool = False,
         on_actor_started: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        # make_config(slot, credential): the actor's WorkerConfig, carrying the
+        # credential the registry minted for this process ("" without a registry).
         self.make_config = make_config
         self.hooks = hooks
+        self.credentials = credentials
         self.dataset_ref = dataset_ref
         self.actor_name_prefix = actor_name_prefix
         self.runtime_env = runtime_env or {}
@@ -162,6 +175,7 @@ class Fleet:
                 with contextlib.suppress(Exception):  # already gone
                     ray.kill(rt.actor, no_restart=True)
                 rt.actor = None
+            self._revoke(rt.slot.worker_id)
         self._publish()
 
     def wait_idle(self, timeout_s: float) -> bool:
@@ -335,7 +349,10 @@ class Fleet:
 
         slot = rt.slot
         self.hooks.forget(slot.worker_id)  # clear a drain mark from an earlier scale-down
-        config = self.make_config(slot)
+        # A fresh credential per process: registering again revokes the one a
+        # recycled or dead predecessor in this slot held.
+        credential = self.credentials.register(slot.worker_id) if self.credentials else ""
+        config = self.make_config(slot, credential)
         runtime_env = dict(self.runtime_env)
         if not self.env_from_raylet:
             runtime_env["env_vars"] = actor_env(config, dict(runtime_env.get("env_vars", {})))
@@ -404,6 +421,7 @@ class Fleet:
         wid = rt.slot.worker_id
         log.warning("worker %s died: %s", wid, reason)
         self.hooks.worker_lost(wid, reason)
+        self._revoke(wid)
         rt.actor = None
         rt.info_ref = None
         rt.run_ref = None
@@ -429,12 +447,18 @@ class Fleet:
         if rt.actor is not None:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(rt.actor, no_restart=True)
+        self._revoke(rt.slot.worker_id)
         rt.actor = None
         rt.info_ref = None
         rt.run_ref = None
         rt.pid = None
         rt.state = WorkerState.STOPPED
         log.info("actor for %s stopped: %s", rt.slot.worker_id, why)
+
+    def _revoke(self, worker_id: str) -> None:
+        """The slot's process is gone: its credential stops working."""
+        if self.credentials is not None:
+            self.credentials.revoke(worker_id)
 
     def _update_pending(self) -> None:
         now = time.monotonic()
