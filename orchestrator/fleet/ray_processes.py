@@ -35,7 +35,7 @@ def record_ray_processes(search_dir: Path, root: psutil.Process | None = None) -
             )
         except psutil.Error:
             continue
-    write_json_atomic(Path(search_dir) / RECORD_FILE, entries)
+    write_json_atomic(Path(search_dir) / RECORD_FILE, entries, mode=0o600)
     return len(entries)
 
 
