@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -17,6 +18,15 @@ from orchestrator.errors import FleetError
 log = logging.getLogger(__name__)
 
 RAY_NAMESPACE = "ktcluster"
+LOOPBACK = "127.0.0.1"
+# Ray resolves a node address of 127.0.0.1 to the machine's routable address
+# (services.resolve_ip_for_localhost) unless "clusters" are off, as on macOS and
+# Windows; then its GCS, raylet, agents and workers listen on loopback only
+# (measured with Ray 2.60: every listening socket on 127.0.0.1 or
+# ::ffff:127.0.0.1; without it, gcs_server and raylet listen on [::]). The
+# variable reaches every process the raylet starts; the driver, which may
+# have imported Ray already, reads the constant, which is set for ray.init.
+_RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def _init_embedded_ray(ray: Any, attempts: int = 2, **kwargs: Any) -> None:
@@ -40,6 +50,19 @@ def _init_embedded_ray(ray: Any, attempts: int = 2, **kwargs: Any) -> None:
                 log.warning("embedded Ray did not start (%s); trying again", exc)
                 continue
             raise _ray_start_error(exc) from exc
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Ray's "no clusters" mode in this process while the embedded Ray starts."""
+    from ray._private import ray_constants as constants
+
+    saved = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved
 
 
 def embedded_worker_env(*, user_code: bool) -> dict[str, str]:
@@ -97,23 +120,28 @@ def connect_ray(cluster: ClusterSpec, *, user_code: bool = False) -> bool:
         # __init__ (RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES keeps Ray's off).
         raylet_env = {
             **embedded_worker_env(user_code=user_code),
+            **_RAY_LOOPBACK_ENV,
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(total_gpus)),
         }
         saved = {name: os.environ.get(name) for name in raylet_env}
         os.environ.update(raylet_env)
         try:
-            _init_embedded_ray(
-                ray,
-                # "local" always starts a new instance: never attach to a cluster
-                # recorded in RAY_ADDRESS or /tmp/ray/ray_current_cluster.
-                address="local",
-                num_cpus=sum(node.cpus for node in nodes),
-                num_gpus=total_gpus,
-                resources={f"ktc_node_{node.name}": 1000.0 for node in nodes},
-                include_dashboard=False,
-                namespace=RAY_NAMESPACE,
-                log_to_driver=False,
-            )
+            with _loopback_only():
+                _init_embedded_ray(
+                    ray,
+                    # "local" always starts a new instance: never attach to a cluster
+                    # recorded in RAY_ADDRESS or /tmp/ray/ray_current_cluster.
+                    address="local",
+                    num_cpus=sum(node.cpus for node in nodes),
+                    num_gpus=total_gpus,
+                    resources={f"ktc_node_{node.name}": 1000.0 for node in nodes},
+                    include_dashboard=False,
+                    namespace=RAY_NAMESPACE,
+                    log_to_driver=False,
+                    # Loopback only: nothing of this Ray is reachable from the
+                    # network, whether or not Ray's own token auth is on.
+                    _node_ip_address=LOOPBACK,
+                )
         finally:
             for name, value in saved.items():
                 if value is None:
