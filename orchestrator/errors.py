@@ -82,8 +82,11 @@ class ChiefInternalError(KtClusterError):
     chief's own exception type and text; its traceback is in the chief's log."""
 
 
-class SearchFailedError(KtClusterError):
-    """The search ended in state FAILED (for example too many consecutive failures)."""
+class SearchFailedError(KtClusterError, RuntimeError):
+    """The search ended in state FAILED (for example too many consecutive failures).
+
+    A RuntimeError too: Keras Tuner's own consecutive-failure limit raises one
+    out of ``search()``, and a Keras Tuner user's script catches that."""
 
 
 class LedgerError(KtClusterError):

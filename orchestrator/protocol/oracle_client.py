@@ -45,7 +45,12 @@ from typing import TYPE_CHECKING, Any
 import keras_tuner
 from keras_tuner.src.engine import trial as kt_trial
 
-from orchestrator.errors import ChiefUnavailableError, KtClusterError, StaleLeaseError
+from orchestrator.errors import (
+    ChiefUnavailableError,
+    KtClusterError,
+    SearchFailedError,
+    StaleLeaseError,
+)
 from orchestrator.protocol.client import (
     AssignmentKind,
     LeasedTrial,
@@ -64,13 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRACEBACK_TAIL_CHARS = 4000
-
-
-class SearchFailedError(KtClusterError, RuntimeError):
-    """The chief ended the search FAILED (its consecutive-failure limit).
-
-    A RuntimeError too: Keras Tuner's own limit raises one out of ``search()``,
-    and a Keras Tuner user's script catches that."""
 
 
 class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]

@@ -23,16 +23,14 @@ from typing import Any
 import pytest
 
 from orchestrator.chief.chief import Chief
+from orchestrator.errors import SearchFailedError
 from orchestrator.protocol.client import TrialClient
 from orchestrator.protocol.trials import SearchState, TrialStatus
 from tests.helpers import make_search
 
 keras_tuner = pytest.importorskip("keras_tuner")
 
-from orchestrator.protocol.oracle_client import (  # noqa: E402  (imports keras_tuner)
-    RemoteOracle,
-    SearchFailedError,
-)
+from orchestrator.protocol.oracle_client import RemoteOracle  # noqa: E402  (imports keras_tuner)
 from tests.kt_suite.hosting import ChiefPerTuner  # noqa: E402
 
 StartChief = Callable[..., tuple[Chief, Any]]
