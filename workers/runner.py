@@ -179,10 +179,7 @@ class TrialRunner:
         return self._summary(ExitReason.RECYCLE)
 
     def _end_safely(self, trial: LeasedTrial, status: str, **kwargs: Any) -> None:
-        try:
-            self.client.end_trial(trial, status, **kwargs)
-        except StaleLeaseError as exc:
-            log.warning("trial %s: result refused: %s", trial.trial_id, exc)
+        self.client.end_attempt(trial, status, **kwargs)
 
     # ------------------------------------------------------ keras tuner path
 

@@ -24,7 +24,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orchestrator.errors import ChiefUnavailableError, KtClusterError, StaleLeaseError
+from orchestrator.errors import (
+    ChiefUnavailableError,
+    InvalidRequestError,
+    KtClusterError,
+    StaleLeaseError,
+)
 from orchestrator.protocol.answers import AssignmentKind
 from orchestrator.protocol.auth import bearer, read_token
 from orchestrator.protocol.error_codes import error_from_status, error_type_from
@@ -235,6 +240,29 @@ class TrialClient:
             ),
         )
         return bool(response.recorded)
+
+    def end_attempt(self, trial: LeasedTrial, status: str, **kwargs: Any) -> bool:
+        """A worker's EndTrial: True when the chief recorded this result.
+
+        A stale lease (the attempt was taken back) is logged and ignored. A
+        result the chief refuses as malformed ends the attempt INVALID with the
+        chief's own reason instead, so the trial shows the real cause (and is
+        retried) rather than the worker crashing on it.
+        """
+        try:
+            self.end_trial(trial, status, **kwargs)
+            return True
+        except StaleLeaseError as exc:
+            log.warning("trial %s: result refused: %s", trial.trial_id, exc)
+            return False
+        except InvalidRequestError as exc:
+            reason = f"the chief refused this attempt's result: {exc}"
+            log.error("trial %s: %s", trial.trial_id, reason)
+            try:
+                self.end_trial(trial, "INVALID", error_message=reason)
+            except (StaleLeaseError, InvalidRequestError) as again:
+                log.warning("trial %s: could not end the attempt: %s", trial.trial_id, again)
+            return False
 
     def get_trial(self, trial_id: str) -> TrialSummary:
         return _summary(

@@ -237,21 +237,17 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         if trial_id in self._told_to_stop:
             self._told_to_stop.discard(trial_id)
             status, message, tail = "STOPPED", "stopped by the chief", ""
-        try:
-            self.client.end_trial(
-                leased,
-                status,
-                metrics=finite_metrics(metrics) if status == "COMPLETED" else {},
-                best_step=step,
-                error_message=message,
-                traceback_tail=tail,
-                trial_state={"hyperparameters": trial.hyperparameters.get_config()},
-            )
-        except StaleLeaseError as exc:
-            # The chief gave this attempt to someone else: our result is ignored.
-            log.warning("trial %s: result refused: %s", trial_id, exc)
-            return
-        self._record_end(trial, status, metrics, step)
+        recorded = self.client.end_attempt(
+            leased,
+            status,
+            metrics=finite_metrics(metrics) if status == "COMPLETED" else {},
+            best_step=step,
+            error_message=message,
+            traceback_tail=tail,
+            trial_state={"hyperparameters": trial.hyperparameters.get_config()},
+        )
+        if recorded:
+            self._record_end(trial, status, metrics, step)
 
     def _record_end(
         self, trial: kt_trial.Trial, status: str, metrics: Mapping[str, float], step: int

@@ -170,3 +170,23 @@ def test_after_a_refused_end_every_verb_still_reads_the_search(
     finally:
         resumed.close(grace_s=0)
     assert "error" not in capsys.readouterr().err
+
+
+def test_a_worker_whose_result_is_refused_ends_the_attempt_with_the_chiefs_reason(
+    chief_and_stub: Any,
+) -> None:
+    """The worker does not crash on INVALID_ARGUMENT: the attempt ends INVALID
+    with the chief's own message, so the trial shows the real cause and retries."""
+    chief, ep, _, _ = chief_and_stub
+    with TrialClient(ep.address, ep.token, worker_id="w0") as client:
+        trial = client.create_trial(wait_s=0).trial
+        assert trial is not None
+        recorded = client.end_attempt(
+            trial, "COMPLETED", metrics={"score": 0.5}, trial_state={"hyperparameters": "x"}
+        )
+    assert recorded is False
+    view = chief.broker.get_trial(trial.trial_id)
+    assert view.status is TrialStatus.PENDING
+    assert view.error_message is not None
+    assert view.error_message.startswith("the chief refused this attempt's result: ")
+    assert "trial_state_json.hyperparameters" in view.error_message
