@@ -47,6 +47,7 @@ from orchestrator.errors import (
     UnimplementedError,
 )
 from orchestrator.protocol.answers import Assignment, AssignmentKind
+from orchestrator.protocol.auth import caller_worker_id
 from orchestrator.protocol.error_codes import abort_with_error, wire_error
 from orchestrator.protocol.kt_state import canonical_hyperparameters, canonical_json
 from orchestrator.protocol.names import check_artifact_name, check_trial_id, check_worker_id
@@ -180,7 +181,7 @@ def _rpc(func: F) -> F:
                 exc,
                 func.__name__,
                 audit=getattr(self, "audit", None),
-                worker_id=str(getattr(request, "worker_id", "")),
+                worker_id=str(getattr(request, "worker_id", "")) or caller_worker_id(context),
             )
 
     return wrapper  # type: ignore[return-value]
