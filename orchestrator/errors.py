@@ -93,6 +93,13 @@ class LedgerError(KtClusterError):
     """The ledger is missing, corrupt, or belongs to another search."""
 
 
+class DatasetUnavailableError(KtClusterError):
+    """A dataset path of the search cannot be read on a worker's machine (missing,
+    a folder where a file is expected, unreadable). Every trial would fail the same
+    way, so the worker reports it before its first trial and the fleet fails the
+    search with this message instead of retrying trials in a crash loop."""
+
+
 class FleetError(KtClusterError):
     """Workers could not be placed or started on the Ray cluster."""
 

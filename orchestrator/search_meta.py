@@ -196,7 +196,9 @@ def _search_spec(meta: Mapping[str, Any], source: Path | str) -> SearchSpec:
     if oracle:
         data["oracle"] = oracle
     try:
-        return SearchSpec.model_validate(data)
+        # The dataset paths were checked where the search ran; they need not
+        # exist where its directory is read (a remote cluster's, or since deleted).
+        return SearchSpec.model_validate(data, context={"check_paths": False})
     except ValueError as exc:
         raise LedgerError(
             f"{source}: the stored search spec is unreadable ({exc}); "

@@ -18,7 +18,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import traceback
 from dataclasses import dataclass, field
@@ -26,8 +28,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from orchestrator.config import SearchSpec, WorkerSlot
-from orchestrator.errors import ChiefUnavailableError, KtClusterError, StaleLeaseError
+from orchestrator.errors import (
+    ChiefUnavailableError,
+    DatasetUnavailableError,
+    KtClusterError,
+    StaleLeaseError,
+)
 from orchestrator.protocol.client import (
     AssignmentKind,
     LeasedTrial,
@@ -49,6 +58,9 @@ class ExitReason(str, Enum):
     STOP = "stop"  # the chief said STOP (search over, or this worker drained)
     RECYCLE = "recycle"  # ran its quota of trials; the fleet starts a fresh process
     CHIEF_GONE = "chief_gone"  # the chief stopped answering
+    # This machine cannot run any trial of the search (``detail`` says why, e.g. a
+    # dataset path missing here): the fleet fails the search with ``detail``.
+    FATAL = "fatal"
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,39 @@ class WorkerConfig:
 
     @property
     def search(self) -> SearchSpec:
-        return SearchSpec.model_validate_json(self.search_json)
+        # The spec was checked where it was submitted; its dataset paths are
+        # this machine's business, checked once by check_dataset_paths.
+        return SearchSpec.model_validate_json(self.search_json, context={"check_paths": False})
+
+
+_SUBMIT_HINTS = re.compile(r" \(looked for [^)]*\)| Fix the path or run from the right folder\.")
+
+
+def check_dataset_paths(config: WorkerConfig) -> None:
+    """Raise DatasetUnavailableError unless the search's dataset paths can be read here.
+
+    The config's own path checks (``DatasetSpec``'s validators) run again on this
+    machine: on a remote cluster ``ktc submit`` could not run them, because the
+    paths are the workers', not the submitting machine's.
+    """
+    try:
+        SearchSpec.model_validate_json(config.search_json, context={"check_paths": True})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            cause = (error.get("ctx") or {}).get("error")
+            key = ".".join(str(part) for part in error["loc"])
+            text = str(cause) if cause is not None else error["msg"]
+            # The config's hints are about the submitting machine's current
+            # folder; here the path is already absolute and the fix is below.
+            text = _SUBMIT_HINTS.sub("", text).strip()
+            problems.append(f"{key}: {text}")
+        raise DatasetUnavailableError(
+            f"worker {config.worker_id} on {socket.gethostname()}: "
+            + "; ".join(problems)
+            + " On a Ray cluster the dataset is read on each worker's machine: put it at this "
+            "path on every worker node (or on shared storage), or fix the path."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -87,7 +131,11 @@ class RunSummary:
 
 
 class TrialRunner:
-    """Runs trials for one worker until STOP, its recycle quota, or the chief is gone."""
+    """Runs trials for one worker until STOP, its recycle quota, or the chief is gone.
+
+    A worker whose machine cannot run the search at all (a dataset path missing
+    here) returns ExitReason.FATAL before its first trial instead.
+    """
 
     def __init__(self, config: WorkerConfig, dataset: Any = None) -> None:
         self.config = config
@@ -108,9 +156,15 @@ class TrialRunner:
         from workers.hypermodels import needs_tensorflow
 
         try:
+            # Before the first trial: a dataset missing on this machine would fail
+            # every trial, so it ends the search instead (the fleet fails it).
+            check_dataset_paths(self.config)
             if needs_tensorflow(self.search.hypermodel):
                 return self._run_keras_tuner()
             return self._run_light()
+        except DatasetUnavailableError as exc:
+            log.error("worker %s: %s", self.config.worker_id, exc)
+            return self._summary(ExitReason.FATAL, str(exc))
         except ChiefUnavailableError as exc:
             log.warning("worker %s: %s", self.config.worker_id, exc)
             return self._summary(ExitReason.CHIEF_GONE, str(exc))

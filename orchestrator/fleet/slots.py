@@ -40,6 +40,7 @@ from orchestrator.fleet.placement import (
 )
 from orchestrator.fleet.slot_table import SlotRuntime, SlotTable
 from orchestrator.protocol.status_document import WorkerState, WorkerStatus
+from workers.runner import ExitReason
 
 if TYPE_CHECKING:
     from orchestrator.chief.broker import TrialBroker
@@ -411,6 +412,14 @@ class Fleet:
                     self._on_death(rt, death_reason(exc))
                     return
                 rt.trials_run += summary.trials_run
+                if summary.reason is ExitReason.FATAL:
+                    # The worker's machine cannot run any trial (its dataset is
+                    # missing there): every worker would fail every trial, so the
+                    # search ends now, with the worker's own message.
+                    log.error("worker %s cannot run the search: %s", rt.worker_id, summary.detail)
+                    self.hooks.fail_search(summary.detail)
+                    self._kill(rt, "cannot run the search")
+                    return
                 # Recycled, drained or the search is over: this process is done.
                 # _reconcile starts a fresh one if the slot is still wanted and
                 # trials are still being handed out.

@@ -31,6 +31,7 @@ from orchestrator.errors import (
     ChiefInternalError,
     ChiefUnavailableError,
     ConfigError,
+    DatasetUnavailableError,
     DeployError,
     FleetError,
     InputError,
@@ -78,6 +79,8 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     # FAILED_PRECONDITION is a stale lease, as workers have always read it.
     ErrorCode(StaleLeaseError, _Code.FAILED_PRECONDITION, "{method}: {details}"),
     ErrorCode(FleetError, _Code.FAILED_PRECONDITION),
+    # A worker's machine lacks the search's data: the search cannot run there.
+    ErrorCode(DatasetUnavailableError, _Code.FAILED_PRECONDITION),
     ErrorCode(SearchFailedError, _Code.FAILED_PRECONDITION),
     ErrorCode(KtClusterError, _Code.FAILED_PRECONDITION),
     ErrorCode(
