@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -83,6 +85,20 @@ class TrialSummary:
 class ReportAction(str, Enum):
     CONTINUE = "CONTINUE"
     STOP = "STOP"
+
+
+# ANSI escape sequences (Ray colours its task errors) and other control characters.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+_KEEP = frozenset("\t\n\r")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal colour codes or other control characters (the
+    chief refuses those in free text; a user reads the message, not the codes)."""
+    text = _ANSI.sub("", text)
+    return "".join(
+        ch if ch in _KEEP or unicodedata.category(ch) not in ("Cc", "Cs") else "?" for ch in text
+    )
 
 
 class TrialClient:
@@ -233,8 +249,8 @@ class TrialClient:
                 status=pb.TrialStatus.Name(pb.TrialStatus.Value(status)),
                 metrics=dict(metrics or {}),
                 best_step=best_step,
-                error_message=error_message[-16_000:],
-                traceback_tail=traceback_tail[-16_000:],
+                error_message=plain_text(error_message)[-16_000:],
+                traceback_tail=plain_text(traceback_tail)[-16_000:],
                 trial_state_json=json.dumps(trial_state) if trial_state else "",
                 worker_id=self.worker_id,
             ),

@@ -190,3 +190,19 @@ def test_a_worker_whose_result_is_refused_ends_the_attempt_with_the_chiefs_reaso
     assert view.error_message is not None
     assert view.error_message.startswith("the chief refused this attempt's result: ")
     assert "trial_state_json.hyperparameters" in view.error_message
+
+
+def test_a_coloured_traceback_reaches_the_chief_as_plain_text(chief_and_stub: Any) -> None:
+    """Ray colours its task errors; the chief refuses control characters in free
+    text, so the client strips them and the user reads the message."""
+    chief, ep, _, _ = chief_and_stub
+    coloured = "\x1b[36mray::WorkerProcess.run()\x1b[39m ValueError: boom\x07"
+    with TrialClient(ep.address, ep.token, worker_id="w0") as client:
+        trial = client.create_trial(wait_s=0).trial
+        assert trial is not None
+        assert client.end_attempt(
+            trial, "INVALID", error_message=coloured, traceback_tail="Traceback\n" + coloured
+        )
+    view = chief.broker.get_trial(trial.trial_id)
+    assert view.error_message == "ray::WorkerProcess.run() ValueError: boom?"
+    assert view.traceback_tail == "Traceback\nray::WorkerProcess.run() ValueError: boom?"
