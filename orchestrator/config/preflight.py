@@ -11,7 +11,8 @@ itself, and lives here:
   file and line, whichever file it is);
 - the search directory can be created: not an existing file, not inside a
   file, not a folder that already holds a search;
-- ``--workers`` is within ``fleet.max_workers``.
+- ``--workers`` is within ``fleet.max_workers`` (``ktc resume`` checks it too,
+  against the cluster it resumes on).
 
 ``ktc validate`` runs the same checks (but only warns about a directory that
 already holds a search: the file is fine, that folder is taken) and
@@ -147,6 +148,19 @@ def check_search(
     raise _dir_error(spec, doc, problem, None)
 
 
+def check_worker_count(
+    workers: int | None, cluster: ClusterSpec, *, where: str, raise_cap: str
+) -> None:
+    """``--workers`` of ``submit`` or ``resume`` within ``fleet.max_workers`` of the
+    cluster it runs on (``where`` names it; ``raise_cap`` says how to raise the cap)."""
+    cap = cluster.fleet.max_workers
+    if workers is not None and workers > cap:
+        raise ConfigError(
+            f"--workers {workers}: expected at most fleet.max_workers ({cap}) of {where}, got "
+            f"{workers}. Lower --workers, or {raise_cap}."
+        )
+
+
 def plan_submit(
     search_file: str,
     cluster_file: str | None,
@@ -164,13 +178,12 @@ def plan_submit(
     search, doc = load_search_document(search_file, check_paths=cluster.is_local)
     check_importable(search, search_path, source=doc.source, doc=doc)
     check_hypermodel_space(search, doc)
-    cap = cluster.fleet.max_workers
-    if workers is not None and workers > cap:
-        where = f"the cluster file {cluster_file}" if cluster_file else "the default cluster"
-        raise ConfigError(
-            f"--workers {workers}: expected at most fleet.max_workers ({cap}) of {where}, got "
-            f"{workers}. Lower --workers, or raise fleet.max_workers in the cluster file."
-        )
+    check_worker_count(
+        workers,
+        cluster,
+        where=f"the cluster file {cluster_file}" if cluster_file else "the default cluster",
+        raise_cap="raise fleet.max_workers in the cluster file",
+    )
     search_dir = Path(dir_arg) if dir_arg else search.resolve_directory()
     problem = search_dir_problem(search_dir)
     if problem is not None:
