@@ -92,15 +92,15 @@ class WorkerConfig:
 _SUBMIT_HINTS = re.compile(r" \(looked for [^)]*\)| Fix the path or run from the right folder\.")
 
 
-def check_dataset_paths(config: WorkerConfig) -> None:
-    """Raise DatasetUnavailableError unless the search's dataset paths can be read here.
+def dataset_path_problems(search_json: str) -> list[str]:
+    """Why the search's dataset paths cannot be read on this machine (empty when they can).
 
-    The config's own path checks (``DatasetSpec``'s validators) run again on this
-    machine: on a remote cluster ``ktc submit`` could not run them, because the
-    paths are the workers', not the submitting machine's.
+    The config's own path checks (``DatasetSpec``'s validators) run again here:
+    on a remote cluster ``ktc submit`` could not run them, because the paths are
+    the workers', not the submitting machine's.
     """
     try:
-        SearchSpec.model_validate_json(config.search_json, context={"check_paths": True})
+        SearchSpec.model_validate_json(search_json, context={"check_paths": True})
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -109,14 +109,21 @@ def check_dataset_paths(config: WorkerConfig) -> None:
             text = str(cause) if cause is not None else error["msg"]
             # The config's hints are about the submitting machine's current
             # folder; here the path is already absolute and the fix is below.
-            text = _SUBMIT_HINTS.sub("", text).strip()
-            problems.append(f"{key}: {text}")
+            problems.append(f"{key}: {_SUBMIT_HINTS.sub('', text).strip()}")
+        return problems
+    return []
+
+
+def check_dataset_paths(config: WorkerConfig) -> None:
+    """Raise DatasetUnavailableError unless the search's dataset paths can be read here."""
+    problems = dataset_path_problems(config.search_json)
+    if problems:
         raise DatasetUnavailableError(
             f"worker {config.worker_id} on {socket.gethostname()}: "
             + "; ".join(problems)
             + " On a Ray cluster the dataset is read on each worker's machine: put it at this "
             "path on every worker node (or on shared storage), or fix the path."
-        ) from None
+        )
 
 
 @dataclass(frozen=True)
@@ -157,8 +164,10 @@ class TrialRunner:
 
         try:
             # Before the first trial: a dataset missing on this machine would fail
-            # every trial, so it ends the search instead (the fleet fails it).
-            check_dataset_paths(self.config)
+            # every trial, so it ends the search instead (the fleet fails it). A
+            # dataset the session shipped through Ray's object store needs no path.
+            if self.dataset is None:
+                check_dataset_paths(self.config)
             if needs_tensorflow(self.search.hypermodel):
                 return self._run_keras_tuner()
             return self._run_light()

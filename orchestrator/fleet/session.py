@@ -207,7 +207,14 @@ class SearchSession:
         if self.search.dataset is None or not needs_tensorflow(self.search.hypermodel):
             return None
         from workers.datasets import load_dataset
+        from workers.runner import dataset_path_problems
 
+        if not self.cluster.is_local and dataset_path_problems(spec_json(self.search)):
+            # On a remote cluster the dataset paths are the workers': each worker
+            # checks them before its first trial and loads its own copy (a missing
+            # path there fails the search). Export then lacks the dataset info.
+            log.info("dataset paths are not on this machine; each worker loads its own copy")
+            return None
         data = load_dataset(self.search.dataset)
         info = DatasetInfo(
             input_shape=tuple(data.input_shape),

@@ -15,7 +15,7 @@ from orchestrator.protocol.error_codes import ERROR_CODES
 from workers.runner import ExitReason, TrialRunner, WorkerConfig, check_dataset_paths
 
 
-def _config(dataset: dict[str, Any] | None) -> WorkerConfig:
+def _config(dataset: dict[str, Any] | None, *, reconnect_timeout_s: float = 60.0) -> WorkerConfig:
     data: dict[str, Any] = {
         "name": "remote",
         "hypermodel": {"name": "sleep", "options": {"epoch_s": 0.01}},
@@ -28,7 +28,11 @@ def _config(dataset: dict[str, Any] | None) -> WorkerConfig:
     spec = parse_search(data, check_paths=False)
     # Port 9 (discard): nothing answers; the check must fail before any RPC.
     return WorkerConfig(
-        worker_id="node-w0", chief_address="127.0.0.1:9", token="t", search_json=spec_json(spec)
+        worker_id="node-w0",
+        chief_address="127.0.0.1:9",
+        token="t",
+        search_json=spec_json(spec),
+        reconnect_timeout_s=reconnect_timeout_s,
     )
 
 
@@ -72,6 +76,14 @@ def test_the_runner_returns_fatal_before_its_first_trial(tmp_path: Path) -> None
     assert summary.reason is ExitReason.FATAL
     assert summary.trials_run == 0
     assert "dataset.path: path" in summary.detail and "does not exist" in summary.detail
+
+
+def test_a_dataset_shipped_by_the_session_needs_no_path(tmp_path: Path) -> None:
+    config = _config({"source": "npz", "path": str(tmp_path / "gone.npz")}, reconnect_timeout_s=0.2)
+    # The data came through Ray's object store: the runner goes on to ask for a
+    # trial (no chief answers here), instead of failing the search.
+    summary = TrialRunner(config, dataset=object()).run()
+    assert summary.reason is ExitReason.CHIEF_GONE
 
 
 def test_the_error_has_a_status_code() -> None:
