@@ -26,9 +26,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.chief.book_reads import BookReads
 from orchestrator.chief.events import (
     SearchChanged,
     SpaceChanged,
@@ -57,13 +58,10 @@ from orchestrator.protocol.answers import (
     AssignmentKind,
     EndOutcome,
     ReportDecision,
-    SearchSummary,
 )
 from orchestrator.protocol.trials import (
     AttemptStatus,
     SearchState,
-    TrialView,
-    rank_trials,
 )
 
 if TYPE_CHECKING:
@@ -83,15 +81,7 @@ class UnknownTrialError(InvalidRequestError):
     """A request named a trial id the chief never created."""
 
 
-def retry_policy(search: SearchSpec) -> RetryPolicy:
-    """The search file's failure policy as the trial book's."""
-    return RetryPolicy(
-        retries_per_trial=search.failure.retries_per_trial,
-        max_consecutive_failures=search.failure.max_consecutive_failed_trials,
-    )
-
-
-class TrialBroker(SearchLifecycle):
+class TrialBroker(SearchLifecycle, BookReads):
     """Hands out trials under leases and records what comes back.
 
     Thread-safe. Every public method may be called from any gRPC thread.
@@ -118,7 +108,7 @@ class TrialBroker(SearchLifecycle):
         self.objective = search.objective.name
         self.direction = search.objective.resolved_direction
         self.leases = LeaseTable(self.clock, search.failure.lease_timeout_s)
-        self.book = TrialBook(retry_policy(search))
+        self.book = TrialBook(RetryPolicy.from_search(search))
 
         self._cond = threading.Condition(threading.Lock())
         self.gate = OracleGate(self._cond, oracle_host, self._commit_locked)
@@ -235,8 +225,12 @@ class TrialBroker(SearchLifecycle):
         WAIT at once (one parked call per worker)."""
         with self._cond:
             self._polls += 1
+            superseded = worker_id in self._poll_generation  # its earlier call still runs
             generation = self._poll_generation[worker_id] = self._polls
-            self._cond.notify_all()
+            if superseded:
+                # Wake the earlier call so it answers WAIT. Only then: waking every
+                # parked long-poll on each CreateTrial costs the whole fleet the GIL.
+                self._cond.notify_all()
         try:
             return self._create_trial(worker_id, wait_s, generation)
         finally:
@@ -535,46 +529,6 @@ class TrialBroker(SearchLifecycle):
             with self._cond:
                 self._commit_locked([SpaceChanged(hyperparameters=space)])
 
-    # ---------------------------------------------------------------- reads
-
-    def get_trial(self, trial_id: str) -> TrialView:
-        with self._cond:
-            return self._record_locked(trial_id).view()
-
-    def trials(self) -> list[TrialView]:
-        with self._cond:
-            return self.book.views()
-
-    def current_epochs(self, trial_ids: Iterable[str]) -> dict[str, int | None]:
-        """The last reported epoch of each of these trials (O(len(trial_ids)))."""
-        with self._cond:
-            records = self.book.records
-            return {tid: rec.current_epoch for tid in trial_ids if (rec := records.get(tid))}
-
-    def best_trials(self, n: int) -> list[TrialView]:
-        return rank_trials(self.trials(), self.direction)[: max(n, 0)]
-
-    def summary(self) -> SearchSummary:
-        """Counts, state and the best trial: one O(n) pass, copying one record."""
-        with self._cond:
-            counts = self.book.counts()
-            best_record = self.book.best(self.direction)
-            best = best_record.view() if best_record is not None else None
-            state, message = self.book.state, self.book.message
-        return SearchSummary(
-            state=state,
-            message=message,
-            trials_by_status=counts,
-            max_trials=self.search.oracle.max_trials,
-            objective=self.objective,
-            direction=self.direction,
-            best=best,
-        )
-
-    def worker_last_seen(self) -> dict[str, float]:
-        with self._cond:
-            return dict(self._last_seen)
-
 
 def _check_holder(lease: Lease, worker_id: str) -> None:
     """A worker acts only on the attempt leased to it. ``worker_id`` is the one
@@ -589,4 +543,4 @@ def _check_holder(lease: Lease, worker_id: str) -> None:
         )
 
 
-__all__ = ["TrialBroker", "UnknownTrialError", "retry_policy"]
+__all__ = ["TrialBroker", "UnknownTrialError"]

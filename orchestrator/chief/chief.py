@@ -23,7 +23,7 @@ import grpc
 
 from orchestrator.chief.artifacts import ArtifactStore
 from orchestrator.chief.audit import AUDIT_FILE_NAME, AuditLog
-from orchestrator.chief.broker import TrialBroker, retry_policy
+from orchestrator.chief.broker import TrialBroker
 from orchestrator.chief.events import SCHEMA_VERSION
 from orchestrator.chief.ledger import Ledger
 from orchestrator.chief.limits import ProtocolLimits
@@ -31,6 +31,7 @@ from orchestrator.chief.oracle_host import OracleHost
 from orchestrator.chief.registry import WorkerRegistry
 from orchestrator.chief.replay import replay
 from orchestrator.chief.service import ControlServicer, TrialServicer, add_servicers_to_server
+from orchestrator.chief.trial_book import RetryPolicy
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import ClusterSpec, SearchSpec, default_cluster
 from orchestrator.errors import ConfigError, KtClusterError, LedgerError
@@ -189,7 +190,7 @@ class Chief:
         # one is refused here, naming the seq, before anything is appended.
         try:
             ledger.migrate()
-            replayed = replay(ledger, policy=retry_policy(search), strict=True)
+            replayed = replay(ledger, policy=RetryPolicy.from_search(search), strict=True)
         except LedgerError as exc:
             ledger.close()
             raise LedgerError(

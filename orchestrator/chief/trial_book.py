@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.chief.events import (
     SearchChanged,
@@ -36,6 +36,9 @@ from orchestrator.chief.events import (
 from orchestrator.errors import LedgerError
 from orchestrator.protocol.trials import SearchState, TrialStatus, TrialView
 
+if TYPE_CHECKING:
+    from orchestrator.config import SearchSpec
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -44,6 +47,14 @@ class RetryPolicy:
 
     retries_per_trial: int
     max_consecutive_failures: int
+
+    @classmethod
+    def from_search(cls, search: SearchSpec) -> RetryPolicy:
+        """The search file's ``failure`` section."""
+        return cls(
+            retries_per_trial=search.failure.retries_per_trial,
+            max_consecutive_failures=search.failure.max_consecutive_failed_trials,
+        )
 
 
 @dataclass
