@@ -443,6 +443,11 @@ class LeaseKeeper:
                 return
             except KtClusterError as exc:
                 log.warning("heartbeat for trial %s failed: %s", self.trial.trial_id, exc)
+            except ValueError as exc:
+                # grpc raises ValueError once the client's channel is closed: the
+                # worker is shutting down, so there is nothing left to renew.
+                log.debug("heartbeat for trial %s stopped: %s", self.trial.trial_id, exc)
+                return
 
 
 def translate_error(exc: grpc.RpcError, method: str, address: str) -> KtClusterError:

@@ -206,3 +206,29 @@ def test_a_coloured_traceback_reaches_the_chief_as_plain_text(chief_and_stub: An
     view = chief.broker.get_trial(trial.trial_id)
     assert view.error_message == "ray::WorkerProcess.run() ValueError: boom?"
     assert view.traceback_tail == "Traceback\nray::WorkerProcess.run() ValueError: boom?"
+
+
+def test_a_lease_keeper_stops_quietly_when_its_client_is_closed(
+    chief_and_stub: Any, recwarn: pytest.WarningsRecorder
+) -> None:
+    """A worker shutting down closes its channel while a heartbeat thread runs;
+    the thread ends without an unhandled exception."""
+    import threading
+
+    from orchestrator.protocol.client import LeaseKeeper
+
+    _, ep, _, _ = chief_and_stub
+    client = TrialClient(ep.address, ep.token, worker_id="w0")
+    trial = client.create_trial(wait_s=0).trial
+    assert trial is not None
+    errors: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)  # type: ignore[assignment]
+    try:
+        keeper = LeaseKeeper(client, trial, 0.05).__enter__()
+        client.close()
+        keeper._thread.join(5)
+    finally:
+        threading.excepthook = previous
+    assert not keeper._thread.is_alive()
+    assert errors == []
