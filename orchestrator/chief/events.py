@@ -30,6 +30,7 @@ from typing import Annotated, Any, ClassVar, TypeAlias
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import LedgerError
+from orchestrator.protocol.kt_state import hp_config_shape_problem
 from orchestrator.protocol.trials import SearchState
 
 SCHEMA_VERSION = 2
@@ -53,11 +54,9 @@ def _check_hp_config(value: dict[str, Any]) -> dict[str, Any]:
     # The structure replay and the oracle rely on. Keras Tuner itself parsed
     # every config before it was committed (orchestrator.protocol.kt_state);
     # decoding stays TensorFlow-free, so it checks the shape only.
-    if not isinstance(value.get("space"), list) or not isinstance(value.get("values"), dict):
-        raise ValueError(
-            "expected Keras Tuner's HyperParameters.get_config(): an object with a "
-            f"'space' list and a 'values' object, got keys {sorted(map(str, value))[:10]}"
-        )
+    problem = hp_config_shape_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 

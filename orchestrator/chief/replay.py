@@ -85,15 +85,16 @@ def replay(
         result.events += 1
         result.last_seq = row.seq
         try:
-            result.book.apply(decode(row), row.ts)
-        except LedgerError as exc:
-            error = exc
-            if not str(exc).startswith("ledger event seq"):
-                error = LedgerError(
+            event = decode(row)  # its LedgerError names the seq
+            try:
+                result.book.apply(event, row.ts)
+            except LedgerError as exc:
+                raise LedgerError(
                     f"ledger event seq {row.seq} ({row.kind!r}, trial {row.trial_id!r}): {exc}"
-                )
+                ) from None
+        except LedgerError as error:
             if strict:
-                raise error from None
+                raise
             result.damaged.append(error)
     snap = ledger.latest_snapshot()
     result.snapshot = snap[1] if snap else None

@@ -22,13 +22,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Mapping
 
 from orchestrator.config.cluster import NAME_PATTERN
 from orchestrator.errors import InvalidRequestError
 from orchestrator.protocol.kt_state import canonical_hyperparameters
-from orchestrator.protocol.names import check_worker_id
+from orchestrator.protocol.names import check_worker_id, is_forbidden_control
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 
 MAX_TEXT_BYTES = 64 * 1024
@@ -43,7 +42,6 @@ LEASE_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 _LEASE_TOKEN = re.compile(LEASE_TOKEN_PATTERN)
 _NODE_NAME = re.compile(NAME_PATTERN)
-_TEXT_CONTROLS_ALLOWED = frozenset("\t\n\r")
 
 
 def _shown(value: str) -> str:
@@ -74,7 +72,7 @@ def check_text(field: str, value: str, limit: int = MAX_TEXT_BYTES) -> None:
             f"{field}: {size} bytes is over the {limit}-byte cap; truncate it"
         )
     for i, char in enumerate(value):
-        if char not in _TEXT_CONTROLS_ALLOWED and unicodedata.category(char) in ("Cc", "Cs"):
+        if is_forbidden_control(char):
             raise InvalidRequestError(
                 f"{field}: expected printable text (tab, newline and carriage return allowed), "
                 f"got the control character {char!r} at offset {i}; strip it"

@@ -17,7 +17,6 @@ import logging
 import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -35,6 +34,7 @@ from orchestrator.errors import (
 from orchestrator.protocol.answers import AssignmentKind
 from orchestrator.protocol.auth import bearer, read_token
 from orchestrator.protocol.error_codes import error_from_status, error_type_from
+from orchestrator.protocol.names import is_forbidden_control
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
 from orchestrator.search_dir import read_chief_info
@@ -89,16 +89,13 @@ class ReportAction(str, Enum):
 
 # ANSI escape sequences (Ray colours its task errors) and other control characters.
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-_KEEP = frozenset("\t\n\r")
 
 
 def plain_text(text: str) -> str:
     """``text`` without terminal colour codes or other control characters (the
     chief refuses those in free text; a user reads the message, not the codes)."""
     text = _ANSI.sub("", text)
-    return "".join(
-        ch if ch in _KEEP or unicodedata.category(ch) not in ("Cc", "Cs") else "?" for ch in text
-    )
+    return "".join("?" if is_forbidden_control(ch) else ch for ch in text)
 
 
 class TrialClient:

@@ -48,6 +48,18 @@ def trial_from_state(state: dict[str, Any]) -> Trial:
     return kt_trial.Trial.from_state(copy.deepcopy(state))
 
 
+def hp_config_shape_problem(config: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of a ``HyperParameters.get_config()`` dict
+    (a 'space' list and a 'values' object), or None. TensorFlow-free: the
+    ledger's decoder checks stored configs with it too."""
+    if isinstance(config.get("space"), list) and isinstance(config.get("values"), dict):
+        return None
+    return (
+        "expected Keras Tuner's HyperParameters.get_config() with a 'space' list and a "
+        f"'values' object, got keys {sorted(map(str, config))[:10]}"
+    )
+
+
 def canonical_hyperparameters(config: Any, *, where: str) -> dict[str, Any]:
     """Parse ``config`` as Keras Tuner's ``HyperParameters.get_config()``; return
     Keras Tuner's own re-serialisation of it (plain JSON types only).
@@ -60,11 +72,9 @@ def canonical_hyperparameters(config: Any, *, where: str) -> dict[str, Any]:
             f"{where}: expected Keras Tuner's HyperParameters.get_config() (a JSON object "
             f"with 'space' and 'values'), got {type(config).__name__}"
         )
-    if not isinstance(config.get("space"), list) or not isinstance(config.get("values"), dict):
-        raise InvalidRequestError(
-            f"{where}: expected Keras Tuner's HyperParameters.get_config() with a 'space' "
-            f"list and a 'values' object, got keys {sorted(map(str, config))[:10]}"
-        )
+    problem = hp_config_shape_problem(config)
+    if problem is not None:
+        raise InvalidRequestError(f"{where}: {problem}")
     try:
         hp = hyperparameters_from_config(config)
         canonical = hp.get_config()

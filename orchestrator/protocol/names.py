@@ -18,11 +18,15 @@ path, so a name can never leave the directory the chief joins it to.
   letter, digit or ``_`` followed by up to 127 letters, digits, ``.``, ``_``
   and ``-`` (no segment starts with ``.``: the chief keeps its temporary files
   there, and ``..`` cannot be spelled).
+- **Free text** (error messages, tracebacks): no control characters but tab,
+  newline and carriage return (:func:`is_forbidden_control`); the chief refuses
+  them and the client strips them before it sends.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from orchestrator.errors import InvalidRequestError
 
@@ -32,9 +36,17 @@ ARTIFACT_SEGMENT_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 MAX_ARTIFACT_NAME_CHARS = 255
 MAX_ARTIFACT_SEGMENTS = 8
 
+_TEXT_CONTROLS_ALLOWED = frozenset("\t\n\r")
+
 _TRIAL_ID = re.compile(TRIAL_ID_PATTERN)
 _WORKER_ID = re.compile(WORKER_ID_PATTERN)
 _SEGMENT = re.compile(ARTIFACT_SEGMENT_PATTERN)
+
+
+def is_forbidden_control(char: str) -> bool:
+    """True for a character free text may not hold: a control character (or a
+    lone surrogate) other than tab, newline and carriage return."""
+    return char not in _TEXT_CONTROLS_ALLOWED and unicodedata.category(char) in ("Cc", "Cs")
 
 
 def _shown(value: str) -> str:
