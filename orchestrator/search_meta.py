@@ -1,8 +1,11 @@
 """A search's meta in its ledger: what was searched, on which cluster, with which data.
 
 The ledger's ``meta`` table holds JSON values by key. ``Chief.create`` writes
-the search id, name, both specs and the creation time; the search session adds
-``dataset_info`` once it has loaded the data. :meth:`SearchMeta.parse` is the
+the search id, name, both specs, the creation time and ``test_split`` (which
+held-out test set the search's dataset defines); the search session adds
+``dataset_info`` once it has loaded the data. A ledger written before
+``test_split`` existed reads as "no test split recorded": its training data
+may include samples that are test samples today, so ``ktc evaluate`` refuses it. :meth:`SearchMeta.parse` is the
 one reader (the chief's resume, ``ktc status``, ``ktc results`` and ``ktc
 export`` all go through it), and :meth:`SearchMeta.to_meta` /
 :meth:`DatasetInfo.to_meta` write the same keys, so reader and writer cannot
@@ -41,6 +44,7 @@ class DatasetInfo:
     label_mode: str = "int"  # "int" | "onehot"
     train_examples: int | None = None
     val_examples: int | None = None
+    test_examples: int | None = None  # None: no test split (or not recorded)
 
     def to_meta(self) -> dict[str, Any]:
         """The meta entry to store with ``Ledger.set_meta``."""
@@ -53,6 +57,8 @@ class DatasetInfo:
             info["train"] = self.train_examples
         if self.val_examples is not None:
             info["val"] = self.val_examples
+        if self.test_examples is not None:
+            info["test"] = self.test_examples
         return {"dataset_info": info}
 
     @classmethod
@@ -63,12 +69,14 @@ class DatasetInfo:
                 raise TypeError(f"expected a mapping, got {type(info).__name__}")
             train = info.get("train")
             val = info.get("val")
+            test = info.get("test")
             return cls(
                 input_shape=tuple(int(d) for d in info["input_shape"]),
                 num_classes=int(info["num_classes"]),
                 label_mode=str(info.get("label_mode", "int")),
                 train_examples=None if train is None else int(train),
                 val_examples=None if val is None else int(val),
+                test_examples=None if test is None else int(test),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(
@@ -76,6 +84,53 @@ class DatasetInfo:
                 '{"input_shape": [...], "num_classes": n, "label_mode": "int"|"onehot"}, '
                 f"got {info!r}"
             ) from exc
+
+
+@dataclass(frozen=True)
+class TestSplitInfo:
+    """The ledger meta's ``test_split``: the held-out test set the search's dataset defines.
+
+    ``definition`` names it (``digits:stratified-20%:seed=1797``,
+    ``mnist:keras-test-set``, ``npz:<path>[x_test,y_test]``...): a later
+    evaluation may trust a test split only when the definition it loads today
+    is the one recorded here. ``present`` is True when the dataset has one,
+    False when it has none, None when only loading tells (an npz's arrays, a
+    function's third split).
+    """
+
+    __test__ = False  # not a pytest class, whatever its name says
+
+    definition: str | None
+    present: bool | None
+
+    @classmethod
+    def of(cls, search: SearchSpec) -> TestSplitInfo:
+        """What ``search``'s dataset spec says about its test split."""
+        if search.dataset is None:
+            return cls(definition=None, present=False)
+        definition, present = search.dataset.test_split()
+        return cls(definition=definition, present=present)
+
+    def to_meta(self) -> dict[str, Any]:
+        """The meta entry to store with ``Ledger.set_meta``."""
+        return {"test_split": {"definition": self.definition, "present": self.present}}
+
+    @classmethod
+    def parse(cls, info: Any, *, source: Path | str) -> TestSplitInfo:
+        """Parse ``meta["test_split"]``; LedgerError showing the expected shape."""
+        definition = info.get("definition") if isinstance(info, Mapping) else None
+        present = info.get("present") if isinstance(info, Mapping) else None
+        if (
+            not isinstance(info, Mapping)
+            or not (definition is None or isinstance(definition, str))
+            or not (present is None or isinstance(present, bool))
+        ):
+            raise LedgerError(
+                f"{source}: the ledger's test_split is malformed; expected "
+                '{"definition": str | null, "present": true | false | null}, '
+                f"got {info!r}"
+            )
+        return cls(definition=definition, present=present)
 
 
 @dataclass(frozen=True)
@@ -94,6 +149,8 @@ class SearchMeta:
     created_at: float | None
     dataset: DatasetInfo | None
     source: Path  # the ledger the meta came from, for error messages
+    # None: a ledger from before test splits were recorded (treat as "none").
+    test_split: TestSplitInfo | None = None
 
     @classmethod
     def new(
@@ -114,6 +171,7 @@ class SearchMeta:
             created_at=created_at,
             dataset=None,
             source=Path(source),
+            test_split=TestSplitInfo.of(search),
         )
 
     def to_meta(self) -> dict[str, Any]:
@@ -129,6 +187,8 @@ class SearchMeta:
             meta["cluster_spec"] = dict(self.cluster_data)
         if self.dataset is not None:
             meta.update(self.dataset.to_meta())
+        if self.test_split is not None:
+            meta.update(self.test_split.to_meta())
         return meta
 
     @classmethod
@@ -143,6 +203,7 @@ class SearchMeta:
             )
         created_at = meta.get("created_at")
         dataset = meta.get("dataset_info")
+        test_split = meta.get("test_split")
         return cls(
             search_id=str(meta.get("search_id", "")),
             name=str(meta.get("name") or search.name),
@@ -151,6 +212,9 @@ class SearchMeta:
             created_at=None if created_at is None else float(created_at),
             dataset=None if dataset is None else DatasetInfo.parse(dataset, source=source),
             source=Path(source),
+            test_split=(
+                None if test_split is None else TestSplitInfo.parse(test_split, source=source)
+            ),
         )
 
     def cluster(self) -> ClusterSpec:

@@ -31,6 +31,12 @@ from orchestrator.config.errors_format import FieldProblems, Problem
 BUILTIN_HYPERMODELS: tuple[str, ...] = ("cnn", "mlp", "transfer", "sleep")
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
 FILE_DATASETS: tuple[str, ...] = ("npz", "image_directory")
+# The digits test split: a fixed, stratified hold-out taken before the
+# train/validation split. Fixed (not dataset.seed) so every search on digits
+# holds out the same samples and a test accuracy means the same thing.
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_TEST_SEED = 1797
+LABEL_FORMS: tuple[str, ...] = ("int", "one_hot")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _REFERENCE_RE = re.compile(rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*$")
@@ -230,8 +236,11 @@ class DatasetSpec(_Model):
     color_mode: Literal["rgb", "grayscale"] = "rgb"
     validation_split: float = Field(0.2, gt=0, lt=1)
     validation_path: str | None = None
+    test_path: str | None = None
     subset: StrictInt | None = Field(None, gt=0, le=limits.MAX_SUBSET)
     seed: Seed = 0
+    # None: labels as the source gives them (integers for every built-in).
+    labels: Literal["int", "one_hot"] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -257,7 +266,18 @@ class DatasetSpec(_Model):
     @field_validator("validation_path")
     @classmethod
     def _validation_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _resolve_cwd_path(value, info, "validation_path", "file")
+        kind: Literal["file", "directory"] = (
+            "directory" if info.data.get("source") == "image_directory" else "file"
+        )
+        return _resolve_cwd_path(value, info, "validation_path", kind)
+
+    @field_validator("test_path")
+    @classmethod
+    def _test_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind: Literal["file", "directory"] = (
+            "directory" if info.data.get("source") == "image_directory" else "file"
+        )
+        return _resolve_cwd_path(value, info, "test_path", kind)
 
     @model_validator(mode="after")
     def _combination(self) -> DatasetSpec:
@@ -295,6 +315,15 @@ class DatasetSpec(_Model):
                     f"for {self.source!r}. Remove it.",
                 )
             )
+        if self.test_path is not None and not needs_path:
+            problems.append(
+                Problem(
+                    ("test_path",),
+                    f"test_path is only used by sources npz and image_directory, not "
+                    f"{self.source!r}; expected no test_path here (built-ins bring their own "
+                    "test split, and a function returns its own). Remove it.",
+                )
+            )
         if self.validation_path is not None and "validation_split" in self.model_fields_set:
             problems.append(
                 Problem(
@@ -316,6 +345,27 @@ class DatasetSpec(_Model):
     def is_user_function(self) -> bool:
         """True when the source is the user's own ``module:function``."""
         return ":" in self.source
+
+    def test_split(self) -> tuple[str | None, bool | None]:
+        """``(definition, present)`` of the held-out test split this spec describes.
+
+        ``definition`` names the held-out set (two searches with the same
+        definition have the same test samples); ``present`` is True when the
+        source always has one, False when it has none, None when only loading
+        tells (an npz's x_test/y_test, a function's third split).
+        """
+        if self.source == "digits":
+            percent = f"{DIGITS_TEST_FRACTION * 100:g}%"
+            return f"digits:stratified-{percent}:seed={DIGITS_TEST_SEED}", True
+        if self.source in BUILTIN_DATASETS:
+            return f"{self.source}:keras-test-set", True
+        if self.test_path is not None:
+            return f"{self.source}:test_path={self.test_path}", True
+        if self.source == "npz":
+            return f"npz:{self.path}[x_test,y_test]", None
+        if self.source == "image_directory":
+            return None, False
+        return f"{self.source}:third-split", None
 
 
 class ObjectiveSpec(_Model):
@@ -390,8 +440,12 @@ class OracleSpec(_Model):
             )
         if problems:
             raise FieldProblems(problems)
-        if self.type == "hyperband":
+        if self.type == "hyperband" or (
+            self.type == "grid" and "max_trials" not in self.model_fields_set
+        ):
             # Hyperband's budget is max_epochs/factor/iterations: no trial cap.
+            # A grid without max_trials runs every point, as Keras Tuner's
+            # GridSearch does (its oracle answers STOPPED once the grid is done).
             object.__setattr__(self, "max_trials", None)
         return self
 

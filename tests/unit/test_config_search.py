@@ -145,3 +145,46 @@ def test_search_spec_requires_hypermodel() -> None:
     with pytest.raises(ConfigError, match=r"hypermodel: missing required key 'hypermodel'"):
         parse_search({"kind": "search"})
     assert isinstance(load_search(REPO / "configs" / "digits-cnn.yaml"), SearchSpec)
+
+
+def test_grid_without_max_trials_runs_the_whole_grid() -> None:
+    # Issue 14.8: no max_trials on a grid means every point (Keras Tuner's GridSearch).
+    grid = parse_search("hypermodel: cnn\noracle: {type: grid}\n")
+    assert grid.oracle.max_trials is None
+    capped = parse_search("hypermodel: cnn\noracle: {type: grid, max_trials: 5}\n")
+    assert capped.oracle.max_trials == 5
+    assert parse_search("hypermodel: cnn\noracle: {type: random}\n").oracle.max_trials == 10
+    # A stored grid spec reads back the same (spec_data keeps only what was given).
+    from orchestrator.config import spec_data
+
+    assert SearchSpec.model_validate(spec_data(grid)) == grid
+    assert SearchSpec.model_validate(grid.model_dump(mode="json")) == grid
+
+
+def test_dataset_labels_and_test_path() -> None:
+    spec = parse_search("hypermodel: cnn\ndataset: {source: digits, labels: one_hot}\n")
+    assert spec.dataset is not None and spec.dataset.labels == "one_hot"
+    assert parse_search("hypermodel: cnn\ndataset: digits\n").dataset.labels is None  # type: ignore[union-attr]
+    with pytest.raises(
+        ConfigError,
+        match=r":2: dataset\.labels: expected one of 'int' or 'one_hot', got 'onehot' \(str\)\. Use one",
+    ):
+        parse_search("hypermodel: cnn\ndataset: {source: digits, labels: onehot}\n")
+    with pytest.raises(
+        ConfigError, match=r"dataset\.test_path: test_path is only used by sources npz and image_"
+    ):
+        parse_search("hypermodel: cnn\ndataset: {source: mnist, test_path: /etc/passwd}\n")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "definition", "present"),
+    [
+        ("digits", "digits:stratified-20%:seed=1797", True),
+        ("mnist", "mnist:keras-test-set", True),
+        ("{source: 'mod:load'}", "mod:load:third-split", None),
+    ],
+)
+def test_dataset_test_split_definition(dataset: str, definition: str, present: bool | None) -> None:
+    spec = parse_search(f"hypermodel: cnn\ndataset: {dataset}\n")
+    assert spec.dataset is not None
+    assert spec.dataset.test_split() == (definition, present)

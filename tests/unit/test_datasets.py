@@ -34,8 +34,10 @@ def test_digits_shape_scale_and_split() -> None:
     assert data.num_classes == 10
     assert data.label_mode == "int"
     assert data.loss_name == "sparse_categorical_crossentropy"
-    assert len(data.x_train) + len(data.x_val) == 1797
-    assert len(data.x_val) == pytest.approx(1797 * 0.25, abs=1)
+    # 20% held out for the test split first, then the validation split of the rest.
+    assert len(data.x_test) == 360
+    assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 1797
+    assert len(data.x_val) == pytest.approx(1437 * 0.25, abs=1)
     assert data.x_train.dtype == np.float32
     assert data.x_train.min() >= 0.0 and data.x_train.max() == 1.0
     # Stratified: every class is in the validation set.
@@ -114,8 +116,12 @@ def test_keras_dataset_offline_names_the_cache_path(
     source: str, missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    # Port 1 on loopback refuses at once: the download fails as on an offline node.
+    monkeypatch.setenv("KTC_KERAS_DATASETS_ORIGIN", "http://127.0.0.1:1/")
     with pytest.raises(
-        KtClusterError, match=rf"missing {tmp_path}/{missing}.*or use dataset: digits"
+        KtClusterError,
+        match=rf"dataset '{source}': not in the Keras cache and the download failed.*"
+        rf"missing {tmp_path}/{missing}.*or use dataset: digits",
     ):
         load_dataset(DatasetSpec(source=source))
 
@@ -154,7 +160,10 @@ def test_user_function_forms_and_errors(tmp_path: Path, monkeypatch: pytest.Monk
         assert (len(data.x_train), len(data.x_val), data.input_shape) == (20, 6, (4,))
     split = load_dataset(DatasetSpec(source=f"{name}:as_dict", validation_split=0.5))
     assert len(split.x_train) == len(split.x_val) == 10
-    with pytest.raises(DatasetError, match=r"expected \(x_train, y_train, x_val, y_val\).*got str"):
+    with pytest.raises(
+        DatasetError,
+        match=r"expected \(x_train, y_train, x_val, y_val\[, x_test, y_test\]\).*got str",
+    ):
         load_dataset(DatasetSpec(source=f"{name}:bad"))
     with pytest.raises(DatasetError, match=r"x: expected a numeric array of one shape, got list"):
         load_dataset(DatasetSpec(source=f"{name}:ragged"))

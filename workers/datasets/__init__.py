@@ -1,9 +1,12 @@
 """Datasets: load a ``DatasetSpec`` once per process into numpy arrays.
 
 Sources: ``digits`` (scikit-learn, offline), ``mnist``/``fashion_mnist``/
-``cifar10`` (Keras cache only; a clear error names the missing file when
-offline), ``npz``, ``image_directory`` and the user's ``module:function``.
-Pixels are scaled to [0, 1]; labels stay integer or one-hot as given.
+``cifar10`` (the Keras cache, downloaded into it when missing; a clear error
+names the missing file when the node is offline), ``npz``,
+``image_directory`` and the user's ``module:function``. Pixels are scaled to
+[0, 1]; labels stay integer or one-hot as given unless ``dataset.labels``
+says which. Every source may have a test split (``Dataset.x_test``), which
+training and validation never see.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ from typing import Protocol
 
 from workers.datasets.cache import keras_cache_dir
 from workers.datasets.dataset import Dataset, DatasetError, LabelMode, RawData, prepare
-from workers.datasets.sources import (
+from workers.datasets.keras_builtin import (
     KERAS_DATASET_FILES,
+    keras_dataset_missing,
+    load_keras_dataset,
+)
+from workers.datasets.sources import (
     DatasetSpecLike,
     load_digits,
     load_image_directory,
-    load_keras_dataset,
     load_npz,
     load_user_function,
 )
@@ -30,6 +36,7 @@ __all__ = [
     "LabelMode",
     "clear_dataset_cache",
     "keras_cache_dir",
+    "keras_dataset_missing",
     "load_dataset",
 ]
 
@@ -61,6 +68,7 @@ def load_dataset(spec: _CacheableSpec) -> Dataset:
                 validation_split=spec.validation_split,
                 subset=spec.subset,
                 seed=spec.seed,
+                labels=spec.labels,
             )
             _cache[key] = cached
         return cached

@@ -1,8 +1,10 @@
 """One loader per dataset source; each returns :class:`RawData` for :func:`prepare`.
 
-Built-in Keras datasets are checked in the Keras cache *before* Keras is asked
-for them: workers usually have no internet, and ``keras.utils.get_file`` would
-otherwise fail deep inside a trial with a URL error.
+The Keras built-ins live in :mod:`workers.datasets.keras_builtin`. Every
+source may bring a test split: digits holds out a fixed stratified 20%, an
+npz may hold ``x_test``/``y_test`` (or ``test_path`` names another file), an
+image folder may name ``test_path``, and a user function may return a third
+split.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from workers.datasets.cache import keras_cache_dir
+from orchestrator.config.search import DIGITS_TEST_FRACTION, DIGITS_TEST_SEED
 from workers.datasets.dataset import DatasetError, RawData, as_array
 
 
@@ -36,67 +38,35 @@ class DatasetSpecLike(Protocol):
     @property
     def validation_path(self) -> str | None: ...
     @property
+    def test_path(self) -> str | None: ...
+    @property
     def seed(self) -> int: ...
-
-
-# keras/src/datasets/*.py (keras 3.15): the files get_file() looks for under
-# <keras home>/datasets. cifar10 is fetched with extract=True and an fname
-# without a dot, so get_file checks for "<fname>_archive" and re-extracts it.
-KERAS_DATASET_FILES: dict[str, tuple[str, ...]] = {
-    "mnist": ("mnist.npz",),
-    "fashion_mnist": tuple(
-        os.path.join("fashion-mnist", name)
-        for name in (
-            "train-labels-idx1-ubyte.gz",
-            "train-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz",
-            "t10k-images-idx3-ubyte.gz",
-        )
-    ),
-    "cifar10": ("cifar-10-batches-py-target_archive",),
-}
-_ORIGINS = {
-    "mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
-    "fashion_mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/<file>",
-    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (saved under the name "
-    "cifar-10-batches-py-target_archive)",
-}
+    @property
+    def labels(self) -> str | None: ...
 
 
 def load_digits() -> RawData:
-    """scikit-learn's 1797 8x8 digits (offline), as (8, 8, 1) images in [0, 1]."""
+    """scikit-learn's 1797 8x8 digits (offline), as (8, 8, 1) images in [0, 1].
+
+    A fixed, stratified 20% is held out as the test split first (seed
+    ``DIGITS_TEST_SEED``, whatever ``dataset.seed``), so the train/validation
+    split that follows never sees a test sample.
+    """
     from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
 
     bunch = sk_load_digits()
     images = (bunch.images / 16.0).astype(np.float32)[..., None]
-    return RawData(images, bunch.target.astype(np.int64), pixel_max=1.0)
-
-
-def keras_dataset_missing(source: str) -> list[Path]:
-    """The cache files of a Keras built-in dataset that are not on this machine."""
-    base = keras_cache_dir() / "datasets"
-    return [base / name for name in KERAS_DATASET_FILES[source] if not (base / name).is_file()]
-
-
-def load_keras_dataset(source: str) -> RawData:
-    """mnist, fashion_mnist or cifar10 from the Keras cache; the test split stays unused.
-
-    The search tunes on a validation split of the training set, so the
-    official test set remains a clean final check for the user.
-    """
-    missing = keras_dataset_missing(source)
-    if missing:
-        raise DatasetError(
-            f"dataset {source!r}: not in the Keras cache and this worker is offline; missing "
-            f"{', '.join(str(p) for p in missing)}. Copy the file(s) there from a machine with "
-            f"internet ({_ORIGINS[source]}; or run keras.datasets.{source}.load_data() there and "
-            f"copy {keras_cache_dir() / 'datasets'}), or use dataset: digits or npz."
-        )
-    import keras
-
-    module = getattr(keras.datasets, source)
-    (x_train, y_train), _test = module.load_data()
-    return RawData(np.asarray(x_train), np.asarray(y_train))
+    labels = bunch.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        labels,
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_TEST_SEED,
+        shuffle=True,
+        stratify=labels,
+    )
+    return RawData(x_train, y_train, pixel_max=1.0, x_test=x_test, y_test=y_test)
 
 
 def _npz(path: str, role: str) -> dict[str, np.ndarray]:
@@ -125,8 +95,19 @@ def _pair(where: str, data: Mapping[str, np.ndarray], prefer: tuple[str, str]) -
     )
 
 
+def _optional_pair(
+    where: str, data: Mapping[str, np.ndarray], x_key: str, y_key: str
+) -> tuple[Any, Any]:
+    if (x_key in data) != (y_key in data):
+        raise DatasetError(
+            f"{where} has only one of {x_key}/{y_key} (keys {sorted(data)}); save both or neither."
+        )
+    return (data[x_key], data[y_key]) if x_key in data else (None, None)
+
+
 def load_npz(spec: DatasetSpecLike) -> RawData:
-    """``x_train``/``y_train`` (+ optional ``x_val``/``y_val``) or ``x``/``y`` from .npz files."""
+    """``x_train``/``y_train`` (+ optional ``x_val``/``y_val``, ``x_test``/``y_test``) or
+    ``x``/``y`` from .npz files (``validation_path``, ``test_path``: other files)."""
     if not spec.path:
         raise DatasetError(
             "search.yaml: dataset.path: source npz needs a path to a .npz file; add path: data.npz."
@@ -137,14 +118,14 @@ def load_npz(spec: DatasetSpecLike) -> RawData:
     if spec.validation_path:
         val = _npz(spec.validation_path, "validation_path")
         x_val, y_val = _pair(f"dataset 'npz': {spec.validation_path}", val, ("x_val", "y_val"))
-    elif "x_val" in data or "y_val" in data:
-        if not ("x_val" in data and "y_val" in data):
-            raise DatasetError(
-                f"dataset 'npz': {spec.path} has only one of x_val/y_val (keys {sorted(data)}); "
-                "save both or neither."
-            )
-        x_val, y_val = data["x_val"], data["y_val"]
-    return RawData(x_train, y_train, x_val, y_val)
+    else:
+        x_val, y_val = _optional_pair(f"dataset 'npz': {spec.path}", data, "x_val", "y_val")
+    if spec.test_path:
+        test = _npz(spec.test_path, "test_path")
+        x_test, y_test = _pair(f"dataset 'npz': {spec.test_path}", test, ("x_test", "y_test"))
+    else:
+        x_test, y_test = _optional_pair(f"dataset 'npz': {spec.path}", data, "x_test", "y_test")
+    return RawData(x_train, y_train, x_val, y_val, x_test=x_test, y_test=y_test)
 
 
 def _directory_arrays(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -183,12 +164,30 @@ def load_image_directory(spec: DatasetSpecLike) -> RawData:
             train, val = keras.utils.image_dataset_from_directory(
                 spec.path, validation_split=spec.validation_split, subset="both", **common
             )
+        test = (
+            keras.utils.image_dataset_from_directory(spec.test_path, shuffle=False, **common)
+            if spec.test_path
+            else None
+        )
     except ValueError as exc:
         raise DatasetError(f"dataset 'image_directory': {spec.path}: {exc}") from exc
+    _same_classes(spec, train, val, test)
     x_train, y_train = _directory_arrays(train)
     x_val, y_val = _directory_arrays(val)
+    x_test, y_test = _directory_arrays(test) if test is not None else (None, None)
     # Decoded images are floats in [0, 255] whatever their content.
-    return RawData(x_train, y_train, x_val, y_val, pixel_max=255.0)
+    return RawData(x_train, y_train, x_val, y_val, pixel_max=255.0, x_test=x_test, y_test=y_test)
+
+
+def _same_classes(spec: DatasetSpecLike, train: Any, *others: Any) -> None:
+    """Label i must mean one class in every folder (Keras numbers sub-folders by name)."""
+    for other, key in zip(others, ("validation_path", "test_path"), strict=True):
+        if other is not None and list(other.class_names) != list(train.class_names):
+            raise DatasetError(
+                f"search.yaml: dataset.{key}: its class folders {list(other.class_names)} differ "
+                f"from path's {list(train.class_names)}; expected the same sub-folders in both. "
+                "Make the folders match."
+            )
 
 
 def load_user_function(reference: str) -> RawData:
@@ -221,42 +220,58 @@ def load_user_function(reference: str) -> RawData:
 
 
 _EXPECTED = (
-    "expected (x_train, y_train, x_val, y_val), ((x_train, y_train), (x_val, y_val)), "
-    "(x, y) or a dict with x_train/y_train[/x_val/y_val]"
+    "expected (x_train, y_train, x_val, y_val[, x_test, y_test]), "
+    "((x_train, y_train), (x_val, y_val)[, (x_test, y_test)]), (x, y) or a dict with "
+    "x_train/y_train[/x_val/y_val][/x_test/y_test]"
 )
+_NAMES = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def _arrays(where: str, values: Any) -> RawData:
+    """RawData from 2, 4 or 6 arrays in ``_NAMES`` order (train, validation, test)."""
+    arrays = [as_array(f"{where}: {n}", v) for n, v in zip(_NAMES, values, strict=False)]
+    if len(arrays) == 2:
+        return RawData(arrays[0], arrays[1])
+    if len(arrays) == 4:
+        return RawData(arrays[0], arrays[1], arrays[2], arrays[3])
+    return RawData(arrays[0], arrays[1], arrays[2], arrays[3], x_test=arrays[4], y_test=arrays[5])
 
 
 def _user_result(reference: str, result: Any) -> RawData:
+    """What a user's dataset function returned, as RawData.
+
+    The forms (the test split is optional; without it the search has none):
+    ``(x_train, y_train, x_val, y_val[, x_test, y_test])``;
+    ``((x_train, y_train), (x_val, y_val)[, (x_test, y_test)])``; ``(x, y)``
+    (split for validation); or a dict with ``x_train``/``y_train`` (or
+    ``x``/``y``) and optional ``x_val``/``y_val`` and ``x_test``/``y_test``.
+    """
     where = f"dataset {reference!r}"
     if isinstance(result, Mapping):
         data = {str(k): v for k, v in result.items()}
         x, y = _pair(f"{where} returned a dict which", data, ("x_train", "y_train"))
-        if ("x_val" in data) != ("y_val" in data):
-            raise DatasetError(f"{where}: the dict has only one of x_val/y_val; give both.")
-        if "x_val" in data:
-            return RawData(
-                as_array(f"{where}: x_train", x),
-                as_array(f"{where}: y_train", y),
-                as_array(f"{where}: x_val", data["x_val"]),
-                as_array(f"{where}: y_val", data["y_val"]),
-            )
-        return RawData(as_array(f"{where}: x_train", x), as_array(f"{where}: y_train", y))
+        for x_key, y_key in (("x_val", "y_val"), ("x_test", "y_test")):
+            if (x_key in data) != (y_key in data):
+                raise DatasetError(f"{where}: the dict has only one of {x_key}/{y_key}; give both.")
+        raw = _arrays(
+            where, (x, y, data.get("x_val"), data.get("y_val"))[: 4 if "x_val" in data else 2]
+        )
+        if "x_test" not in data:
+            return raw
+        return RawData(
+            raw.x_train,
+            raw.y_train,
+            raw.x_val,
+            raw.y_val,
+            x_test=as_array(f"{where}: x_test", data["x_test"]),
+            y_test=as_array(f"{where}: y_test", data["y_test"]),
+        )
     if isinstance(result, tuple | list):
-        if len(result) == 4:
-            names = ("x_train", "y_train", "x_val", "y_val")
-            x, y, xv, yv = (
-                as_array(f"{where}: {n}", v) for n, v in zip(names, result, strict=True)
-            )
-            return RawData(x, y, xv, yv)
+        if len(result) in (4, 6):
+            return _arrays(where, result)
         # Pairs are tuples, data is arrays or lists: ([[1, 2], [3]], [0, 1]) is (x, y).
-        if len(result) == 2 and all(isinstance(p, tuple) and len(p) == 2 for p in result):
-            (x, y), (xv, yv) = result
-            return RawData(
-                as_array(f"{where}: x_train", x),
-                as_array(f"{where}: y_train", y),
-                as_array(f"{where}: x_val", xv),
-                as_array(f"{where}: y_val", yv),
-            )
+        if len(result) in (2, 3) and all(isinstance(p, tuple) and len(p) == 2 for p in result):
+            return _arrays(where, [a for pair in result for a in pair])
         if len(result) == 2:
             return RawData(as_array(f"{where}: x", result[0]), as_array(f"{where}: y", result[1]))
         raise DatasetError(f"{where}: {_EXPECTED}; got a {type(result).__name__} of {len(result)}.")
