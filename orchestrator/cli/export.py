@@ -10,10 +10,12 @@ recorded score (exit 1 when they differ).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.render import format_hyperparameters, format_score
+from orchestrator.config.user_code import user_code_path
 from orchestrator.export import check_out_path, export_model, verify_export
 
 # Float rounding between fit's validation pass and evaluate() stays far below this.
@@ -46,8 +48,18 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export, optionally verify, and say what was written."""
+    """Export, optionally verify, and say what was written.
+
+    The user's own hypermodel or dataset code (``module:attribute``) imports
+    from the current directory, as for ``ktc submit``: run from the folder the
+    search was submitted from.
+    """
     check_out_path(args.out)  # before importing TensorFlow
+    with user_code_path([os.getcwd()]):
+        return _export(args)
+
+
+def _export(args: argparse.Namespace) -> int:
     result = export_model(args.search_dir, args.out, rank=args.rank)
     print(
         f"exported trial {result.trial_id} (rank {args.rank}, score "

@@ -9,9 +9,10 @@ of crashing every worker.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from orchestrator.config.search import DatasetSpec, HypermodelSpec, SearchSpec
@@ -44,6 +45,21 @@ def _import_reference(reference: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def user_code_path(search_path: Sequence[str]) -> Iterator[None]:
+    """Put ``search_path`` entries (typically the current directory) first on
+    ``sys.path`` for the block, and take them away after: user code named as
+    ``module:attribute`` imports from there, as ``ktc submit`` ships it."""
+    added = [p for p in search_path if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for entry in added:
+            if entry in sys.path:
+                sys.path.remove(entry)
+
+
 def check_importable(
     spec: SearchSpec | HypermodelSpec | DatasetSpec,
     search_path: Sequence[str],
@@ -66,9 +82,7 @@ def check_importable(
         refs.append((dataset.source, ("dataset", "source")))
     if not refs:
         return
-    added = [p for p in search_path if p not in sys.path]
-    sys.path[:0] = added
-    try:
+    with user_code_path(search_path):
         for reference, key in refs:
             try:
                 _import_reference(reference)
@@ -76,7 +90,3 @@ def check_importable(
                 if doc is not None:
                     raise doc.error(key, str(exc)) from None
                 raise ConfigError(f"{source}: {'.'.join(key)}: {exc}") from None
-    finally:
-        for entry in added:
-            if entry in sys.path:
-                sys.path.remove(entry)

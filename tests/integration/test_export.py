@@ -178,3 +178,48 @@ def test_export_sleep_hypermodel(tmp_path: Path) -> None:
     with pytest.raises(KtClusterError, match="the sleep benchmark hypermodel has no model"):
         export_model(tmp_path / "s", tmp_path / "x.keras")
     json.dumps(spec.model_dump(mode="json"))
+
+
+USER_MODULE = """
+from workers.hypermodels.cnn import CNNHyperModel
+
+OVERRIDES = {overrides!r}
+
+
+def build_model(hp):
+    return CNNHyperModel((8, 8, 1), 10, overrides=OVERRIDES).build(hp)
+"""
+
+
+def test_export_finds_user_code_in_the_working_directory(
+    finished_search: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Issue 14.9: `ktc export` imports `mymod:build_model` from the cwd, as submit does,
+    with no PYTHONPATH."""
+    import sqlite3
+    import sys
+
+    directory, trial, _ = finished_search
+    copy = tmp_path / "search"
+    shutil.copytree(directory, copy)
+    with sqlite3.connect(copy / "ledger.db") as conn:
+        (stored,) = conn.execute("SELECT value FROM meta WHERE key = 'search_spec'").fetchone()
+        spec = json.loads(stored)
+        spec["hypermodel"] = {"name": "mymod:build_model"}
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'search_spec'", (json.dumps(spec),))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mymod.py").write_text(
+        USER_MODULE.format(overrides=SEARCH["hypermodel"]["overrides"])  # type: ignore[index]
+    )
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.delitem(sys.modules, "mymod", raising=False)
+    assert str(project) not in sys.path and "" not in sys.path
+    try:
+        assert main(["export", str(copy), "--out", str(tmp_path / "user.keras")]) == 0
+    finally:
+        sys.modules.pop("mymod", None)
+    assert f"exported trial {trial.trial_id}" in capsys.readouterr().out
+    assert (tmp_path / "user.keras").is_file()
+    assert str(project) not in sys.path  # taken away again
