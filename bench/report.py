@@ -14,8 +14,9 @@ from bench.dispatch import DispatchComparison
 from bench.machine import MachineInfo
 from bench.ray_dispatch import RayDispatchResult
 from bench.recovery import RecoveryResult
+from bench.scale import ScaleRun
 from bench.slow_oracle import SlowOracleResult
-from bench.stats import fmt
+from bench.stats import Distribution, fmt
 from bench.timeline import DispatchResult
 from bench.worker_memory import MemoryResult, MemoryRun
 
@@ -547,6 +548,146 @@ def recovery_section(result: RecoveryResult) -> list[str]:
                 ]
             ],
         ),
+        "",
+    ]
+    return lines
+
+
+def _pair(d: Distribution | None, hi: str = "p99") -> str:
+    if d is None:
+        return "-"
+    return f"{fmt(d.p50)} / {fmt(getattr(d, hi))}"
+
+
+def _scale_row(r: ScaleRun) -> list[str]:
+    waits = r.answers.get("WAIT", 0) + r.answers.get("IDLE", 0)
+    errors = sum(r.errors.values()) + r.timed_out_workers
+    return [
+        r.system,
+        str(r.workers),
+        f"{r.running} / {r.trials}",
+        str(r.client_procs),
+        f"{r.completed}/{r.trials}",
+        fmt(r.wall_s, 1),
+        _pair(r.report_ms),
+        _pair(r.heartbeat_ms),
+        _pair(r.end_ms),
+        _pair(r.refill_ms, "p95"),
+        _pair(r.refill_client_ms, "p95"),
+        fmt(r.cpu_per_trial_ms, 1),
+        f"{fmt(r.peak_rss_mib * MB_PER_MIB, 0)} ({fmt(r.first_rss_mib * MB_PER_MIB, 0)})",
+        "-" if r.expired_leases is None else str(r.expired_leases),
+        f"{r.answers.get('TRIAL', 0)} / {waits} / {r.answers.get('STOP', 0)}",
+        str(errors),
+    ]
+
+
+def _scale_targets(rows: Sequence[ScaleRun], target_workers: int) -> list[list[str]]:
+    ours = [r for r in rows if r.system == "ktcluster"]
+    at = next((r for r in ours if r.workers == target_workers), None)
+    if at is None:
+        largest = max(ours, key=lambda r: r.workers, default=None)
+        seen = f"; at W={largest.workers}: see the table" if largest else ""
+        return [
+            [f"the targets at W={target_workers:,}", f"not run (quick mode){seen}", verdict(None)]
+        ]
+    runs = at.note or "1 run"
+    rss_mb = at.peak_rss_mib * MB_PER_MIB
+    refill = at.refill_ms.p50 if at.refill_ms else math.nan
+
+    def check(value: float | None, limit: float) -> bool | None:
+        return None if value is None or math.isnan(value) else value <= limit
+
+    w = f"W={target_workers:,}, {runs}"
+    return [
+        [f"Report p99 <= 50 ms ({w})", fmt(at.report_ms.p99), verdict(check(at.report_ms.p99, 50))],
+        [f"EndTrial p99 <= 50 ms ({w})", fmt(at.end_ms.p99), verdict(check(at.end_ms.p99, 50))],
+        [
+            f"0 spurious requeues: expired leases ({w}, worst run)",
+            str(at.expired_leases),
+            verdict(None if at.expired_leases is None else at.expired_leases == 0),
+        ],
+        [f"chief peak RSS <= 500 MB ({w})", f"{fmt(rss_mb, 0)} MB", verdict(check(rss_mb, 500))],
+        [f"refill p50 <= 10 ms, at the chief ({w})", fmt(refill), verdict(check(refill, 10))],
+    ]
+
+
+def scale_section(
+    rows: Sequence[ScaleRun], errors: Sequence[str], runs: int, target_workers: int = 1024
+) -> list[str]:
+    """Measurement 7: the chief with most of W simulated workers parked in CreateTrial."""
+    lines = [
+        "## 7. The chief at fleet scale: W workers, 3/4 of them parked",
+        "",
+        "The chief in its own process (`bench/chief_proc.py`), sleep search, random oracle, "
+        "objective `val_accuracy`, `failure.lease_timeout_s: 10`. W simulated workers from P "
+        "client processes (`bench/scale_clients.py`; one per 32 workers, at most 4), each "
+        "worker an asyncio task on grpc.aio with its own channel and TCP connection, all with "
+        "the owner token (ids `sim-p{proc}-w{i}`), behind a start barrier. T = W/4 trials "
+        "run at once and 2T in all: the chief's oracle answers IDLE while T trials are "
+        "ongoing (`--max-running`, standing in for an oracle with fewer trials than workers: "
+        "a Bayesian fit in progress, Hyperband's last brackets), so 3/4 of the workers sit "
+        "in a 5-s CreateTrial long-poll, and the chief's bound on parked calls in all is "
+        "raised to 4,096 so that every idle worker parks. Each trial sends 10 Reports 0.2 s "
+        "apart and a heartbeat (Report, epoch -1) every 1 s, then EndTrial COMPLETED with "
+        "the trial_state_json it was given. Latencies are client side. Refill at the chief "
+        "= per ASSIGNED after the first T, the gap from the latest COMPLETED before it "
+        "(ledger times); client side = a TRIAL answer received minus the latest EndTrial "
+        "sent before it. Chief CPU = the chief process's user + system time from `go` to "
+        "the search's end, over 2T. RSS = the chief's peak, sampled every 0.2 s (in "
+        "brackets: its first sample, the chief started with no worker connected; it "
+        "includes TensorFlow, which Keras Tuner imports). Expired leases = REQUEUED or "
+        "FAILED events whose reason is an expired lease. CreateTrial answers: TRIAL / "
+        "WAIT (ktcluster) or IDLE (Keras Tuner) / STOP. "
+        + (
+            f"ktcluster rows: the median of {runs} runs per W (counts of bad events: the "
+            "worst run). "
+            if runs > 1
+            else "One run per W. "
+        )
+        + "Wall = `go` to the search's end.",
+        "",
+        "**keras-tuner**: Keras Tuner's own chief (`bench/kt_scale.py`: `tuner.search()` "
+        "with `KERASTUNER_TUNER_ID=chief`, a `grpc.server` with one worker thread), its "
+        "oracle capped at T running trials the same way, one run per W. Its simulated "
+        "workers speak its `keras_tuner.Oracle` service: CreateTrial, and on IDLE ask again "
+        "at once, as `BaseTuner.search` does (Keras Tuner has no long-poll); UpdateTrial per "
+        "epoch (its Report); EndTrial. It has no heartbeat, no lease and no ledger: those "
+        'columns are "-".',
+        "",
+        *table(
+            [
+                "system",
+                "W",
+                "T / trials",
+                "client procs",
+                "completed",
+                "wall (s)",
+                "Report p50 / p99 (ms)",
+                "heartbeat p50 / p99 (ms)",
+                "EndTrial p50 / p99 (ms)",
+                "refill at chief p50 / p95 (ms)",
+                "refill client side p50 / p95 (ms)",
+                "chief CPU / trial (ms)",
+                "chief peak RSS (MB) (at start)",
+                "expired leases",
+                "CreateTrial TRIAL / WAIT or IDLE / STOP",
+                "failed calls",
+            ],
+            [_scale_row(r) for r in rows],
+        ),  # fmt: skip
+        "",
+    ]
+    samples = [f"- {r.system} W={r.workers}: {s}" for r in rows for s in r.error_samples[:2]]
+    if samples:
+        lines += ["Failed calls, first messages:", "", *samples, ""]
+    lines += [f"Could not run: {e}" for e in errors]
+    if errors:
+        lines.append("")
+    lines += [
+        "Targets:",
+        "",
+        *table(["target", "measured", "verdict"], _scale_targets(rows, target_workers)),
         "",
     ]
     return lines

@@ -3,7 +3,8 @@
 ``python -m bench.run [--quick] [--only NAME ... [--merge]] [--output PATH]``
 
 Measurements (``--only`` names): dispatch, cost_growth, slow_oracle,
-worker_memory, recovery. Quick mode (< 5 min here) shrinks every size; the
+worker_memory, recovery, scale (section 7; section 6 is a hand-written
+regression check that ``--merge`` keeps). Quick mode (< 5 min here) shrinks every size; the
 full run (< 30 min here) uses the issue's sizes. A measurement that fails is
 reported with its reason, and the others still run.
 """
@@ -28,10 +29,13 @@ from bench.merge import merge_report
 from bench.procs import REPO_ROOT
 from bench.ray_dispatch import RayDispatchResult, run_ray_dispatch
 from bench.recovery import run_recovery
+from bench.scale import ScaleRun, describe, median_run, run_scale
 from bench.slow_oracle import run_slow_oracle
 from bench.worker_memory import MemoryResult, run_worker_memory
 
-NAMES = ("dispatch", "cost_growth", "slow_oracle", "worker_memory", "recovery")
+NAMES = ("dispatch", "cost_growth", "slow_oracle", "worker_memory", "recovery", "scale")
+# Section numbers that are not the name's place in NAMES (6 is written by hand).
+SECTION_NUMBERS = {"scale": 7}
 RECYCLE_AFTER_TRIALS = 3  # fleet.recycle_after_trials default
 
 
@@ -50,14 +54,30 @@ class Plan:
     slow_oracle_trials: int
     memory_trials: int
     memory_fresh_trials: int
+    scale_workers: tuple[int, ...]  # the chief at fleet scale (section 7)
+    scale_runs: int  # runs per W (the median is reported)
+    scale_kt_workers: tuple[int, ...]  # Keras Tuner's chief beside it
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         """The quick or the full plan."""
         if quick:
-            return cls(True, (2,), (2, 4), 5, 0.5, (100, 1000), 0, 1000, 20, 3, 1)
+            return cls(True, (2,), (2, 4), 5, 0.5, (100, 1000), 0, 1000, 20, 3, 1, (64,), 1, (64,))
         return cls(
-            False, (1, 4, 16), (1, 4, 16), 10, 0.5, (100, 1000, 10_000), 1000, 2000, 60, 30, 10
+            False,
+            (1, 4, 16),
+            (1, 4, 16),
+            10,
+            0.5,
+            (100, 1000, 10_000),
+            1000,
+            2000,
+            60,
+            30,
+            10,
+            (64, 256, 1024),
+            3,
+            (64, 256),
         )
 
     def describe(self) -> str:
@@ -76,7 +96,9 @@ class Plan:
             f"{self.trial_s:g} s; cost growth {growth} trials{full}; slow oracle "
             f"{self.slow_oracle_trials} trials; worker memory {self.memory_trials} trials "
             f"long-lived and {self.memory_trials} recycled, {self.memory_fresh_trials} fresh "
-            "processes"
+            f"processes; scale W in {{{', '.join(str(w) for w in self.scale_workers)}}} "
+            f"({self.scale_runs} run{'s' if self.scale_runs > 1 else ''} each), Keras Tuner "
+            f"at {{{', '.join(str(w) for w in self.scale_kt_workers)}}}"
         )
 
 
@@ -214,12 +236,46 @@ def run_recovery_section(plan: Plan, base: Path) -> list[str]:
     return report.recovery_section(run_recovery(base / "recovery"))
 
 
+def run_scale_section(plan: Plan, base: Path) -> list[str]:
+    """Measurement 7: the chief with 3/4 of W workers parked, and Keras Tuner's beside it."""
+    from bench.kt_scale import run_kt_scale
+
+    rows: list[ScaleRun] = []
+    errors: list[str] = []
+    for workers in plan.scale_workers:
+        runs: list[ScaleRun] = []
+        for i in range(plan.scale_runs):
+            _log(f"scale: ktcluster W={workers} run {i + 1}/{plan.scale_runs} ({_load()})")
+            try:
+                run = run_scale(workers=workers, work_dir=base / f"scale-w{workers}-{i}")
+            except Exception as exc:
+                errors.append(f"ktcluster W={workers} run {i + 1}: {type(exc).__name__}: {exc}")
+                continue
+            _log(f"  {describe(run)}")
+            runs.append(run)
+        if runs:
+            rows.append(median_run(runs))
+        if workers in plan.scale_kt_workers:
+            _log(f"scale: keras-tuner W={workers} ({_load()})")
+            try:
+                kt = run_kt_scale(
+                    workers=workers, work_dir=base / f"kt-scale-w{workers}", timeout_s=180.0
+                )
+            except Exception as exc:
+                errors.append(f"keras-tuner W={workers}: {type(exc).__name__}: {exc}")
+                continue
+            _log(f"  {describe(kt)}")
+            rows.append(kt)
+    return report.scale_section(rows, errors, plan.scale_runs)
+
+
 RUNNERS: dict[str, Callable[[Plan, Path], list[str]]] = {
     "dispatch": run_dispatch,
     "cost_growth": run_cost_growth,
     "slow_oracle": run_slow,
     "worker_memory": run_memory,
     "recovery": run_recovery_section,
+    "scale": run_scale_section,
 }
 
 
@@ -259,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             lines += RUNNERS[name](plan, base)
         except Exception as exc:
             traceback.print_exc()
-            number = NAMES.index(name) + 1
+            number = SECTION_NUMBERS.get(name, NAMES.index(name) + 1)
             lines += [f"## {number}. {name}", "", f"Could not run: {type(exc).__name__}: {exc}", ""]
         _log(f"{name} took {time.monotonic() - section_start:.0f} s")
     total = time.monotonic() - started
