@@ -16,9 +16,11 @@ Concurrency (the reason for the shape of this class):
   it (:mod:`orchestrator.chief.oracle_gate`): EndTrial commits and queues the
   oracle's update; the next oracle call feeds the queue first, in commit order.
   Reads never go to the oracle.
-- Workers with nothing to run long-poll on the condition, which every end,
-  requeue and space change notifies: a worker waiting on a Hyperband round
-  makes one call per long-poll period, not a busy loop.
+- Workers with nothing to run park their CreateTrial in the parking lot
+  (:mod:`orchestrator.chief.parking`), which holds no thread: a worker waiting
+  on a Hyperband round makes one call per long-poll period, not a busy loop.
+  An end, requeue or space change wakes as many parked calls as may now get a
+  trial (:meth:`TrialBroker._wake_parked_locked`), not the whole fleet.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.chief.book_reads import BookReads
@@ -45,6 +48,7 @@ from orchestrator.chief.ledger import Ledger
 from orchestrator.chief.lifecycle import SearchLifecycle
 from orchestrator.chief.oracle_gate import OracleGate
 from orchestrator.chief.oracle_host import CreatedTrial, CreateOutcome, OracleHost, RestoredTrial
+from orchestrator.chief.parking import ParkingLot, ThreadWaiter, Waiter
 from orchestrator.chief.trial_book import RetryPolicy, TrialBook, TrialRecord
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import (
@@ -75,6 +79,26 @@ MAX_LONG_POLL_S = 30.0
 # change its mind, so it is asked again after a pause (Keras Tuner asks at once,
 # in a busy loop): 50 ms, doubling to 1 s, within one long-poll.
 IDLE_RETRY_S = (0.05, 1.0)
+
+
+@dataclass(frozen=True)
+class Poll:
+    """One CreateTrial long-poll: its worker and generation (newer supersedes older)."""
+
+    worker_id: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class PollStep:
+    """What one :meth:`TrialBroker.poll_step` decided; exactly one of: an
+    ``answer``; ``ask_oracle`` (the caller holds the gate); parked for at most
+    ``park_s`` (with ``idle_retry``, step again after a short pause: see IDLE_RETRY_S)."""
+
+    answer: Assignment | None = None
+    ask_oracle: bool = False
+    park_s: float = 0.0
+    idle_retry: bool = False
 
 
 class UnknownTrialError(InvalidRequestError):
@@ -111,7 +135,11 @@ class TrialBroker(SearchLifecycle, BookReads):
         self.book = TrialBook(RetryPolicy.from_search(search))
 
         self._cond = threading.Condition(threading.Lock())
-        self.gate = OracleGate(self._cond, oracle_host, self._commit_locked)
+        # Parked CreateTrial long-polls; woken by _wake_parked_locked (parking.py).
+        self.parked = ParkingLot()
+        self.gate = OracleGate(
+            self._cond, oracle_host, self._commit_locked, on_release=self._wake_parked_locked
+        )
         self._oracle_exhausted = False
         self._idle_at_version: int | None = None
         self._idle_with_nothing_running = False
@@ -159,6 +187,7 @@ class TrialBroker(SearchLifecycle, BookReads):
         if wake:
             self._version += 1
             self._cond.notify_all()
+            self._wake_parked_locked()
 
     # ------------------------------------------------------------ restoring
 
@@ -221,74 +250,134 @@ class TrialBroker(SearchLifecycle, BookReads):
     def create_trial(self, worker_id: str, wait_s: float | None = None) -> Assignment:
         """A trial for ``worker_id``, or WAIT after a long-poll, or STOP.
 
-        A newer call from the same worker supersedes this one: it then answers
-        WAIT at once (one parked call per worker)."""
+        The blocking form of the long-poll, for callers on a thread (tests, the
+        kt_suite). The chief's gRPC server drives the same steps from its event
+        loop without holding a thread while parked
+        (:meth:`orchestrator.chief.service.TrialServicer.CreateTrial`).
+        """
+        deadline = time.monotonic() + self.long_poll_window(wait_s)
+        poll = self.begin_poll(worker_id)
+        try:
+            idle_pause_s = IDLE_RETRY_S[0]
+            retry_idle = False
+            while True:
+                waiter = ThreadWaiter()
+                step = self.poll_step(poll, waiter, deadline, retry_idle=retry_idle)
+                if step.answer is not None:
+                    return step.answer
+                if step.ask_oracle:
+                    answer = self.ask_oracle(worker_id, deadline)
+                    if answer is not None:
+                        return answer
+                    retry_idle = False
+                    continue
+                park_s = min(step.park_s, idle_pause_s) if step.idle_retry else step.park_s
+                woken = waiter.wait(park_s)
+                self.parked.unpark(worker_id, waiter)
+                retry_idle = step.idle_retry and not woken
+                if retry_idle:
+                    idle_pause_s = min(idle_pause_s * 2, IDLE_RETRY_S[1])
+        finally:
+            self.end_poll(poll)
+
+    def long_poll_window(self, wait_s: float | None) -> float:
+        """How long a CreateTrial asking for ``wait_s`` may park (None: the chief's default)."""
+        return self.long_poll_s if wait_s is None else min(max(wait_s, 0.0), MAX_LONG_POLL_S)
+
+    def begin_poll(self, worker_id: str) -> Poll:
+        """Start a CreateTrial long-poll for ``worker_id``. A call of the same
+        worker still running is superseded: it answers WAIT at once (one parked
+        call per worker). Pair with :meth:`end_poll`."""
         with self._cond:
             self._polls += 1
             superseded = worker_id in self._poll_generation  # its earlier call still runs
-            generation = self._poll_generation[worker_id] = self._polls
+            poll = Poll(worker_id, self._polls)
+            self._poll_generation[worker_id] = poll.generation
             if superseded:
-                # Wake the earlier call so it answers WAIT. Only then: waking every
-                # parked long-poll on each CreateTrial costs the whole fleet the GIL.
-                self._cond.notify_all()
-        try:
-            return self._create_trial(worker_id, wait_s, generation)
-        finally:
-            with self._cond:
-                if self._poll_generation.get(worker_id) == generation:
-                    del self._poll_generation[worker_id]
+                # Under the lock: the earlier call is parked (woken now) or will
+                # see the new generation at its next step.
+                self.parked.wake_workers([worker_id])
+        return poll
 
-    def _create_trial(self, worker_id: str, wait_s: float | None, generation: int) -> Assignment:
-        wait = self.long_poll_s if wait_s is None else min(max(wait_s, 0.0), MAX_LONG_POLL_S)
-        deadline = time.monotonic() + wait
-        idle_pause_s = IDLE_RETRY_S[0]
-        while True:
-            with self._cond:
-                self._last_seen[worker_id] = self.clock.monotonic()
-                while True:
-                    if self._poll_generation.get(worker_id) != generation:
-                        return Assignment(
-                            AssignmentKind.WAIT,
-                            reason="superseded by a newer CreateTrial from this worker",
-                        )
-                    answer = self._dispatch_locked(worker_id)
-                    if answer is not None:
-                        return answer
-                    if self._may_ask_oracle_locked():
-                        self.gate.busy = True
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return Assignment(AssignmentKind.WAIT, reason=self._wait_reason_locked())
-                    if self._idle_with_nothing_running and not self.leases.all():
-                        # See IDLE_RETRY_S: ask again after a pause, or sooner if woken.
-                        self._cond.wait(min(remaining, idle_pause_s))
-                        idle_pause_s = min(idle_pause_s * 2, IDLE_RETRY_S[1])
-                        self._idle_at_version = None
-                        continue
-                    self._cond.wait(remaining)
-            # The create and the commit of its CREATED event (with the snapshot
-            # taken inside the same oracle call) happen while the gate is
-            # held, so snapshots are committed in the order the oracle made them.
-            try:
-                self.gate.apply_pending_ends()
-                created = self.oracle_host.create_trial()
-                with self._cond:
-                    self._idle_with_nothing_running = False
-                    if created.outcome is CreateOutcome.RUNNING:
-                        return self._register_and_assign_locked(created, worker_id)
-                    if created.outcome is CreateOutcome.STOPPED:
-                        self._oracle_exhausted = True
-                    else:
-                        self._idle_at_version = self._version
-                        self._idle_with_nothing_running = not self.leases.all()
-                    self._maybe_complete_locked()
-            finally:
-                self.gate.release()
-            if time.monotonic() >= deadline and created.outcome is CreateOutcome.IDLE:
-                return Assignment(
-                    AssignmentKind.WAIT, reason="the oracle is waiting for running trials"
+    def end_poll(self, poll: Poll) -> None:
+        with self._cond:
+            if self._poll_generation.get(poll.worker_id) == poll.generation:
+                del self._poll_generation[poll.worker_id]
+
+    def poll_step(
+        self, poll: Poll, waiter: Waiter | None, deadline: float, *, retry_idle: bool = False
+    ) -> PollStep:
+        """One step of a long-poll: the answer, or "ask the oracle" (the caller
+        then holds the gate and calls :meth:`ask_oracle`), or parked: ``waiter``
+        is woken when something may have changed the answer, and the caller
+        steps again after that or after ``park_s``. Never blocks on anything
+        but the broker's lock and one ledger commit (an assignment)."""
+        worker_id = poll.worker_id
+        with self._cond:
+            self._last_seen[worker_id] = self.clock.monotonic()
+            if retry_idle:
+                self._idle_at_version = None  # see IDLE_RETRY_S
+            if self._poll_generation.get(worker_id) != poll.generation:
+                return PollStep(
+                    Assignment(
+                        AssignmentKind.WAIT,
+                        reason="superseded by a newer CreateTrial from this worker",
+                    )
                 )
+            answer = self._dispatch_locked(worker_id)
+            if answer is not None:
+                return PollStep(answer)
+            if self._may_ask_oracle_locked():
+                self.gate.busy = True
+                return PollStep(ask_oracle=True)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return PollStep(Assignment(AssignmentKind.WAIT, reason=self._wait_reason_locked()))
+            if waiter is not None:
+                self.parked.park(worker_id, waiter)
+            return PollStep(
+                park_s=remaining,
+                idle_retry=self._idle_with_nothing_running and not self.leases.all(),
+            )
+
+    def ask_oracle(self, worker_id: str, deadline: float) -> Assignment | None:
+        """Ask the oracle for a trial, holding the gate that :meth:`poll_step`
+        took; the assignment, or WAIT past the deadline, or None (step again)."""
+        # The create and the commit of its CREATED event (with the snapshot
+        # taken inside the same oracle call) happen while the gate is
+        # held, so snapshots are committed in the order the oracle made them.
+        try:
+            self.gate.apply_pending_ends()
+            created = self.oracle_host.create_trial()
+            with self._cond:
+                self._idle_with_nothing_running = False
+                if created.outcome is CreateOutcome.RUNNING:
+                    return self._register_and_assign_locked(created, worker_id)
+                if created.outcome is CreateOutcome.STOPPED:
+                    self._oracle_exhausted = True
+                else:
+                    self._idle_at_version = self._version
+                    self._idle_with_nothing_running = not self.leases.all()
+                self._maybe_complete_locked()
+        finally:
+            self.gate.release()
+        if time.monotonic() >= deadline and created.outcome is CreateOutcome.IDLE:
+            return Assignment(
+                AssignmentKind.WAIT, reason="the oracle is waiting for running trials"
+            )
+        return None
+
+    def _wake_parked_locked(self) -> None:
+        """Wake as many parked long-polls as may now get an answer: every one
+        when the search stops; a drained worker's; one per queued trial, and one
+        more when the oracle may be asked. Never the whole fleet for one trial."""
+        if self.book.state.is_terminal or self._draining_all:
+            self.parked.wake_all()
+            return
+        if self._draining:
+            self.parked.wake_workers(self._draining)
+        ready = len(self.book.queue) + (1 if self._may_ask_oracle_locked() else 0)
+        self.parked.wake_oldest(ready)
 
     def _stop_answer_locked(self, worker_id: str) -> Assignment | None:
         """STOP when ``worker_id`` may start nothing new, else None."""

@@ -14,7 +14,6 @@ import os
 import socket
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,14 @@ from orchestrator.chief.limits import ProtocolLimits
 from orchestrator.chief.oracle_host import OracleHost
 from orchestrator.chief.registry import WorkerRegistry
 from orchestrator.chief.replay import replay
-from orchestrator.chief.service import ControlServicer, TrialServicer, add_servicers_to_server
+from orchestrator.chief.rpc import RpcPools, add_servicers_to_server
+from orchestrator.chief.server import (
+    RpcServer,
+    log_capacity,
+    raise_open_files_limit,
+    server_options,
+)
+from orchestrator.chief.service import ControlServicer, TrialServicer
 from orchestrator.chief.trial_book import RetryPolicy
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import ClusterSpec, SearchSpec, default_cluster
@@ -54,8 +60,6 @@ from orchestrator.search_dir import (
 from orchestrator.search_meta import SearchMeta
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ class Chief:
         # What one peer may hold (limits.py); replace before start() to change it.
         self.limits = ProtocolLimits()
         self.control = ControlServicer(max_workers=cluster.fleet.max_workers, audit=self.audit)
-        self._server: grpc.Server | None = None
+        self._server: RpcServer | None = None
+        self._pools: RpcPools | None = None
         self._endpoint: ChiefEndpoint | None = None
         self._stop_reaper = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -228,7 +233,7 @@ class Chief:
 
     # -------------------------------------------------------------- serving
 
-    def start(self, *, max_rpc_threads: int = 64) -> ChiefEndpoint:
+    def start(self) -> ChiefEndpoint:
         """Bind the gRPC server, write chief.json, start the lease reaper."""
         chief = self.cluster.chief
         # Validation refuses this already; a spec from elsewhere (a ledger, code)
@@ -236,8 +241,13 @@ class Chief:
         refusal = chief.plaintext_refusal()
         if refusal is not None:
             raise ConfigError(f"cluster chief.host: {refusal}")
-        server = grpc.server(
-            ThreadPoolExecutor(max_workers=max_rpc_threads, thread_name_prefix="ktc-rpc"),
+        log_capacity(raise_open_files_limit(), self.cluster.fleet.max_workers)
+        pools = RpcPools(uploads=self.limits.max_uploads)
+        self.control.pools = pools
+        trials = TrialServicer(
+            self.broker, self.artifacts, pools=pools, limits=self.limits, audit=self.audit
+        )
+        server = RpcServer(
             interceptors=[
                 TokenAuthInterceptor(
                     self.token,
@@ -246,21 +256,18 @@ class Chief:
                     lease_holder=self._lease_holder,
                 )
             ],
-            options=[
-                # Two chiefs must never share a port silently.
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
+            options=server_options(),
         )
-        add_servicers_to_server(
-            server,
-            TrialServicer(self.broker, self.artifacts, limits=self.limits, audit=self.audit),
-            self.control,
-        )
-        port = self._bind(server, chief.host, self._preferred_port())
-        server.start()
+        try:
+            port = server.start(
+                lambda aio_server: add_servicers_to_server(aio_server, trials, self.control),
+                lambda aio_server: self._bind(aio_server, chief.host, self._preferred_port()),
+            )
+        except BaseException:
+            pools.shutdown()
+            raise
         self._server = server
+        self._pools = pools
         advertise_host = _advertise_host(chief.host, chief.advertise)
         address = (
             chief.advertise
@@ -310,7 +317,7 @@ class Chief:
         except KtClusterError:
             return 0
 
-    def _bind(self, server: grpc.Server, host: str, port: int) -> int:
+    def _bind(self, server: grpc.aio.Server, host: str, port: int) -> int:
         tls = self.cluster.chief.tls
         target = f"{host}:{port}"
 
@@ -379,8 +386,11 @@ class Chief:
         """Stop serving; bring the oracle up to date; mark chief.json not running."""
         self._stop_reaper.set()
         if self._server is not None:
-            self._server.stop(grace_s).wait(grace_s + 1.0)
+            self._server.stop(grace_s)
             self._server = None
+        if self._pools is not None:
+            self._pools.shutdown()
+            self._pools = None
         try:
             self.broker.apply_pending_ends()
         except Exception:

@@ -46,6 +46,9 @@ class SearchLifecycle:
     ) -> None:
         raise NotImplementedError  # TrialBroker's
 
+    def _wake_parked_locked(self) -> None:
+        raise NotImplementedError  # TrialBroker's
+
     @staticmethod
     def _log_end(rec: TrialRecord, lease: Lease, events: Sequence[TrialEvent]) -> None:
         for event in events:
@@ -122,6 +125,7 @@ class SearchLifecycle:
         """Take a live worker's trials back at once (scale --now); not a failure."""
         with self._cond:
             self._draining.add(worker_id)
+            self._wake_parked_locked()
             return self._lose_leases_locked(
                 self.leases.held_by(worker_id), reason=reason, count_failure=False
             )
@@ -131,6 +135,7 @@ class SearchLifecycle:
         with self._cond:
             self._draining.add(worker_id)
             self._cond.notify_all()
+            self._wake_parked_locked()
 
     def forget_worker(self, worker_id: str) -> None:
         with self._cond:
@@ -158,6 +163,7 @@ class SearchLifecycle:
             else:
                 self._state_after_drain = (state, message)
                 self._draining_all = True
+                self._wake_parked_locked()  # they answer STOP
                 self._finish_if_idle_locked()
 
     def _finish_if_idle_locked(self) -> None:

@@ -1,9 +1,10 @@
 """What one caller may hold of the chief at a time: long-polls and uploads.
 
-The chief serves every RPC from one thread pool (64 threads) and stores
-artifacts on one disk. A token holder that parks a hundred 30-s CreateTrials or
-streams a terabyte must not starve the fleet's workers, whose Report and
-EndTrial have to be answered promptly. The bounds (defaults in
+The chief serves RPCs on one event loop (a parked CreateTrial holds no thread;
+see :mod:`orchestrator.chief.server`) and stores artifacts on one disk. A token
+holder that parks ten thousand 30-s CreateTrials or streams a terabyte must
+not starve the fleet's workers, whose Report and EndTrial have to be answered
+promptly. The bounds (defaults in
 :class:`ProtocolLimits`, documented in docs/architecture.md, "The trial
 protocol"):
 
@@ -14,10 +15,11 @@ protocol"):
   one connection (gRPC's ``context.peer()``, address and port); one more is
   refused with RESOURCE_EXHAUSTED. Channels in one process may share a
   connection, hence a bound above one worker's need.
-- **Parked CreateTrials in all** (``max_long_polls``, 48 of the 64 threads).
-  Past it a CreateTrial is still answered, but at once: it gets a trial if one
-  is ready, else WAIT; it never parks, so at least 16 threads stay free for
-  Report, EndTrial and the rest.
+- **Parked CreateTrials in all** (``max_long_polls``, 8,192: a parked call
+  costs a few kilobytes, no thread). Past it a CreateTrial is still answered,
+  but at once: it gets a trial if one is ready, else WAIT; it never parks. A
+  fleet has one parked call per worker at most, and ``fleet.max_workers`` is
+  1,024 by default.
 - **Uploads**: ``max_artifact_bytes`` per artifact, ``max_trial_artifact_bytes``
   per trial (INVALID_ARGUMENT, nothing kept), ``max_uploads_per_peer``
   concurrent uploads per peer and ``max_uploads`` in all (RESOURCE_EXHAUSTED),
@@ -46,7 +48,7 @@ MIB = 1024**2
 class ProtocolLimits:
     """The per-peer and per-call bounds of the trial protocol."""
 
-    max_long_polls: int = 48
+    max_long_polls: int = 8192
     max_long_polls_per_peer: int = 16
     max_artifact_bytes: int = 4 * GIB
     max_trial_artifact_bytes: int = 8 * GIB

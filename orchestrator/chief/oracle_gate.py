@@ -8,7 +8,8 @@ to the oracle first. A Bayesian GP fit inside ``create_trial`` can take
 seconds; Report and EndTrial never wait for it.
 
 The gate shares the broker's condition variable: ``busy`` is read and
-written under it, and releasing the gate wakes the broker's long-polls.
+written under it, and releasing the gate wakes a parked long-poll that may now
+ask the oracle (``on_release``).
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ class OracleGate:
         cond: threading.Condition,
         host: OracleHost,
         commit_locked: Callable[[Sequence[TrialEvent]], None],
+        *,
+        on_release: Callable[[], None] | None = None,
     ) -> None:
         self._cond = cond
+        self._on_release = on_release  # called under the condition (wakes a parked long-poll)
         self.host = host
         self._commit_locked = commit_locked
         self.busy = False  # guarded by cond
@@ -81,6 +85,8 @@ class OracleGate:
         with self._cond:
             self.busy = False
             self._cond.notify_all()
+            if self._on_release is not None:
+                self._on_release()
 
     def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` holding the gate (not the condition)."""

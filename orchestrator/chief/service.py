@@ -1,29 +1,28 @@
-"""The gRPC servicers: protocol messages in, broker calls, protocol messages out.
+"""The chief's gRPC servicers: protocol messages in, broker calls, protocol messages out.
 
-This layer validates every request before the broker sees it (unknown ids,
-NaN or inf metrics, bad names, oversized fields, disallowed statuses). Every
-exception a handler raises is answered with the status code that the one table
-in :mod:`orchestrator.protocol.error_codes` gives its type (InvalidRequestError
-and ConfigError -> INVALID_ARGUMENT, StaleLeaseError -> FAILED_PRECONDITION,
-...); an exception that is not a KtClusterError is a bug: INTERNAL, logged
-with its traceback.
+Served on the chief's asyncio event loop (:mod:`orchestrator.chief.rpc` says
+what runs where). This layer validates every request before the broker sees it
+(unknown ids, NaN or inf metrics, bad names, oversized fields, disallowed
+statuses); the broker's own calls run in a thread pool, and a parked
+CreateTrial long-poll awaits a future, holding no thread at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from functools import wraps
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, Protocol
 
 import grpc
 
+from orchestrator.chief.artifact_rpcs import ArtifactRpcs
 from orchestrator.chief.artifacts import ArtifactStore
 from orchestrator.chief.audit import AuditLog
-from orchestrator.chief.broker import TrialBroker
+from orchestrator.chief.broker import IDLE_RETRY_S, TrialBroker
 from orchestrator.chief.limits import PeerSlots, ProtocolLimits, UploadThrottle
+from orchestrator.chief.parking import AsyncWaiter
 from orchestrator.chief.request_checks import (
     MAX_EPOCH,
     MAX_NUM_TRIALS,
@@ -39,18 +38,12 @@ from orchestrator.chief.request_checks import (
     parse_json,
     parse_trial_hyperparameters,
 )
+from orchestrator.chief.rpc import RpcPools, rpc, run_in
 from orchestrator.config.limits import DEFAULT_MAX_WORKERS
-from orchestrator.errors import (
-    InvalidRequestError,
-    KtClusterError,
-    LimitExceededError,
-    UnimplementedError,
-)
+from orchestrator.errors import InvalidRequestError, UnimplementedError
 from orchestrator.protocol.answers import Assignment, AssignmentKind
-from orchestrator.protocol.auth import caller_worker_id
-from orchestrator.protocol.error_codes import abort_with_error, wire_error
 from orchestrator.protocol.kt_state import canonical_hyperparameters, canonical_json
-from orchestrator.protocol.names import check_artifact_name, check_trial_id, check_worker_id
+from orchestrator.protocol.names import check_trial_id, check_worker_id
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
 from orchestrator.protocol.trials import AttemptStatus, SearchState, TrialStatus, TrialView
@@ -77,115 +70,6 @@ _SEARCH_STATE_PB = {
     SearchState.INTERRUPTED: pb.SEARCH_INTERRUPTED,
 }
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Undecodable:
-    """A request whose bytes did not decode as its message. gRPC would answer
-    INTERNAL ("Exception deserializing request"); the servicers answer
-    INVALID_ARGUMENT instead (and audit it). ``worker_id`` is empty, as an
-    unset field, for code that reads it before the handler."""
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-        self.worker_id = ""
-
-    def refuse(self) -> NoReturn:
-        raise InvalidRequestError(
-            f"the request's bytes are not a valid protocol message ({self.error}); "
-            "send the message ktcluster.proto defines for this RPC"
-        )
-
-
-def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserialize is None:
-        return None
-
-    def parse(data: bytes) -> Any:
-        try:
-            return deserialize(data)
-        except Exception as exc:  # protobuf's DecodeError, or anything else on bad bytes
-            return Undecodable(f"{type(exc).__name__}: {exc}")
-
-    return parse
-
-
-class _HandlerCapture:
-    """Stands in for a grpc.Server to collect the generated method handlers."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass  # the registered handlers below carry the same methods
-
-    def add_registered_method_handlers(
-        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
-    ) -> None:
-        self.handlers[service] = handlers
-
-
-def add_servicers_to_server(
-    server: grpc.Server, trials: TrialServicer, control: ControlServicer
-) -> None:
-    """Register both services on ``server``, with request deserializers that
-    never raise: undecodable bytes reach the handler as :class:`Undecodable`
-    and are answered INVALID_ARGUMENT, not INTERNAL."""
-    capture = _HandlerCapture()
-    pb_grpc.add_TrialServiceServicer_to_server(trials, capture)
-    pb_grpc.add_ControlServiceServicer_to_server(control, capture)
-    for service, handlers in capture.handlers.items():
-        lenient = {
-            name: handler._replace(request_deserializer=_lenient(handler.request_deserializer))
-            for name, handler in handlers.items()
-        }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, lenient),))
-
-
-class _Unimplemented(UnimplementedError):
-    """The chief has no handler for a control RPC (UNIMPLEMENTED)."""
-
-
-def _answer_error(
-    context: grpc.ServicerContext,
-    exc: Exception,
-    method: str,
-    *,
-    audit: AuditLog | None = None,
-    worker_id: str = "",
-) -> NoReturn:
-    """Answer ``exc`` with its status from the error table; log the unexpected;
-    record the refusal in the audit log."""
-    if not isinstance(exc, KtClusterError):
-        log.exception("%s failed", method)
-    if audit is not None:
-        wire = wire_error(exc, method=method)
-        audit.record(method, context.peer() or "", worker_id, wire.details, code=wire.code.name)
-    abort_with_error(context, exc, method=method)
-
-
-def _rpc(func: F) -> F:
-    """Answer the handler's exceptions with their codes from the error table, and
-    record each refusal in the servicer's ``audit`` log (if it has one).
-    Handlers raise; they never call ``context.abort`` themselves."""
-
-    @wraps(func)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            if isinstance(request, Undecodable):
-                request.refuse()
-            return func(self, request, context)
-        except Exception as exc:
-            _answer_error(
-                context,
-                exc,
-                func.__name__,
-                audit=getattr(self, "audit", None),
-                worker_id=str(getattr(request, "worker_id", "")) or caller_worker_id(context),
-            )
-
-    return wrapper  # type: ignore[return-value]
-
 
 def trial_info(view: TrialView) -> pb.TrialInfo:
     """A TrialView as the protocol's TrialInfo."""
@@ -205,11 +89,12 @@ def trial_info(view: TrialView) -> pb.TrialInfo:
     return info
 
 
-class TrialServicer(pb_grpc.TrialServiceServicer):
-    """The worker-facing RPCs.
+class TrialServicer(ArtifactRpcs, pb_grpc.TrialServiceServicer):
+    """The worker-facing RPCs (the artifact ones in :class:`ArtifactRpcs`).
 
     ``limits`` bounds what one peer may hold (parked long-polls, uploads; see
-    :mod:`orchestrator.chief.limits`); ``audit`` records every refused request.
+    :mod:`orchestrator.chief.limits`); ``audit`` records every refused request;
+    ``pools`` are the thread pools blocking work goes to (:mod:`orchestrator.chief.rpc`).
     """
 
     def __init__(
@@ -217,11 +102,13 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
         broker: TrialBroker,
         artifacts: ArtifactStore,
         *,
+        pools: RpcPools,
         limits: ProtocolLimits | None = None,
         audit: AuditLog | None = None,
     ) -> None:
         self.broker = broker
         self.artifacts = artifacts
+        self.pools = pools
         self.limits = limits or ProtocolLimits()
         self.audit = audit
         self.long_polls = PeerSlots(
@@ -236,17 +123,16 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
         )
         self.throttle = UploadThrottle(self.limits.upload_bytes_per_s_per_peer)
 
-    @_rpc
-    def CreateTrial(
-        self, request: pb.CreateTrialRequest, context: grpc.ServicerContext
+    @rpc
+    async def CreateTrial(
+        self, request: pb.CreateTrialRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTrialResponse:
         check_worker_id(request.worker_id)
         check_wait_s(request.wait_s)
         with self.long_polls.hold(context.peer() or "") as may_park:
-            # Past the overall bound the call is served at once, never parked:
-            # the pool keeps threads for Report and EndTrial.
+            # Past the overall bound the call is served at once, never parked.
             wait_s = (request.wait_s or None) if may_park else 0.0
-            answer: Assignment = self.broker.create_trial(request.worker_id, wait_s)
+            answer = await self._long_poll(request.worker_id, wait_s)
         if answer.kind is AssignmentKind.TRIAL:
             return pb.CreateTrialResponse(
                 kind=pb.CreateTrialResponse.TRIAL,
@@ -266,14 +152,55 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
         )
         return pb.CreateTrialResponse(kind=kind, reason=answer.reason)
 
-    @_rpc
-    def Report(self, request: pb.ReportRequest, context: grpc.ServicerContext) -> pb.ReportResponse:
+    async def _long_poll(self, worker_id: str, wait_s: float | None) -> Assignment:
+        """The broker's long-poll (:meth:`TrialBroker.create_trial`), driven from
+        the event loop: each step runs in a pool thread; while parked the call
+        awaits its waiter and holds no thread."""
+        broker, pools = self.broker, self.pools
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + broker.long_poll_window(wait_s)
+        poll = await run_in(pools.broker, broker.begin_poll, worker_id)
+        try:
+            idle_pause_s = IDLE_RETRY_S[0]
+            retry_idle = False
+            while True:
+                waiter = AsyncWaiter(loop)
+                step = await run_in(
+                    pools.broker, broker.poll_step, poll, waiter, deadline, retry_idle=retry_idle
+                )
+                if step.answer is not None:
+                    return step.answer
+                if step.ask_oracle:
+                    answer = await run_in(pools.oracle, broker.ask_oracle, worker_id, deadline)
+                    if answer is not None:
+                        return answer
+                    retry_idle = False
+                    continue
+                park_s = min(step.park_s, idle_pause_s) if step.idle_retry else step.park_s
+                try:
+                    woken = await waiter.wait(park_s)
+                finally:
+                    broker.parked.unpark(worker_id, waiter)
+                retry_idle = step.idle_retry and not woken
+                if retry_idle:
+                    idle_pause_s = min(idle_pause_s * 2, IDLE_RETRY_S[1])
+        finally:
+            # Not awaited, so it runs even when the call was cancelled (the
+            # worker hung up); it also unparks a waiter parked meanwhile.
+            loop.run_in_executor(pools.broker, broker.end_poll, poll)
+
+    @rpc
+    async def Report(
+        self, request: pb.ReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportResponse:
         check_trial_id(request.trial_id)
         check_lease_token(request.lease_token)
         check_optional_worker_id(request.worker_id)
         check_range("epoch", request.epoch, -1, MAX_EPOCH, f"-1 (a heartbeat) or 0..{MAX_EPOCH}")
         check_metrics(request.metrics)
-        decision = self.broker.report(
+        decision = await run_in(
+            self.pools.broker,
+            self.broker.report,
             request.trial_id,
             request.lease_token,
             epoch=request.epoch,
@@ -286,9 +213,9 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
             lease_expires_in_s=decision.lease_expires_in_s,
         )
 
-    @_rpc
-    def EndTrial(
-        self, request: pb.EndTrialRequest, context: grpc.ServicerContext
+    @rpc
+    async def EndTrial(
+        self, request: pb.EndTrialRequest, context: grpc.aio.ServicerContext
     ) -> pb.EndTrialResponse:
         check_trial_id(request.trial_id)
         check_lease_token(request.lease_token)
@@ -303,10 +230,16 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
         check_text("error_message", request.error_message)
         check_text("traceback_tail", request.traceback_tail)
         check_range("best_step", request.best_step, 0, MAX_EPOCH)
+        outcome = await run_in(self.pools.broker, self._end_trial, request, status)
+        return pb.EndTrialResponse(
+            recorded=outcome.recorded, final_status=_TRIAL_STATUS_PB[outcome.final_status]
+        )
+
+    def _end_trial(self, request: pb.EndTrialRequest, status: AttemptStatus) -> Any:
         # Parsed by Keras Tuner before anything is committed: a state it cannot
         # read is refused here, not found by replay later.
         hp_config = parse_trial_hyperparameters(request.trial_state_json)
-        outcome = self.broker.end_trial(
+        return self.broker.end_trial(
             request.trial_id,
             request.lease_token,
             status=status,
@@ -317,33 +250,38 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
             hyperparameters_config=hp_config,
             worker_id=request.worker_id,
         )
-        return pb.EndTrialResponse(
-            recorded=outcome.recorded, final_status=_TRIAL_STATUS_PB[outcome.final_status]
+
+    @rpc
+    async def GetTrial(
+        self, request: pb.GetTrialRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TrialInfo:
+        check_trial_id(request.trial_id)
+        return await run_in(
+            self.pools.broker, lambda: trial_info(self.broker.get_trial(request.trial_id))
         )
 
-    @_rpc
-    def GetTrial(self, request: pb.GetTrialRequest, context: grpc.ServicerContext) -> pb.TrialInfo:
-        check_trial_id(request.trial_id)
-        return trial_info(self.broker.get_trial(request.trial_id))
-
-    @_rpc
-    def GetBestTrials(
-        self, request: pb.GetBestTrialsRequest, context: grpc.ServicerContext
+    @rpc
+    async def GetBestTrials(
+        self, request: pb.GetBestTrialsRequest, context: grpc.aio.ServicerContext
     ) -> pb.TrialList:
         check_range("num_trials", request.num_trials, 0, MAX_NUM_TRIALS)
-        return pb.TrialList(
-            trials=[trial_info(t) for t in self.broker.best_trials(request.num_trials)]
+        return await run_in(
+            self.pools.broker,
+            lambda: pb.TrialList(
+                trials=[trial_info(t) for t in self.broker.best_trials(request.num_trials)]
+            ),
         )
 
-    @_rpc
-    def GetSpace(
-        self, request: pb.GetSpaceRequest, context: grpc.ServicerContext
+    @rpc
+    async def GetSpace(
+        self, request: pb.GetSpaceRequest, context: grpc.aio.ServicerContext
     ) -> pb.SpaceMessage:
-        return pb.SpaceMessage(hyperparameters_json=canonical_json(self.broker.space_config()))
+        space = await run_in(self.pools.oracle, self.broker.space_config)
+        return pb.SpaceMessage(hyperparameters_json=canonical_json(space))
 
-    @_rpc
-    def UpdateSpace(
-        self, request: pb.SpaceMessage, context: grpc.ServicerContext
+    @rpc
+    async def UpdateSpace(
+        self, request: pb.SpaceMessage, context: grpc.aio.ServicerContext
     ) -> pb.UpdateSpaceResponse:
         check_text("hyperparameters_json", request.hyperparameters_json, MAX_STATE_JSON_BYTES)
         what = "keras_tuner HyperParameters.get_config() as JSON"
@@ -351,14 +289,14 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
             parse_json("hyperparameters_json", request.hyperparameters_json, what),
             where="hyperparameters_json",
         )
-        self.broker.update_space(config)
+        await run_in(self.pools.oracle, self.broker.update_space, config)
         return pb.UpdateSpaceResponse()
 
-    @_rpc
-    def GetSearchState(
-        self, request: pb.GetSearchStateRequest, context: grpc.ServicerContext
+    @rpc
+    async def GetSearchState(
+        self, request: pb.GetSearchStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchStateResponse:
-        summary = self.broker.summary()
+        summary = await run_in(self.pools.broker, self.broker.summary)
         return pb.SearchStateResponse(
             state=_SEARCH_STATE_PB[summary.state],
             message=summary.message,
@@ -368,117 +306,9 @@ class TrialServicer(pb_grpc.TrialServiceServicer):
             direction=summary.direction,
         )
 
-    def UploadArtifact(
-        self, request_iterator: Iterator[pb.ArtifactChunk], context: grpc.ServicerContext
-    ) -> pb.UploadArtifactResponse:
-        peer = context.peer() or ""
-        try:
-            with self.uploads.hold(peer, over_total=self._uploads_busy):
-                size, sha = self._upload(request_iterator, peer, context)
-        except Exception as exc:
-            _answer_error(context, exc, "UploadArtifact", audit=self.audit)
-        return pb.UploadArtifactResponse(size=size, sha256=sha)
 
-    @staticmethod
-    def _uploads_busy() -> None:
-        raise LimitExceededError(
-            "concurrent uploads: the chief is receiving as many uploads as it takes at once; "
-            "upload again shortly"
-        )
-
-    def _upload(
-        self,
-        request_iterator: Iterator[pb.ArtifactChunk],
-        peer: str,
-        context: grpc.ServicerContext,
-    ) -> tuple[int, str]:
-        first = next(request_iterator, None)
-        if first is None:
-            raise InvalidRequestError("empty upload; send at least one chunk")
-        if isinstance(first, Undecodable):
-            first.refuse()
-        trial_id, name = first.trial_id, first.name
-        check_trial_id(trial_id)
-        check_artifact_name(name)
-        check_lease_token(first.lease_token)
-        limit = self.limits.max_artifact_bytes
-        check_range("total_size", first.total_size, 0, limit, f"0..{limit} bytes")
-        self.broker.check_lease(trial_id, first.lease_token)
-        room = self.limits.max_trial_artifact_bytes - self.artifacts.trial_bytes(
-            trial_id, excluding=name
-        )
-        last_sha = [""]
-
-        def check_chunk(chunk: pb.ArtifactChunk) -> None:
-            if chunk.trial_id not in ("", trial_id) or chunk.name not in ("", name):
-                raise InvalidRequestError(
-                    f"artifact {name!r}: a later chunk names another trial or file "
-                    f"({chunk.trial_id!r}, {chunk.name!r}); one upload is one file"
-                )
-            if chunk.sha256:
-                if len(chunk.sha256) != 64 or not all(
-                    c in "0123456789abcdef" for c in chunk.sha256
-                ):
-                    raise InvalidRequestError(
-                        f"artifact {name!r}: sha256 is not 64 lowercase hex digits"
-                    )
-                last_sha[0] = chunk.sha256
-
-        def chunks() -> Iterator[bytes]:
-            chunk: pb.ArtifactChunk | None = first
-            rest = iter(request_iterator)
-            while chunk is not None:
-                if isinstance(chunk, Undecodable):
-                    chunk.refuse()
-                check_chunk(chunk)
-                delay_s = self.throttle.delay_s(peer, len(chunk.data))
-                if delay_s > 0:
-                    time.sleep(delay_s)  # throttled: this peer sends faster than its rate
-                yield chunk.data
-                chunk = next(rest, None)
-
-        # The sha256 comes with the last chunk: checked before the file is renamed.
-        return self.artifacts.write(
-            trial_id,
-            name,
-            chunks(),
-            expected_sha256=lambda: last_sha[0],
-            max_bytes=min(limit, max(room, 0)),
-        )
-
-    def DownloadArtifact(
-        self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.ArtifactChunk]:
-        try:
-            if isinstance(request, Undecodable):
-                request.refuse()
-            check_trial_id(request.trial_id)
-            check_artifact_name(request.name)
-            self.broker.get_trial(request.trial_id)  # an id the chief never made is refused
-            total, chunks = self.artifacts.open(request.trial_id, request.name)
-            first = True
-            for chunk in chunks:
-                yield pb.ArtifactChunk(
-                    trial_id=request.trial_id if first else "",
-                    name=request.name if first else "",
-                    data=chunk,
-                    total_size=total if first else 0,
-                )
-                first = False
-        except Exception as exc:
-            _answer_error(context, exc, "DownloadArtifact", audit=self.audit)
-        if first:  # empty file
-            yield pb.ArtifactChunk(
-                trial_id=request.trial_id, name=request.name, data=b"", total_size=0
-            )
-
-    @_rpc
-    def ListArtifacts(
-        self, request: pb.ListArtifactsRequest, context: grpc.ServicerContext
-    ) -> pb.ListArtifactsResponse:
-        check_trial_id(request.trial_id)
-        self.broker.get_trial(request.trial_id)  # an id the chief never made is refused
-        return pb.ListArtifactsResponse(names=self.artifacts.list(request.trial_id))
+class _Unimplemented(UnimplementedError):
+    """The chief has no handler for a control RPC (UNIMPLEMENTED)."""
 
 
 class ControlHandler(Protocol):
@@ -495,7 +325,9 @@ class ControlServicer(pb_grpc.ControlServiceServicer):
     """The CLI-facing RPCs. UNIMPLEMENTED until a handler is attached.
 
     ``max_workers`` is the cluster's ``fleet.max_workers``: a Scale past it is
-    refused here (INVALID_ARGUMENT), before the fleet sees it."""
+    refused here (INVALID_ARGUMENT), before the fleet sees it. The handler's
+    calls (which may call Ray) run in ``pools.control``; set ``pools`` before
+    serving (the chief does)."""
 
     def __init__(
         self, *, max_workers: int = DEFAULT_MAX_WORKERS, audit: AuditLog | None = None
@@ -503,24 +335,45 @@ class ControlServicer(pb_grpc.ControlServiceServicer):
         self.handler: ControlHandler | None = None
         self.max_workers = max_workers
         self.audit = audit
+        self.pools: RpcPools | None = None
 
-    def _require(self, context: grpc.ServicerContext) -> ControlHandler:
-        if self.handler is None:
+    def _require(self) -> tuple[ControlHandler, RpcPools]:
+        if self.handler is None or self.pools is None:
             raise _Unimplemented(
                 "this chief runs without a fleet (no control handler); status, scale and "
                 "cancel need a search started by `ktc submit` or `ktc resume`"
             )
-        return self.handler
+        return self.handler, self.pools
 
-    @_rpc
-    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
-        return pb.StatusResponse(status_json=json.dumps(self._require(context).status_document()))
+    @rpc
+    async def Status(
+        self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StatusResponse:
+        handler, pools = self._require()
+        document = await run_in(pools.control, handler.status_document)
+        return pb.StatusResponse(status_json=json.dumps(document))
 
-    @_rpc
-    def Scale(self, request: pb.ScaleRequest, context: grpc.ServicerContext) -> pb.ScaleResponse:
+    @rpc
+    async def Scale(
+        self, request: pb.ScaleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScaleResponse:
         check_scale(request, max_workers=self.max_workers)
-        return pb.ScaleResponse(summary=self._require(context).scale(request))
+        handler, pools = self._require()
+        return pb.ScaleResponse(summary=await run_in(pools.control, handler.scale, request))
 
-    @_rpc
-    def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
-        return pb.CancelResponse(summary=self._require(context).cancel(request.now))
+    @rpc
+    async def Cancel(
+        self, request: pb.CancelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelResponse:
+        handler, pools = self._require()
+        return pb.CancelResponse(summary=await run_in(pools.control, handler.cancel, request.now))
+
+
+__all__ = [
+    "ControlHandler",
+    "ControlServicer",
+    "TrialServicer",
+    "check_metrics",
+    "parse_trial_hyperparameters",
+    "trial_info",
+]

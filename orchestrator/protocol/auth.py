@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import contextvars
 import hmac
-import itertools
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -130,17 +129,17 @@ class Caller:
 
 
 # The caller of the call being served, with that call's context (caller_worker_id).
-_CURRENT: contextvars.ContextVar[tuple[grpc.ServicerContext, Caller] | None] = (
+_CURRENT: contextvars.ContextVar[tuple[grpc.aio.ServicerContext, Caller] | None] = (
     contextvars.ContextVar("ktc_caller", default=None)
 )
 
 
-def caller_worker_id(context: grpc.ServicerContext) -> str:
+def caller_worker_id(context: grpc.aio.ServicerContext) -> str:
     """The worker id that the credential of the call served with ``context``
     proves; empty for a search-token caller.
 
     :class:`TokenAuthInterceptor` sets it around unary-response handlers (every
-    RPC but DownloadArtifact), in the handler's thread; ``context`` must be the
+    RPC but DownloadArtifact), in the handler's task; ``context`` must be the
     one the handler was given.
     """
     current = _CURRENT.get()
@@ -149,14 +148,24 @@ def caller_worker_id(context: grpc.ServicerContext) -> str:
     return current[1].worker_id
 
 
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``first``, then the rest of an async stream (a request peeked at)."""
+    yield first
+    async for item in rest:
+        yield item
+
+
 def _split_method(method: str) -> tuple[str, str]:
     """'/ktcluster.v1.TrialService/CreateTrial' -> ('ktcluster.v1.TrialService', 'CreateTrial')."""
     service, _, name = method.lstrip("/").rpartition("/")
     return service, name
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates every call, then authorises it by the caller's role.
+
+    An interceptor of the chief's asyncio server (``grpc.aio``); the handlers it
+    wraps are coroutines.
 
     - No ``authorization`` secret, or one that is neither the search token nor a
       registered worker's credential: UNAUTHENTICATED.
@@ -191,9 +200,9 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         self._on_reject = on_reject
         self._lease_holder = lease_holder
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method or ""
@@ -235,7 +244,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
                 ),
                 "search token on a worker RPC",
             )
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None or caller.role is Role.OWNER:
             return handler
         return self._bind(handler, method, name, caller)
@@ -257,9 +266,9 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
             return Caller(Role.WORKER, worker_id) if worker_id else None
         return None
 
-    def _refuse(
+    async def _refuse(
         self,
-        context: grpc.ServicerContext,
+        context: grpc.aio.ServicerContext,
         method: str,
         worker_id: str,
         reason: str,
@@ -277,15 +286,15 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
                 self._on_reject(name, peer, worker_id, reason, code=code.name)
             except Exception:  # an audit failure must not turn a refusal into INTERNAL
                 log.exception("on_reject hook failed for %s", name)
-        context.abort(code, str(error))
+        await context.abort(code, str(error))
 
     def _deny(
         self, method: str, worker_id: str, error: KtClusterError, reason: str
     ) -> grpc.RpcMethodHandler:
         _, name = _split_method(method)
 
-        def deny(request: Any, context: grpc.ServicerContext) -> Any:
-            self._refuse(context, method, worker_id, reason, error)
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._refuse(context, method, worker_id, reason, error)
 
         if name == "UploadArtifact":
             return grpc.stream_unary_rpc_method_handler(deny)
@@ -293,13 +302,13 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(deny)
         return grpc.unary_unary_rpc_method_handler(deny)
 
-    def _check_upload(
-        self, method: str, context: grpc.ServicerContext, caller: Caller, trial_id: str
+    async def _check_upload(
+        self, method: str, context: grpc.aio.ServicerContext, caller: Caller, trial_id: str
     ) -> None:
         holder = self._lease_holder(trial_id) if self._lease_holder is not None else None
         if holder is None or holder == caller.worker_id:
             return  # not leased: the broker answers (unknown trial, stale lease)
-        self._refuse(
+        await self._refuse(
             context,
             method,
             caller.worker_id,
@@ -318,11 +327,11 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
-            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 if name in _CLAIMING_METHODS:
                     claimed = request.worker_id
                     if claimed and claimed != caller.worker_id:
-                        self._refuse(
+                        await self._refuse(
                             context,
                             method,
                             caller.worker_id,
@@ -335,7 +344,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
                     request.worker_id = caller.worker_id
                 reset = _CURRENT.set((context, caller))
                 try:
-                    return inner(request, context)
+                    return await inner(request, context)
                 finally:
                     _CURRENT.reset(reset)
 
@@ -347,15 +356,18 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         if handler.stream_unary is not None:
             inner_stream = handler.stream_unary
 
-            def stream_in(request_iterator: Any, context: grpc.ServicerContext) -> Any:
+            async def stream_in(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
                 if name == "UploadArtifact" and self._lease_holder is not None:
-                    first = next(request_iterator, None)
+                    stream = aiter(request_iterator)
+                    first = await anext(stream, None)
                     if first is not None:
-                        self._check_upload(method, context, caller, first.trial_id)
-                        request_iterator = itertools.chain([first], request_iterator)
+                        await self._check_upload(
+                            method, context, caller, getattr(first, "trial_id", "")
+                        )
+                        request_iterator = _prepend(first, stream)
                 reset = _CURRENT.set((context, caller))
                 try:
-                    return inner_stream(request_iterator, context)
+                    return await inner_stream(request_iterator, context)
                 finally:
                     _CURRENT.reset(reset)
 

@@ -98,6 +98,17 @@ def plain_text(text: str) -> str:
     return "".join("?" if is_forbidden_control(ch) else ch for ch in text)
 
 
+# A worker pings the chief every 30 s on an idle connection and gives up on it
+# after 10 s without an answer, so a chief that vanished (its machine died) is
+# noticed; the chief allows pings every 10 s (orchestrator.chief.server.Keepalive).
+CLIENT_KEEPALIVE: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
 class TrialClient:
     """A connection to one chief, authenticated with the search token."""
 
@@ -120,6 +131,7 @@ class TrialClient:
         options: list[tuple[str, str | int]] = [
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.max_send_message_length", 8 * 1024 * 1024),
+            *CLIENT_KEEPALIVE,
         ]
         if ca_pem is not None:
             if server_name:

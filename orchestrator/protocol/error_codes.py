@@ -174,6 +174,17 @@ def abort_with_error(context: grpc.ServicerContext, exc: BaseException, *, metho
     raise AssertionError("grpc's context.abort returned")  # it always raises
 
 
+async def abort_with_error_async(
+    context: grpc.aio.ServicerContext, exc: BaseException, *, method: str
+) -> NoReturn:
+    """:func:`abort_with_error` for the chief's asyncio server."""
+    wire = wire_error(exc, method=method)
+    await context.abort(
+        wire.code, wire.details, trailing_metadata=((ERROR_TYPE_KEY, wire.error_type),)
+    )
+    raise AssertionError("grpc's context.abort returned")  # it always raises
+
+
 def error_type_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     """The type name the chief sent in the trailing metadata, if any."""
     for item in metadata or ():

@@ -1,0 +1,180 @@
+"""The plumbing under the chief's asyncio gRPC servicers.
+
+The chief serves gRPC with ``grpc.aio`` on one event loop
+(:class:`orchestrator.chief.chief.Chief`). The loop only parses, checks and
+answers; nothing that can block runs on it:
+
+- the broker's calls (its lock, one SQLite commit) run in :attr:`RpcPools.broker`;
+- oracle calls (a Bayesian step may take seconds, GetSpace and UpdateSpace wait
+  for the oracle gate) run in :attr:`RpcPools.oracle`, so Report and EndTrial
+  never queue behind them;
+- artifact streams (disk) run in :attr:`RpcPools.io`;
+- the control RPCs (status, scale, cancel, which may call Ray) run in
+  :attr:`RpcPools.control`.
+
+A parked CreateTrial holds none of them: it awaits a future in the broker's
+parking lot (:mod:`orchestrator.chief.parking`).
+
+Every exception a handler raises is answered with the status code that the one
+table in :mod:`orchestrator.protocol.error_codes` gives its type; an exception
+that is not a KtClusterError is a bug: INTERNAL, logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import wraps
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import grpc
+
+from orchestrator.chief.audit import AuditLog
+from orchestrator.errors import InvalidRequestError, KtClusterError
+from orchestrator.protocol.auth import caller_worker_id
+from orchestrator.protocol.error_codes import abort_with_error_async, wire_error
+from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class RpcPools:
+    """The thread pools the servicers hand blocking work to (see the module docstring).
+
+    ``broker`` is small on purpose: its calls serialise on the broker's lock, so
+    more threads would only contend for it and for the GIL."""
+
+    def __init__(self, *, uploads: int = 16) -> None:
+        self.broker = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ktc-rpc")
+        self.oracle = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ktc-oracle")
+        # An upload holds its thread while its chunks arrive: one per allowed upload.
+        self.io = ThreadPoolExecutor(max_workers=uploads + 4, thread_name_prefix="ktc-io")
+        self.control = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ktc-control")
+
+    def shutdown(self) -> None:
+        for pool in (self.broker, self.oracle, self.io, self.control):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def run_in(pool: Executor, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` in ``pool``, awaited from the event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+
+
+class Undecodable:
+    """A request whose bytes did not decode as its message. gRPC would answer
+    INTERNAL ("Exception deserializing request"); the servicers answer
+    INVALID_ARGUMENT instead (and audit it). ``worker_id`` is empty, as an
+    unset field, for code that reads it before the handler."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+        self.worker_id = ""
+
+    def refuse(self) -> NoReturn:
+        raise InvalidRequestError(
+            f"the request's bytes are not a valid protocol message ({self.error}); "
+            "send the message ktcluster.proto defines for this RPC"
+        )
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # protobuf's DecodeError, or anything else on bad bytes
+            return Undecodable(f"{type(exc).__name__}: {exc}")
+
+    return parse
+
+
+class _HandlerCapture:
+    """Stands in for a grpc server to collect the generated method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the registered handlers below carry the same methods
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.handlers[service] = handlers
+
+
+def add_servicers_to_server(server: grpc.aio.Server, trials: Any, control: Any) -> None:
+    """Register both services on ``server``, with request deserializers that
+    never raise: undecodable bytes reach the handler as :class:`Undecodable`
+    and are answered INVALID_ARGUMENT, not INTERNAL."""
+    capture = _HandlerCapture()
+    pb_grpc.add_TrialServiceServicer_to_server(trials, capture)
+    pb_grpc.add_ControlServiceServicer_to_server(control, capture)
+    for service, handlers in capture.handlers.items():
+        lenient = {
+            name: handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+            for name, handler in handlers.items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, lenient),))
+
+
+async def answer_error(
+    context: grpc.aio.ServicerContext,
+    exc: Exception,
+    method: str,
+    *,
+    audit: AuditLog | None = None,
+    worker_id: str = "",
+) -> NoReturn:
+    """Answer ``exc`` with its status from the error table; log the unexpected;
+    record the refusal in the audit log."""
+    if not isinstance(exc, KtClusterError):
+        log.error("%s failed", method, exc_info=exc)
+    if audit is not None:
+        wire = wire_error(exc, method=method)
+        audit.record(method, context.peer() or "", worker_id, wire.details, code=wire.code.name)
+    await abort_with_error_async(context, exc, method=method)
+
+
+def rpc(func: F) -> F:
+    """Answer the async handler's exceptions with their codes from the error
+    table, and record each refusal in the servicer's ``audit`` log (if it has
+    one). Handlers raise; they never call ``context.abort`` themselves."""
+
+    @wraps(func)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            if isinstance(request, Undecodable):
+                request.refuse()
+            return await func(self, request, context)
+        except Exception as exc:
+            await answer_error(
+                context,
+                exc,
+                func.__name__,
+                audit=getattr(self, "audit", None),
+                worker_id=str(getattr(request, "worker_id", "")) or caller_worker_id(context),
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+__all__ = [
+    "RpcPools",
+    "Undecodable",
+    "add_servicers_to_server",
+    "answer_error",
+    "rpc",
+    "run_in",
+]
