@@ -76,6 +76,13 @@ def run_in_foreground(chief: Any, args: argparse.Namespace) -> int:
     code = start_session(session)
     if code is not None:
         return code
+    if getattr(session, "report", None) is not None:
+        from orchestrator.report.paths import report_index
+
+        print(
+            f"report: {report_index(session.chief.search_dir)} (refreshed as trials end)",
+            flush=True,
+        )
     return run_session(session, progress=not args.no_progress and sys.stdout.isatty())
 
 
@@ -130,6 +137,10 @@ def run_session(session: Any, *, progress: bool) -> int:
     if state in (SearchState.INTERRUPTED, SearchState.CANCELLED):
         console.print(f"resume with:  ktc resume {search_dir}", soft_wrap=True)
     console.print(f"results:      ktc results {search_dir}", soft_wrap=True)
+    if getattr(session, "report", None) is not None:
+        from orchestrator.report.paths import report_index
+
+        console.print(f"report:       {report_index(search_dir)}", soft_wrap=True)
     sys.stdout.flush()
     return EXIT_CODES.get(state, 1)
 

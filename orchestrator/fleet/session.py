@@ -33,6 +33,7 @@ from orchestrator.protocol.status_document import (
     count_trials,
 )
 from orchestrator.protocol.trials import SearchState, TrialStatus
+from orchestrator.report.refresh import ReportRefresher
 from orchestrator.search_meta import DatasetInfo
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class SessionOptions:
     on_interrupt: str = "requeue"  # "requeue" | "finish": what Ctrl-C does to running trials
     long_poll_s: float = 5.0
     ray_init_timeout_s: float = 60.0
+    # DIR/report and DIR/tensorboard, re-rendered in a child process at most this
+    # often while trials end (orchestrator/report/refresh.py); None: not at all.
+    report_refresh_s: float | None = 30.0
 
 
 def live_document(
@@ -115,6 +119,7 @@ class SearchSession:
         self._started_ray = False
         self._nonce = uuid.uuid4().hex[:6]
         self._interrupts = 0
+        self.report: ReportRefresher | None = None
 
     # ---------------------------------------------------------------- setup
 
@@ -173,6 +178,27 @@ class SearchSession:
         )
         self.chief.control.handler = self
         self.fleet.start(self.options.workers)
+        self._start_report()
+
+    def _start_report(self) -> None:
+        """Keep DIR/report and DIR/tensorboard current, rendered in a child process."""
+        if self.options.report_refresh_s is None:
+            return
+        broker = self.chief.broker
+
+        def progress() -> tuple[int, str]:
+            # One O(n) pass under the broker lock every report_refresh_s (as the
+            # progress display does twice a second): trials ended, and the state.
+            summary = broker.summary()
+            ended = sum(
+                n for status, n in summary.trials_by_status.items() if TrialStatus(status).is_final
+            )
+            return ended, summary.state.value
+
+        self.report = ReportRefresher(
+            self.chief.search_dir, progress=progress, min_interval_s=self.options.report_refresh_s
+        )
+        self.report.start()
 
     def _record_actor(self, info: dict[str, Any]) -> None:
         """Append each started worker process to ``workers.jsonl`` (placement
@@ -281,6 +307,8 @@ class SearchSession:
             import ray
 
             ray.shutdown()
+        if self.report is not None:
+            self.report.close()  # the final render: the ledger now holds the search's end
 
     # ------------------------------------------------- control RPC handler
 

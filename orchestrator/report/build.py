@@ -15,17 +15,11 @@ import time
 from pathlib import Path
 
 from orchestrator.report.data import ReportData, read_report_data
-from orchestrator.report.html import INDEX_FILE, render_index
+from orchestrator.report.html import render_index
+from orchestrator.report.paths import INDEX_FILE, REPORT_DIR
 from orchestrator.report.plots import render_pictures
 
 log = logging.getLogger(__name__)
-
-REPORT_DIR = "report"
-
-
-def report_index(search_dir: Path | str) -> Path:
-    """Where the report's page of ``search_dir`` is (whether or not it exists yet)."""
-    return Path(search_dir) / REPORT_DIR / INDEX_FILE
 
 
 def build_report(search_dir: Path | str, *, data: ReportData | None = None) -> Path:

@@ -18,6 +18,7 @@ from a :class:`ReportData`; nothing else is read.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -208,13 +209,12 @@ def read_report_data(search_dir: Path | str) -> ReportData:
         with Ledger(ledger_path, read_only=True) as ledger:
             replayed = replay(ledger)
             histories = _histories(ledger, replayed)
-    except LedgerError:
-        raise
-    except Exception as exc:  # sqlite3.DatabaseError and friends: not a ledger we can read
+    except sqlite3.Error as exc:  # not a database, or not the ledger's tables
         raise LedgerError(
             f"{ledger_path}: cannot read the ledger ({type(exc).__name__}: {exc}); expected the "
-            "SQLite ledger `ktc submit` writes. If the file was copied while the chief ran, copy "
-            "ledger.db-wal with it, or run `ktc report` on the original directory"
+            "SQLite ledger that `ktc submit` writes, with its meta and events tables. If it was "
+            "copied from a running search, copy ledger.db-wal beside it too; otherwise restore "
+            "the file from the search directory it came from"
         ) from exc
     meta = SearchMeta.parse(replayed.meta, source=ledger_path)
     search = meta.search

@@ -17,7 +17,6 @@ from orchestrator.protocol.trials import TrialStatus
 from orchestrator.report.data import HyperparameterRow, ReportData, TrialRow
 from orchestrator.report.plots import Picture
 
-INDEX_FILE = "index.html"
 # Longer error messages are cut in the failures table (the whole text is in `ktc results`).
 _ERROR_CHARS = 600
 

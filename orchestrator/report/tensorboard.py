@@ -39,10 +39,10 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 
 from orchestrator.protocol.trials import TrialStatus
 from orchestrator.report.data import TUNER_PREFIX, HyperparameterRow, ReportData, TrialRow
+from orchestrator.report.paths import tensorboard_dir
 
 log = logging.getLogger(__name__)
 
-TENSORBOARD_DIR = "tensorboard"
 SCORE_TAG = "score"
 TRIAL_RUN_PREFIX = "trial_"
 # The suffixes name our files among any others a user puts in the folder.
@@ -59,11 +59,6 @@ class TensorBoardWrite:
     already: int
     not_ended: int
     experiment_written: bool
-
-
-def tensorboard_dir(search_dir: Path | str) -> Path:
-    """Where the summaries of ``search_dir`` go."""
-    return Path(search_dir) / TENSORBOARD_DIR
 
 
 def trial_run_dir(search_dir: Path | str, trial_id: str) -> Path:
