@@ -300,9 +300,15 @@ class TrialBroker(SearchLifecycle, BookReads):
         return poll
 
     def end_poll(self, poll: Poll) -> None:
+        """The call answered or hung up: forget it, and the waiter it parked (a
+        call cancelled while a step ran may have parked one after it stopped
+        listening; left in the lot, it would swallow a wake-up)."""
         with self._cond:
             if self._poll_generation.get(poll.worker_id) == poll.generation:
                 del self._poll_generation[poll.worker_id]
+                # Only the current call of a worker parks (older ones see the
+                # new generation), so whatever is parked for it is this call's.
+                self.parked.discard(poll.worker_id)
 
     def poll_step(
         self, poll: Poll, waiter: Waiter | None, deadline: float, *, retry_idle: bool = False

@@ -92,6 +92,11 @@ class ParkingLot:
             if self._parked.get(worker_id) is waiter:
                 del self._parked[worker_id]
 
+    def discard(self, worker_id: str) -> None:
+        """Forget whatever is parked for ``worker_id``, without waking it."""
+        with self._lock:
+            self._parked.pop(worker_id, None)
+
     def wake_oldest(self, n: int) -> int:
         """Wake the ``n`` longest-parked calls; returns how many were woken."""
         if n <= 0:
