@@ -7,7 +7,7 @@ The workload (issue 13; BENCHMARKS.md section 7):
   ``failure.lease_timeout_s = 10`` (a chief that stalls shows as expired
   leases). Every simulated worker uses the owner token (no fleet, so worker
   ids are free-form: ``sim-p{proc}-w{i}``). The bound on parked CreateTrials
-  in all (``ProtocolLimits.max_long_polls``) is raised to
+  in all (``ProtocolLimits.max_long_polls``) is passed explicitly as
   :data:`MAX_LONG_POLLS`, so every idle worker parks.
 - **Sizes**: W workers, T = W/4 trials running at once, 2T trials in all. The
   chief's oracle is capped at T running trials (``--max-running``: it answers
@@ -19,7 +19,8 @@ The workload (issue 13; BENCHMARKS.md section 7):
   small W: one per 32 workers), each running W/P simulated workers as asyncio
   tasks on grpc.aio, each with its own channel and TCP connection. Per trial:
   10 Reports 0.2 s apart, a heartbeat (Report with epoch -1) every 1 s while it
-  runs, then EndTrial COMPLETED with the trial_state_json it was given.
+  runs, then (heartbeats stopped) EndTrial COMPLETED with the best epoch's
+  metrics and the trial_state_json it was given.
   CreateTrial asks for a 5-s long-poll, as real workers do. Start barrier:
   every process connects all its channels, then all start on ``go``.
 
@@ -66,7 +67,9 @@ from bench.recovery import ledger_events
 from bench.scale_clients import TOKEN_ENV, Workload, client_argv
 from bench.stats import Distribution
 
-MAX_LONG_POLLS = 4096
+MAX_LONG_POLLS = (
+    8192  # ProtocolLimits.max_long_polls since issue 13; explicit, so every idle worker parks
+)
 LEASE_TIMEOUT_S = 10.0
 MAX_CLIENT_PROCS = 4
 WORKERS_PER_PROC_MIN = 32

@@ -15,7 +15,8 @@ Each simulated worker sends what a real one sends
   ``loss``), one every ``--epoch-s`` seconds (the sleep comes first, as an
   epoch's training does), and a heartbeat (Report with epoch -1) every
   ``--heartbeat-s`` seconds while the trial runs;
-- then ``EndTrial(COMPLETED, metrics, trial_state_json, worker_id)``, with the
+- then, heartbeats stopped, ``EndTrial(COMPLETED, metrics, best_step,
+  trial_state_json, worker_id)`` with the best epoch's metrics and the
   ``trial_state_json`` the chief handed out, unchanged.
 
 The process connects every channel first (``channel_ready`` and one
@@ -208,17 +209,21 @@ class KtcWorker:
         beats = asyncio.create_task(
             heartbeat_loop(lambda: self._report(trial, -1, {}), self.load.heartbeat_s, stop)
         )
+        best: tuple[int, dict[str, float]] = (0, {})
         try:
-            metrics: dict[str, float] = {}
             for epoch in range(self.load.epochs):
                 await asyncio.sleep(self.load.epoch_s)
                 metrics = {"val_accuracy": self.rng.random(), "loss": self.rng.random()}
+                if not best[1] or metrics["val_accuracy"] > best[1]["val_accuracy"]:
+                    best = (epoch, metrics)
                 if not await self._report(trial, epoch, metrics):
                     return
-            await self._end(trial, metrics)
         finally:
+            # As the worker's LeaseKeeper: heartbeats stop (an in-flight one
+            # answered) before EndTrial is sent.
             stop.set()
             await beats
+        await self._end(trial, *best)
 
     async def _report(self, trial: Any, epoch: int, metrics: dict[str, float]) -> bool:
         from orchestrator.protocol.protos import ktcluster_pb2 as pb
@@ -240,7 +245,7 @@ class KtcWorker:
             return False
         return True
 
-    async def _end(self, trial: Any, metrics: dict[str, float]) -> None:
+    async def _end(self, trial: Any, best_step: int, metrics: dict[str, float]) -> None:
         from orchestrator.protocol.protos import ktcluster_pb2 as pb
 
         request = pb.EndTrialRequest(
@@ -248,7 +253,7 @@ class KtcWorker:
             lease_token=trial.lease_token,
             status=pb.COMPLETED,
             metrics=metrics,
-            best_step=self.load.epochs - 1,
+            best_step=best_step,
             trial_state_json=trial.trial_state_json,
             worker_id=self.worker_id,
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.scale import gaps_after_first, run_scale
+from orchestrator.protocol.trials import SearchState
 
 WORKERS = 256
 RUNNING = 48  # 208 parked
@@ -49,5 +50,5 @@ def test_256_workers_with_208_parked_get_fast_reports_and_no_expired_lease(
     assert run.timed_out_workers == 0
     assert run.report_ms.count == 10 * run.trials
     assert run.completed == run.trials == 2 * RUNNING
-    assert run.search_state == "COMPLETED"
+    assert run.search_state == SearchState.COMPLETED.value
     assert run.answers.get("STOP") == WORKERS  # every worker was told the search ended
