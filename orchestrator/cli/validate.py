@@ -34,6 +34,7 @@ class FileReport:
     spec: ClusterSpec | SearchSpec | None
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    grid_points: int | None = None  # a grid search's size, when finite and counted
 
     @property
     def valid(self) -> bool:
@@ -63,16 +64,71 @@ def check_file(path: str) -> FileReport:
     anything (user code imports from the cwd, the hypermodel's space, the
     search directory); a folder that already holds a search is only a warning."""
     warnings: tuple[str, ...] = ()
+    grid_points: int | None = None
     try:
         spec, doc = load_document(path)
         if isinstance(spec, SearchSpec):
             taken = check_search(spec, doc, search_path=[os.getcwd()], taken_dir_is_error=False)
             warnings = (taken,) if taken else ()
+            warnings += dataset_cache_warnings(spec)
+            if spec.oracle.type == "grid":
+                grid_points, grid_warnings = grid_check(spec)
+                warnings += grid_warnings
     except ConfigError as exc:
         return FileReport(file=path, spec=None, errors=(str(exc),))
     if isinstance(spec, ClusterSpec):
         warnings = tuple(spec.warnings())
-    return FileReport(file=path, spec=spec, warnings=warnings)
+    return FileReport(file=path, spec=spec, warnings=warnings, grid_points=grid_points)
+
+
+def dataset_cache_warnings(spec: SearchSpec) -> tuple[str, ...]:
+    """A Keras built-in dataset missing from this machine's Keras cache."""
+    from workers.datasets import KERAS_DATASET_FILES, keras_dataset_missing
+
+    if spec.dataset is None or spec.dataset.source not in KERAS_DATASET_FILES:
+        return ()
+    missing = keras_dataset_missing(spec.dataset.source)
+    if not missing:
+        return ()
+    return (
+        f"dataset.source: {spec.dataset.source!r} is not in the local Keras cache (missing "
+        f"{', '.join(str(p) for p in missing)}); each worker downloads it on first use, which "
+        "needs internet on the workers. Offline, copy the file(s) there on every worker, or "
+        "use dataset: digits or npz.",
+    )
+
+
+def grid_check(spec: SearchSpec) -> tuple[int | None, tuple[str, ...]]:
+    """A grid search's size, and warnings: Floats without a step, or a space that
+    cannot be read (builds the hypermodel: imports TensorFlow)."""
+    from orchestrator.cli.space import (
+        KT_FLOAT_GRID_SAMPLES,
+        floats_without_step,
+        grid_size,
+        space_from_search,
+    )
+
+    try:
+        hp = space_from_search(spec)
+    except ConfigError as exc:
+        return None, (f"cannot size the grid: {exc}",)
+    warnings: list[str] = []
+    loose = floats_without_step(hp)
+    if loose:
+        warnings.append(
+            f"oracle.type: grid over Float {', '.join(repr(n) for n in loose)} with no step: a "
+            f"continuous range is not a finite grid; Keras Tuner's GridSearch tries only "
+            f"{KT_FLOAT_GRID_SAMPLES} evenly spaced values of each (plus the default). Give each "
+            "a step (hypermodel.overrides.<name>: {min, max, step}) or values: [...]."
+        )
+    size = grid_size(hp)
+    cap = spec.oracle.max_trials
+    if size is not None and cap is not None and cap < size:
+        warnings.append(
+            f"oracle.max_trials: {cap} stops the grid before its {size} points; remove "
+            "max_trials to run the whole grid."
+        )
+    return (size if not loose else None), tuple(warnings)
 
 
 def search_summary(spec: SearchSpec) -> dict[str, Any]:
@@ -84,7 +140,7 @@ def search_summary(spec: SearchSpec) -> dict[str, Any]:
         "overrides": sorted(spec.hypermodel.overrides),
         "dataset": dataset,
         "oracle": spec.oracle.type,
-        "max_trials": None if spec.oracle.type == "hyperband" else spec.oracle.max_trials,
+        "max_trials": spec.oracle.max_trials,
         "objective": spec.objective.name,
         "direction": spec.objective.resolved_direction,
         "epochs": spec.training.epochs,
@@ -108,6 +164,8 @@ def _to_json(report: FileReport) -> dict[str, Any]:
         out["workers"] = [slot.to_dict() for slot in report.spec.worker_slots()]
     elif isinstance(report.spec, SearchSpec):
         out["search"] = search_summary(report.spec)
+        if report.grid_points is not None:
+            out["search"]["grid_points"] = report.grid_points
     return out
 
 
@@ -144,6 +202,8 @@ def _render(report: FileReport, out: Console, err: Console) -> None:
                 continue
             shown = ", ".join(value) if isinstance(value, list) else value
             out.print(f"  {key}: {shown}", markup=False, highlight=False)
+        if report.grid_points is not None:
+            out.print(f"  grid_points: {report.grid_points}", markup=False, highlight=False)
 
 
 def run(args: argparse.Namespace) -> int:
