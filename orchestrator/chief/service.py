@@ -20,8 +20,9 @@ import grpc
 from orchestrator.chief.artifact_rpcs import ArtifactRpcs
 from orchestrator.chief.artifacts import ArtifactStore
 from orchestrator.chief.audit import AuditLog
-from orchestrator.chief.broker import IDLE_RETRY_S, TrialBroker
+from orchestrator.chief.broker import TrialBroker
 from orchestrator.chief.limits import PeerSlots, ProtocolLimits, UploadThrottle
+from orchestrator.chief.long_poll import IDLE_RETRY_S
 from orchestrator.chief.parking import AsyncWaiter
 from orchestrator.chief.request_checks import (
     MAX_EPOCH,

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.chief.broker import Poll, TrialBroker
+from orchestrator.chief.broker import TrialBroker
+from orchestrator.chief.long_poll import Poll
 from orchestrator.chief.parking import AsyncWaiter, ParkingLot, ThreadWaiter
 from orchestrator.protocol.answers import AssignmentKind
 from orchestrator.protocol.trials import AttemptStatus, SearchState
@@ -151,3 +152,30 @@ def test_parked_waiters_cost_no_thread(make_broker: Callable[..., TrialBroker]) 
         return list(await asyncio.gather(*(w.wait(5.0) for w in waiters)))
 
     assert asyncio.run(scenario()) == [True] * 1000
+
+
+def test_an_update_space_with_nothing_new_does_not_wait_for_the_oracle(
+    make_broker: Callable[..., TrialBroker],
+) -> None:
+    """Every worker sends its trial's hyperparameters after each build; while the
+    oracle is busy (a Bayesian step) those must not queue behind it."""
+    import threading
+
+    import keras_tuner
+
+    broker = _broker(make_broker, max_trials=3)
+    known = broker.space_config()
+    with broker._cond:
+        broker.gate.busy = True  # the oracle is busy for as long as the test likes
+    broker.update_space(known)  # returns at once: nothing new
+    grown = keras_tuner.HyperParameters.from_config(known)
+    grown.Int("units", 8, 64)
+    done = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (broker.update_space(grown.get_config()), done.set()), daemon=True
+    )
+    worker.start()
+    assert not done.wait(0.3)  # something new: it waits for the gate
+    broker.gate.release()
+    assert done.wait(10)
+    assert "units" in {e["config"]["name"] for e in broker.space_config()["space"]}
