@@ -1,0 +1,284 @@
+"""``ktc report``: every plotted series comes from the ledger, and the page is offline.
+
+Ledgers are written by the chief's own classes (``Chief.create`` and its
+broker, through :func:`bench.report_speed.build_synthetic_search`, or by hand
+below for a requeued attempt); the expected values are read back from the
+ledger's events independently of the report's reader.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.report_speed import build_synthetic_search
+from orchestrator.chief.events import TrialCompleted, TrialFailed, TrialProgress
+from orchestrator.chief.ledger import Ledger
+from orchestrator.cli.main import main
+from orchestrator.errors import LedgerError, SearchDirError
+from orchestrator.protocol.trials import TrialStatus
+from orchestrator.report.build import build_report
+from orchestrator.report.data import read_report_data
+from orchestrator.report.series import (
+    best_so_far,
+    learning_curves,
+    parallel_coordinates,
+    score_by_hyperparameter,
+    varying_hyperparameters,
+)
+
+TRIALS, EPOCHS, RUNNING = 24, 6, 2
+
+
+@pytest.fixture(scope="module")
+def search_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 ended trials (every 11th failed, some stopped early) and 2 still running."""
+    path = tmp_path_factory.mktemp("report") / "search"
+    return build_synthetic_search(path, trials=TRIALS, epochs=EPOCHS, running=RUNNING)
+
+
+def ledger_events(search_dir: Path) -> list[Any]:
+    with Ledger(search_dir / "ledger.db", read_only=True) as ledger:
+        return list(ledger.events())
+
+
+def last_attempt_progress(search_dir: Path) -> dict[str, dict[int, dict[str, float]]]:
+    """trial -> epoch -> metrics of the trial's last attempt, straight from the events."""
+    last: dict[str, int] = {}
+    progress: dict[tuple[str, int], dict[int, dict[str, float]]] = {}
+    for recorded in ledger_events(search_dir):
+        event = recorded.event
+        if isinstance(event, TrialProgress):
+            progress.setdefault((event.trial_id, event.attempt), {})[event.epoch] = event.metrics
+        attempt = getattr(event, "attempt", None)
+        if attempt is not None:
+            last[event.trial_id] = max(last.get(event.trial_id, 0), attempt)
+    return {tid: progress.get((tid, a), {}) for tid, a in last.items()}
+
+
+def test_trials_and_their_epochs_are_the_ledgers(search_dir: Path) -> None:
+    data = read_report_data(search_dir)
+    expected = last_attempt_progress(search_dir)
+    assert len(data.trials) == TRIALS + RUNNING
+    for trial in data.trials:
+        want = expected.get(trial.trial_id, {})
+        assert [r.epoch for r in trial.history] == sorted(want)
+        assert [dict(r.metrics) for r in trial.history] == [want[e] for e in sorted(want)]
+    counts = data.counts()
+    assert counts[TrialStatus.RUNNING] == RUNNING
+    assert counts[TrialStatus.FAILED] == TRIALS // 11
+    assert counts[TrialStatus.COMPLETED] == TRIALS - TRIALS // 11
+    failed = [t for t in data.trials if t.status is TrialStatus.FAILED]
+    assert all("synthetic failure" in (t.error_message or "") for t in failed)
+    assert [hp.name for hp in data.space] == ["learning_rate", "units", "activation", "batch_norm"]
+    assert any(t.stopped_early for t in data.trials)
+
+
+def test_one_learning_curve_per_trial_that_reported_the_metric(search_dir: Path) -> None:
+    data = read_report_data(search_dir)
+    expected = last_attempt_progress(search_dir)
+    pictures = learning_curves(data)
+    assert sorted(p.base for p in pictures) == ["accuracy", "loss"]
+    for picture in pictures:
+        assert [p.metric for p in picture.panels] == [picture.base, f"val_{picture.base}"]
+        for panel in picture.panels:
+            with_metric = {
+                tid
+                for tid, epochs in expected.items()
+                if any(panel.metric in m for m in epochs.values())
+            }
+            assert {c.trial_id for c in panel.curves} == with_metric
+            assert len(panel.curves) == len(with_metric)
+            for curve in panel.curves:
+                epochs = expected[curve.trial_id]
+                assert curve.epochs == tuple(e + 1 for e in sorted(epochs))
+                assert curve.values == tuple(epochs[e][panel.metric] for e in sorted(epochs))
+            assert sum(c.highlighted for c in panel.curves) == 5
+
+
+def test_best_so_far_is_the_running_best_of_the_ledgers_scores(search_dir: Path) -> None:
+    data = read_report_data(search_dir)
+    ends = [
+        r for r in ledger_events(search_dir) if isinstance(r.event, (TrialCompleted, TrialFailed))
+    ]
+    scores = [r.event.score for r in ends if isinstance(r.event, TrialCompleted)]
+    series = best_so_far(data)
+    assert series.scores == tuple(scores)  # commit order
+    running, best = [], None
+    for score in scores:
+        best = score if best is None else max(best, score)  # val_accuracy: max
+        running.append(best)
+    assert series.best == tuple(running)
+    numbers = [i for i, r in enumerate(ends, start=1) if isinstance(r.event, TrialCompleted)]
+    assert series.trial_numbers == tuple(numbers)
+    start = data.created_at or 0.0
+    assert series.elapsed_s == tuple(
+        r.ts - start for r in ends if isinstance(r.event, TrialCompleted)
+    )
+
+
+def test_best_so_far_follows_a_min_objective(search_dir: Path, tmp_path: Path) -> None:
+    data = read_report_data(search_dir)
+    flipped = best_so_far(type(data)(**{**data.__dict__, "direction": "min"}))
+    assert flipped.best[-1] == min(flipped.scores)
+    assert all(b >= n for b, n in zip(flipped.best, flipped.best[1:], strict=False))
+
+
+def test_score_against_each_hyperparameter_is_each_completed_trials_value(search_dir: Path) -> None:
+    data = read_report_data(search_dir)
+    completed = {
+        r.event.trial_id: r.event.score
+        for r in ledger_events(search_dir)
+        if isinstance(r.event, TrialCompleted)
+    }
+    scatters = {s.name: s for s in score_by_hyperparameter(data)}
+    assert list(scatters) == ["learning_rate", "units", "activation", "batch_norm"]
+    values = {t.trial_id: t.values for t in data.trials}
+    for scatter in scatters.values():
+        assert set(scatter.trial_ids) == set(completed)
+        for tid, position, score in zip(
+            scatter.trial_ids, scatter.positions, scatter.scores, strict=True
+        ):
+            assert score == completed[tid]
+            value = values[tid][scatter.name]
+            if scatter.categorical:
+                assert scatter.categories[int(position)] == str(value)
+            else:
+                assert position == value
+    assert scatters["activation"].categories == ("relu", "tanh", "gelu")
+    assert scatters["batch_norm"].categories == ("False", "True")
+    assert scatters["learning_rate"].log and not scatters["units"].log
+
+
+def test_parallel_coordinates_normalise_each_axis(search_dir: Path) -> None:
+    data = read_report_data(search_dir)
+    view = parallel_coordinates(data)
+    assert len(view.lines) == len(data.completed())
+    assert [a.name for a in view.axes][:-1] == varying_hyperparameters(data)
+    for line in view.lines:
+        assert all(0.0 <= x <= 1.0 for x in line)
+    best = data.best()
+    assert best is not None
+    i = view.trial_ids.index(best.trial_id)
+    assert view.lines[i][-1] == 1.0 and view.colour[i] == 1.0
+
+
+def test_a_requeued_trial_shows_its_last_attempts_epochs(tmp_path: Path) -> None:
+    from orchestrator.chief.chief import Chief
+    from orchestrator.protocol.trials import AttemptStatus
+    from tests.helpers import float_space, make_search
+
+    chief = Chief.create(
+        make_search(objective="val_score"), tmp_path / "s", initial_space=float_space()
+    )
+    broker = chief.broker
+    first = broker.create_trial("w0", wait_s=0)
+    assert first.trial_id is not None
+    for epoch in range(3):
+        broker.report(first.trial_id, first.token, epoch=epoch, metrics={"val_score": 0.1})
+    broker.worker_lost("w0", "node lost")
+    second = broker.create_trial("w1", wait_s=0)
+    assert (second.trial_id, second.attempt) == (first.trial_id, 2)
+    broker.report(second.trial_id, second.token, epoch=0, metrics={"val_score": 0.7})
+    broker.end_trial(
+        second.trial_id, second.token, status=AttemptStatus.COMPLETED, metrics={"val_score": 0.7}
+    )
+    chief.close()
+    data = read_report_data(tmp_path / "s")
+    (trial,) = data.trials
+    assert trial.attempts == 2 and trial.worker_id == "w1"
+    assert [(r.epoch, dict(r.metrics)) for r in trial.history] == [(0, {"val_score": 0.7})]
+    (picture,) = learning_curves(data)
+    assert [c.values for c in picture.panels[0].curves] == [(0.7,)]
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_page_is_offline_and_every_picture_is_a_local_png(search_dir: Path) -> None:
+    from PIL import Image
+
+    index = build_report(search_dir)
+    assert index == search_dir / "report" / "index.html"
+    page = index.read_text()
+    assert "<script" not in page.lower()
+    assert not re.search(r"https?://|//[a-z]", page, re.IGNORECASE), "a link out of the folder"
+    links = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert links, "no picture linked"
+    for link in links:
+        assert "/" not in link and not link.startswith("."), link
+        path = index.parent / link
+        assert path.is_file(), link
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        with Image.open(path) as image:
+            image.verify()
+    assert {"curves_loss.png", "curves_accuracy.png", "best_so_far.png"} <= set(links)
+    assert {"score_by_hyperparameter.png", "parallel_coordinates.png"} <= set(links)
+    # The summary, the failures with their message, the trial table and the space.
+    data = read_report_data(search_dir)
+    best = data.best()
+    assert best is not None and f"<b>{best.trial_id}</b>" in page
+    assert "synthetic failure in trial" in page
+    assert page.count("<tr>") >= len(data.trials) + len(data.space)
+    assert "learning_rate" in page and "0.0001 .. 0.1, log" in page
+
+
+def test_a_rebuild_replaces_the_report_whole(search_dir: Path) -> None:
+    build_report(search_dir)
+    (search_dir / "report" / "stale.png").write_bytes(b"old")
+    build_report(search_dir)
+    assert not (search_dir / "report" / "stale.png").exists()
+    assert not [p for p in search_dir.iterdir() if p.name.startswith(".report")]
+
+
+def test_a_search_with_no_trials_yet_gets_a_page(tmp_path: Path) -> None:
+    from orchestrator.chief.chief import Chief
+    from tests.helpers import make_search
+
+    Chief.create(make_search(), tmp_path / "s").close()
+    page = build_report(tmp_path / "s").read_text()
+    assert "no completed trial yet" in page and "Not declared yet" in page
+
+
+def test_ktc_report_writes_the_page_and_says_where(search_dir: Path, capsys: Any) -> None:
+    assert main(["report", str(search_dir), "--no-tensorboard"]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {search_dir / 'report' / 'index.html'}" in out
+
+
+def test_ktc_report_on_a_directory_without_a_search_exits_2(tmp_path: Path, capsys: Any) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a search directory (no ledger.db)" in err and "ktc submit" in err
+    with pytest.raises(SearchDirError, match="not a search directory"):
+        read_report_data(tmp_path)
+
+
+def test_ktc_report_on_a_damaged_ledger_exits_1(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "ledger.db").write_bytes(b"not a database at all" * 100)
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"ledger\.db: cannot read the ledger \(DatabaseError: .*\); expected", err)
+    with pytest.raises(LedgerError, match="cannot read the ledger"):
+        read_report_data(tmp_path)
+
+
+def test_rows_that_do_not_decode_are_named_and_the_rest_is_shown(
+    search_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(search_dir, copy, ignore=shutil.ignore_patterns("report", "tensorboard"))
+    with sqlite3.connect(copy / "ledger.db") as conn:
+        conn.execute(
+            'UPDATE events SET payload = \'{"epoch": "x"}\' WHERE seq = '
+            "(SELECT MIN(seq) FROM events WHERE kind = 'progress')"
+        )
+    data = read_report_data(copy)
+    assert len(data.damaged) == 1 and "does not decode" in data.damaged[0]
+    assert len(data.trials) == TRIALS + RUNNING
+    assert "Damaged ledger rows" in build_report(copy, data=data).read_text()
