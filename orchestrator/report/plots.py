@@ -147,7 +147,7 @@ def _best_so_far(best: BestSoFar, objective: str, out_dir: Path) -> Picture:
         (by_trial, best.trial_numbers, "trials ended"),
         (by_time, minutes, "minutes since the search started"),
     ):
-        ax.scatter(xs, best.scores, s=10, color=_GREY, alpha=0.6, label="trial score")
+        ax.scatter(xs, best.scores, s=12, color=_GREY, alpha=0.8, label="trial score", zorder=3)
         ax.step(xs, best.best, where="post", color=_BEST, linewidth=2.0, label="best so far")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(objective)
