@@ -46,6 +46,17 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
+class RetrainedExport:
+    """What ``export_retrained`` wrote: the model ``ktc evaluate --retrain`` trained."""
+
+    trial_id: str  # whose hyperparameters were retrained
+    out_path: Path
+    epochs: int
+    seed: int
+    test_metrics: dict[str, float]  # as ``ktc evaluate`` measured them
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     """The exported model evaluated on the search's validation set."""
 
@@ -144,6 +155,83 @@ def export_model(search_dir: Path | str, out_path: Path | str, rank: int = 1) ->
         score=trial.score,
         out_path=out,
         hyperparameters=dict(trial.values),
+    )
+
+
+def export_retrained(search_dir: Path | str, out_path: Path | str) -> RetrainedExport:
+    """Copy the retrained model (``DIR/evaluation/retrained/model.keras``) to ``out_path``.
+
+    The model was trained by ``ktc evaluate --retrain`` on a worker and stored
+    in the search directory as a ``.keras`` file; the copy is written next to
+    the target and renamed, so a reader never sees half a model.
+    """
+    import shutil
+
+    from orchestrator.evaluation import retrained_model_path
+    from orchestrator.evaluation_results import load_results
+
+    out = check_out_path(Path(out_path))
+    source = retrained_model_path(search_dir)
+    results = load_results(search_dir)
+    if results is None or results.retrain is None:  # retrained_model_path checked it
+        raise KtClusterError(f"{search_dir}: no retrained model")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.keras")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    retrain = results.retrain
+    log.info("exported the retrained model (trial %s) to %s", retrain.trial_id, out)
+    return RetrainedExport(
+        trial_id=retrain.trial_id,
+        out_path=out,
+        epochs=retrain.epochs,
+        seed=retrain.seed,
+        test_metrics=dict(retrain.metrics),
+    )
+
+
+def verify_retrained(search_dir: Path | str, result: RetrainedExport) -> VerifyResult:
+    """Load the exported retrained model and evaluate it on the test split here.
+
+    ``recorded`` is the test value ``ktc evaluate`` measured on its worker;
+    the same weights on the same samples give the same value (up to float
+    rounding across machines).
+    """
+    import keras
+
+    from workers.datasets import load_dataset
+
+    search = read_search(search_dir)
+    if search.spec.dataset is None:
+        raise KtClusterError(
+            f"{search.search_dir}: the search names no dataset (its user code loads the data), "
+            "so --verify cannot evaluate the model; evaluate it yourself with "
+            "keras.models.load_model"
+        )
+    dataset = load_dataset(search.spec.dataset)
+    if not dataset.has_test:
+        raise KtClusterError(
+            f"{search.search_dir}: the dataset has no test split here, so --verify cannot "
+            "evaluate the retrained model"
+        )
+    model = keras.models.load_model(result.out_path)
+    values = model.evaluate(
+        dataset.x_test,
+        dataset.y_test,
+        batch_size=search.spec.training.batch_size,
+        return_dict=True,
+        verbose=0,
+    )
+    metric = search.objective.removeprefix("val_")
+    if metric not in values or metric not in result.test_metrics:
+        metric = "loss"
+    return VerifyResult(
+        metric=metric,
+        evaluated=float(values[metric]),
+        recorded=result.test_metrics.get(metric),
     )
 
 
