@@ -4,9 +4,10 @@
 
 Measurements (``--only`` names): dispatch, cost_growth, slow_oracle,
 worker_memory, recovery, scale (section 7; section 6 is a hand-written
-regression check that ``--merge`` keeps). Quick mode (< 5 min here) shrinks every size; the
-full run (< 30 min here) uses the issue's sizes. A measurement that fails is
-reported with its reason, and the others still run.
+regression check that ``--merge`` keeps, and a full run does not write).
+Quick mode (< 5 min here) shrinks every size; the full run (< 30 min here)
+uses the issue's sizes. A measurement that fails is reported with its
+reason, and the others still run.
 """
 
 from __future__ import annotations
