@@ -351,9 +351,14 @@ def _dataset_ref(plan: EvaluationPlan, cluster: ClusterSpec) -> Any:
 def worker_failure(exc: BaseException, worker: str) -> KtClusterError:
     """The worker's own exception from Ray's wrapper: a KtClusterError as it was raised,
     anything else as ``Type: message`` (no Ray header, no colour codes)."""
+    from workers.evaluate import WorkerEvaluationError
+
     cause = getattr(exc, "cause", None)
+    if isinstance(cause, WorkerEvaluationError):
+        log.debug("the worker's traceback:\n%s", cause.traceback_tail)
+        return KtClusterError(f"evaluation failed on the worker (shaped like {worker}): {cause}")
     if isinstance(cause, KtClusterError):
-        return cause
+        return cause  # a refusal or a missing dataset, already addressed to the user
     if cause is not None:
         return KtClusterError(
             f"evaluation failed on the worker (shaped like {worker}): "

@@ -25,11 +25,13 @@ This module imports neither TensorFlow nor Keras at import time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,16 +152,20 @@ def evaluate(job: EvaluationJob, dataset: Any = None) -> EvaluationOutcome:
                 f"search {search.name}: it names no dataset (its user code loads the data), so "
                 "there is no test split to evaluate on; add a `dataset:` section with a test split"
             )
-        dataset = load_dataset(search.dataset)
+        with failing_as("loading the dataset"):
+            dataset = load_dataset(search.dataset)
     _check_dataset(job, search, dataset)
     scores = []
     for trial in job.trials:
-        model = _rebuild(job, search, trial)
-        scores.append(
-            TestScores(trial.trial_id, _test_metrics(model, dataset, job), len(dataset.x_test))
-        )
+        with failing_as(f"trial {trial.trial_id}"):
+            model = _rebuild(job, search, trial)
+            metrics = _test_metrics(model, dataset, job)
+        scores.append(TestScores(trial.trial_id, metrics, len(dataset.x_test)))
         keras.backend.clear_session()
-    retrained = _retrain(job, search, dataset) if job.retrain is not None else None
+    retrained = None
+    if job.retrain is not None:
+        with failing_as(f"retraining trial {job.retrain.trial_id}'s hyperparameters"):
+            retrained = _retrain(job, search, dataset)
     return EvaluationOutcome(
         hostname=socket.gethostname(),
         pid=os.getpid(),
@@ -167,6 +173,20 @@ def evaluate(job: EvaluationJob, dataset: Any = None) -> EvaluationOutcome:
         trials=tuple(scores),
         retrain=retrained,
     )
+
+
+@contextlib.contextmanager
+def failing_as(what: str) -> Iterator[None]:
+    """Turn any non-ktcluster exception into a WorkerEvaluationError saying ``what``
+    failed, with the real exception's type and message (and its traceback tail)."""
+    try:
+        yield
+    except KtClusterError:
+        raise
+    except Exception as exc:
+        raise WorkerEvaluationError(
+            f"{what}: {type(exc).__name__}: {exc}", traceback.format_exc()[-TRACEBACK_TAIL_CHARS:]
+        ) from None
 
 
 def no_test_split_hint(source: str) -> str:
@@ -318,7 +338,9 @@ class EvaluationProcess:
         """:func:`evaluate` on this slot's devices; failures as picklable KtClusterErrors."""
         from workers.devices import DevicePlan, apply_cuda_visibility, configure_tensorflow
 
-        try:
+        # TF's and pydantic's exceptions do not always survive Ray's pickling;
+        # the driver must still see the real type and message.
+        with failing_as("the evaluation"):
             if dataset is not None and type(dataset).__name__ == "ObjectRef":
                 import ray
 
@@ -329,15 +351,8 @@ class EvaluationProcess:
             configure_tensorflow(plan)
             if dataset is None:
                 _check_paths(job)
-            return evaluate(job, dataset)
-        except KtClusterError:
-            raise
-        except Exception as exc:
-            # TF's and pydantic's exceptions do not always survive Ray's pickling;
-            # the driver must still see the real type and message.
-            raise WorkerEvaluationError(
-                f"{type(exc).__name__}: {exc}", traceback.format_exc()[-TRACEBACK_TAIL_CHARS:]
-            ) from None
+            outcome = evaluate(job, dataset)
+        return outcome
 
 
 def _check_paths(job: EvaluationJob) -> None:
