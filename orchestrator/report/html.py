@@ -51,6 +51,7 @@ def render_index(data: ReportData, pictures: Sequence[Picture], *, generated_at:
         f"{_e(_when(generated_at))} from its ledger. Refreshed as trials end while the "
         "search runs; reload to see the latest.</p>",
         _summary(data),
+        _evaluation(data),
         _damaged(data),
         _failures(data),
         _pictures(pictures),
@@ -248,6 +249,60 @@ def _epochs_text(trial: TrialRow) -> str:
     if trial.planned_epochs is None:
         return str(trial.epochs_run)
     return f"{trial.epochs_run} / {trial.planned_epochs}"
+
+
+def _evaluation(data: ReportData) -> str:
+    """The test-split scores ``ktc evaluate`` stored (``DIR/evaluation.json``), if any."""
+    from orchestrator.errors import KtClusterError
+    from orchestrator.evaluation_results import load_results
+
+    try:
+        results = load_results(data.search_dir)
+    except KtClusterError as exc:
+        return f'<h2>Test split</h2><p class="muted">{_e(exc)}</p>'
+    if results is None:
+        return ""
+    names: list[str] = []
+    scored = [t.metrics for t in results.trials]
+    if results.retrain is not None:
+        scored.append(results.retrain.metrics)
+    for metrics in scored:
+        names.extend(n for n in metrics if n not in names)
+    rows = [
+        [
+            _e(t.rank),
+            _e(t.trial_id),
+            _num(t.score),
+            *(_num(t.metrics.get(n)) for n in names),
+            _e(t.test_examples),
+            _e(", ".join(f"{k}={_value(v)}" for k, v in t.hyperparameters.items())),
+        ]
+        for t in results.trials
+    ]
+    r = results.retrain
+    if r is not None:
+        rows.append(
+            [
+                "",
+                _e(f"retrained ({r.trial_id})"),
+                "-",
+                *(_num(r.metrics.get(n)) for n in names),
+                _e(r.test_examples),
+                _e(
+                    f"{r.epochs} epochs on {r.train_examples}+{r.val_examples} samples, "
+                    f"seed {r.seed}; model: {r.model_path}"
+                ),
+            ]
+        )
+    numeric = frozenset(range(2, 4 + len(names)))
+    header = ["#", "trial", _e(results.objective), *(_e(f"test {n}") for n in names)]
+    return (
+        f'<h2>Test split</h2><p class="muted">Measured by <code>ktc evaluate</code> on '
+        f"{_e(_when(results.evaluated_at))}, test split {_e(results.test_split or '-')}: each "
+        "trial's best epoch, and the best hyperparameters retrained on training and "
+        "validation merged.</p>"
+        + _table([*header, "samples", "hyperparameters"], rows, numeric=numeric)
+    )
 
 
 def _space(space: Sequence[HyperparameterRow]) -> str:

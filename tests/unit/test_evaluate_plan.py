@@ -301,3 +301,20 @@ def test_no_results_and_damaged_results(finished: Path) -> None:
     (finished / "evaluation.json").write_text('{"schema_version": 1}')
     with pytest.raises(EvaluationFileError, match="unreadable .*run `ktc evaluate`"):
         load_results(finished)
+
+
+def test_the_report_shows_the_results(finished: Path) -> None:
+    from types import SimpleNamespace
+
+    from orchestrator.report.html import _evaluation
+
+    page = SimpleNamespace(search_dir=finished)
+    assert _evaluation(page) == ""  # type: ignore[arg-type]
+    plan = plan_evaluation(finished, top=2, retrain=True)
+    record(plan, _outcome(plan, retrain=True), {}, now=10.0)
+    html = _evaluation(page)  # type: ignore[arg-type]
+    assert "<h2>Test split</h2>" in html and "<th>test accuracy</th>" in html
+    assert html.count("<tr>") == 1 + 2 + 1  # header, two trials, the retrain
+    assert '<td class="num">0.975</td>' in html and "evaluation/retrained/model.keras" in html
+    (finished / "evaluation.json").write_text("{")
+    assert "not JSON" in _evaluation(page)  # type: ignore[arg-type]
