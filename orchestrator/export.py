@@ -238,37 +238,23 @@ def verify_retrained(search_dir: Path | str, result: RetrainedExport) -> VerifyR
 def _rebuild(
     search: OfflineSearch, info: DatasetInfo, hp_config: dict[str, Any], trial_dir: Path
 ) -> Any:
-    from orchestrator.protocol.kt_state import hyperparameters_from_config
+    from workers.evaluate import rebuild_model
     from workers.hypermodels import resolve_hypermodel
 
-    hp = hyperparameters_from_config(hp_config)
     hypermodel = resolve_hypermodel(
         search.spec.hypermodel, info.input_shape, info.num_classes, label_mode=info.label_mode
     )
-    model = hypermodel.build(hp)
-    if not model.built:
-        build_config = trial_dir / BUILD_CONFIG_FILE
-        if not build_config.is_file():
-            raise KtClusterError(
-                f"trial {trial_dir.name} has no {BUILD_CONFIG_FILE} in {trial_dir} and its model "
-                "is not built by its hypermodel; it was run by an older version or its upload "
-                "failed"
-            )
-        model.build_from_config(json.loads(build_config.read_text()))
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and not optimizer.built:
-        # The checkpoint holds the optimizer's slots too; build them so they
-        # load (and the exported model can resume training) instead of being
-        # skipped with a warning.
-        optimizer.build(model.trainable_variables)
-    try:
-        model.load_weights(trial_dir / CHECKPOINT_FILE)
-    except ValueError as exc:
-        raise KtClusterError(
-            f"trial {trial_dir.name}: {CHECKPOINT_FILE} does not fit the model rebuilt from its "
-            f"hyperparameters ({exc}); was the hypermodel's code changed since the search ran?"
-        ) from exc
-    return model
+    build_config_file = trial_dir / BUILD_CONFIG_FILE
+    build_config = (
+        json.loads(build_config_file.read_text()) if build_config_file.is_file() else None
+    )
+    return rebuild_model(
+        hypermodel,
+        hp_config,
+        trial_dir / CHECKPOINT_FILE,
+        build_config,
+        trial_id=trial_dir.name,
+    )
 
 
 def verify_export(search_dir: Path | str, result: ExportResult) -> VerifyResult:

@@ -141,8 +141,6 @@ def evaluate(job: EvaluationJob, dataset: Any = None) -> EvaluationOutcome:
     ``dataset`` is a loaded :class:`workers.datasets.Dataset`, or None to load
     the search's dataset here. TensorFlow is imported on the first call.
     """
-    import keras
-
     from workers.datasets import load_dataset
 
     search = job.search
@@ -155,6 +153,8 @@ def evaluate(job: EvaluationJob, dataset: Any = None) -> EvaluationOutcome:
         with failing_as("loading the dataset"):
             dataset = load_dataset(search.dataset)
     _check_dataset(job, search, dataset)
+    import keras
+
     scores = []
     for trial in job.trials:
         with failing_as(f"trial {trial.trial_id}"):
@@ -230,34 +230,53 @@ def _hypermodel(job: EvaluationJob, search: SearchSpec) -> Any:
 
 
 def _rebuild(job: EvaluationJob, search: SearchSpec, trial: TrialModel) -> Any:
-    """The trial's model with its best epoch's weights, as ``Tuner.load_model`` builds it."""
+    """The trial's model with its best epoch's weights, from the bytes in the job."""
     import json
 
-    from orchestrator.protocol.kt_state import hyperparameters_from_config
-
-    hp = hyperparameters_from_config(trial.hp_config)
-    model = _hypermodel(job, search).build(hp)
-    if not model.built:
-        if trial.build_config is None:
-            raise WorkerEvaluationError(
-                f"trial {trial.trial_id}: no {BUILD_CONFIG_FILE} was uploaded and its model is "
-                "not built by its hypermodel; it was run by an older version or its upload failed"
-            )
-        model.build_from_config(json.loads(trial.build_config))
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and not optimizer.built:
-        optimizer.build(model.trainable_variables)  # the checkpoint holds its slots too
+    build_config = None if trial.build_config is None else json.loads(trial.build_config)
     with tempfile.TemporaryDirectory(prefix="ktc-eval-") as tmp:
         path = Path(tmp) / CHECKPOINT_FILE
         path.write_bytes(trial.checkpoint)
-        try:
-            model.load_weights(path)
-        except ValueError as exc:
+        return rebuild_model(
+            _hypermodel(job, search), trial.hp_config, path, build_config, trial_id=trial.trial_id
+        )
+
+
+def rebuild_model(
+    hypermodel: Any,
+    hp_config: dict[str, Any],
+    checkpoint: Path,
+    build_config: dict[str, Any] | None,
+    *,
+    trial_id: str,
+) -> Any:
+    """A trial's model as Keras Tuner's ``Tuner.load_model`` builds it: build from the
+    hyperparameters, build the weights from the build config when needed, load the
+    checkpoint (optimizer slots included). ``ktc export`` uses it too."""
+    from orchestrator.protocol.kt_state import hyperparameters_from_config
+
+    hp = hyperparameters_from_config(hp_config)
+    model = hypermodel.build(hp)
+    if not model.built:
+        if build_config is None:
             raise WorkerEvaluationError(
-                f"trial {trial.trial_id}: {CHECKPOINT_FILE} does not fit the model rebuilt from "
-                f"its hyperparameters (ValueError: {exc}); was the hypermodel's code changed "
-                "since the search ran?"
-            ) from None
+                f"trial {trial_id} has no {BUILD_CONFIG_FILE} and its model is not built by "
+                "its hypermodel; it was run by an older version or its upload failed"
+            )
+        model.build_from_config(build_config)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        # The checkpoint holds the optimizer's slots too; build them so they
+        # load (and the model can resume training) instead of being skipped.
+        optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(checkpoint)
+    except ValueError as exc:
+        raise WorkerEvaluationError(
+            f"trial {trial_id}: {CHECKPOINT_FILE} does not fit the model rebuilt from its "
+            f"hyperparameters (ValueError: {exc}); was the hypermodel's code changed since "
+            "the search ran?"
+        ) from None
     return model
 
 

@@ -318,3 +318,21 @@ def test_the_report_shows_the_results(finished: Path) -> None:
     assert '<td class="num">0.975</td>' in html and "evaluation/retrained/model.keras" in html
     (finished / "evaluation.json").write_text("{")
     assert "not JSON" in _evaluation(page)  # type: ignore[arg-type]
+
+
+def test_the_worker_refuses_a_loaded_dataset_without_test_split_or_of_another_shape() -> None:
+    import numpy as np
+
+    from workers.datasets import Dataset
+    from workers.evaluate import EvaluationJob, evaluate
+
+    search = _digits_search().model_dump_json()
+    x, y = np.zeros((4, 8), np.float32), np.array([0, 1, 0, 1])
+    no_test = Dataset(x, y, x, y, 2, (8,), "int")
+    job = EvaluationJob(search, (8,), 2, "int", (), None, 8)
+    with pytest.raises(NoTestSplitError, match="'digits': it has no test split"):
+        evaluate(job, no_test)
+    other = Dataset(x, y, x, y, 2, (8,), "int", x_test=x, y_test=y)
+    job = EvaluationJob(search, (64,), 10, "int", (), None, 8)
+    with pytest.raises(WorkerEvaluationError, match=r"built for \(\(64,\), 10, 'int'\); the data"):
+        evaluate(job, other)
