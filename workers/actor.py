@@ -19,12 +19,18 @@ carry no runtime env and Ray can start them from its worker pool.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import traceback
+from pathlib import Path
 from typing import Any
 
+from orchestrator.protocol.failures import CRASH_TRACEBACK_MARK, strip_ansi
+from workers.failures import classify
 from workers.runner import RunSummary, TrialRunner, WorkerConfig
+
+log = logging.getLogger(__name__)
 
 
 class WorkerProcess:
@@ -39,6 +45,8 @@ class WorkerProcess:
         )
         self.config = config
         self.dataset = dataset
+        if config.log_dir:
+            log_to_file(Path(config.log_dir) / f"worker-{config.worker_id}.log", config.worker_id)
 
     def info(self) -> dict[str, Any]:
         """Where this worker runs and what it sees (placement checks, status)."""
@@ -69,11 +77,41 @@ class WorkerProcess:
             return TrialRunner(self.config, dataset=dataset).run()
         except Exception as exc:
             # Re-raise as a plain RuntimeError: some exceptions (pydantic's, TF's)
-            # do not survive Ray's pickling, and the fleet must see the message.
-            tail = traceback.format_exc()[-3000:]
-            raise RuntimeError(
-                f"worker {self.config.worker_id}: {type(exc).__name__}: {exc}\n{tail}"
-            ) from None
+            # do not survive Ray's pickling. Its first line is the real cause in
+            # one line (what the fleet shows: placement.death_reason); the
+            # traceback follows after CRASH_TRACEBACK_MARK.
+            log.exception("worker %s crashed", self.config.worker_id)
+            tail = strip_ansi(traceback.format_exc())[-3000:]
+            failure = classify(exc)
+            raise RuntimeError(f"{failure.message}\n{CRASH_TRACEBACK_MARK}\n{tail}") from None
+
+
+def log_to_file(path: Path, worker_id: str) -> None:
+    """Send this process's Python logging and its stdout/stderr (TensorFlow's
+    C++ lines included) to ``path``, appended: one file per worker slot, kept
+    in the search directory (``DIR/logs/``) instead of Ray's session logs.
+
+    A folder that cannot be made (the search directory is on another machine)
+    leaves Ray's own log files in charge.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        log.warning("worker %s: cannot write its log to %s: %s", worker_id, path, exc)
+        return
+    # Native code writes to fds 1 and 2 directly; Python's streams follow them.
+    for stream_fd in (1, 2):
+        os.dup2(fd, stream_fd)
+    os.close(fd)
+    handler = logging.StreamHandler(open(path, "a", buffering=1, encoding="utf-8"))  # noqa: SIM115
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)s [{worker_id}] %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
 
 
 _REMOTE: list[Any] = []

@@ -44,6 +44,8 @@ from orchestrator.protocol.client import (
     ReportAction,
     TrialClient,
 )
+from orchestrator.protocol.failures import FailureKind, strip_ansi
+from workers.failures import Failure, classify, classify_setup
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,9 @@ class WorkerConfig:
     reconnect_timeout_s: float = 60.0
     shared_path: str | None = None
     search_id: str = ""
+    # DIR/logs of the search when the worker shares the chief's machine: the
+    # worker's logging and stderr go to DIR/logs/worker-<id>.log.
+    log_dir: str | None = None
 
     @property
     def search(self) -> SearchSpec:
@@ -126,6 +131,15 @@ def check_dataset_paths(config: WorkerConfig) -> None:
         )
 
 
+class SetupFailed(Exception):
+    """The worker cannot run any trial of the search (raised before its first
+    trial, with the search's end message): the runner returns ExitReason.FATAL."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """What a runner did before it returned."""
@@ -158,6 +172,8 @@ class TrialRunner:
         )
         self.trials_run = 0
         self._private_workdir: Path | None = None
+        # Set by a FATAL trial failure: the search's end message (see on_trial_failure).
+        self._fatal: str | None = None
 
     def run(self) -> RunSummary:
         from workers.hypermodels import needs_tensorflow
@@ -174,6 +190,9 @@ class TrialRunner:
         except DatasetUnavailableError as exc:
             log.error("worker %s: %s", self.config.worker_id, exc)
             return self._summary(ExitReason.FATAL, str(exc))
+        except SetupFailed as exc:
+            log.error("worker %s: %s", self.config.worker_id, exc.detail)
+            return self._summary(ExitReason.FATAL, exc.detail)
         except ChiefUnavailableError as exc:
             log.warning("worker %s: %s", self.config.worker_id, exc)
             return self._summary(ExitReason.CHIEF_GONE, str(exc))
@@ -181,6 +200,48 @@ class TrialRunner:
             self.client.close()
             if self._private_workdir is not None:
                 shutil.rmtree(self._private_workdir, ignore_errors=True)
+
+    def _setup_failed(self, exc: Exception) -> Exception:
+        """An exception before the first trial, as the runner raises it on:
+        :class:`SetupFailed` (the search ends with its message) unless it may
+        pass on another try (then the process crashes and the fleet restarts it)."""
+        failure = classify_setup(exc)
+        if failure.kind is not FailureKind.FATAL:
+            return exc
+        return SetupFailed(
+            f"{failure.message} (worker {self.config.worker_id}, before its first trial: "
+            "this error does not depend on the hyperparameters, so every trial would fail "
+            "the same way)"
+        )
+
+    def on_trial_failure(self, trial_id: str, failure: Failure) -> str:
+        """Record a trial's exception; the attempt status to end it with.
+
+        FATAL errors end the trial FAILED and make the runner return
+        ``ExitReason.FATAL`` once the trial is ended (the fleet fails the
+        search). DETERMINISTIC ones end it FAILED (no retry) unless the search
+        asks for retries; TRANSIENT ones INVALID (retried).
+        """
+        log.warning(
+            "trial %s on worker %s failed (%s): %s",
+            trial_id,
+            self.config.worker_id,
+            failure.kind.value,
+            failure.message,
+        )
+        if failure.kind is FailureKind.FATAL:
+            if self._fatal is None:
+                self._fatal = (
+                    f"{failure.message} (trial {trial_id} on worker {self.config.worker_id}: "
+                    "this error does not depend on the hyperparameters, so every trial would "
+                    "fail the same way)"
+                )
+            return "FAILED"
+        if failure.kind is FailureKind.DETERMINISTIC:
+            if failure.type_name == "FailedTrialError":
+                return "FAILED"  # Keras Tuner's "do not retry", whatever the policy
+            return "INVALID" if self.search.failure.retry_deterministic else "FAILED"
+        return "INVALID"
 
     def _quota_reached(self) -> bool:
         return self.config.max_trials > 0 and self.trials_run >= self.config.max_trials
@@ -193,7 +254,10 @@ class TrialRunner:
     def _run_light(self) -> RunSummary:
         from workers.hypermodels.sleep import SleepOptions, run_sleep_epoch
 
-        options = SleepOptions.parse(self.search.hypermodel.options)
+        try:
+            options = SleepOptions.parse(self.search.hypermodel.options)
+        except Exception as exc:
+            raise self._setup_failed(exc) from exc
         objective = self.search.objective.name
         maximize = self.search.objective.resolved_direction == "max"
         while not self._quota_reached():
@@ -226,12 +290,15 @@ class TrialRunner:
                     log.warning("trial %s: %s", trial.trial_id, exc)
                     continue
                 except Exception as exc:
+                    failure = classify(exc)
                     self._end_safely(
                         trial,
-                        "INVALID",
-                        error_message=f"{type(exc).__name__}: {exc}",
-                        traceback_tail=traceback.format_exc()[-TRACEBACK_TAIL_CHARS:],
+                        self.on_trial_failure(trial.trial_id, failure),
+                        error_message=failure.message,
+                        traceback_tail=strip_ansi(traceback.format_exc())[-TRACEBACK_TAIL_CHARS:],
                     )
+                    if self._fatal is not None:
+                        return self._summary(ExitReason.FATAL, self._fatal)
                     continue
             if stopped:
                 self._end_safely(trial, "STOPPED", error_message="stopped by the chief")
@@ -247,6 +314,40 @@ class TrialRunner:
     # ------------------------------------------------------ keras tuner path
 
     def _run_keras_tuner(self) -> RunSummary:
+        try:
+            tuner, remote, fit_kwargs = self._set_up_keras_tuner()
+        except (ChiefUnavailableError, DatasetUnavailableError):
+            raise
+        except Exception as exc:
+            raise self._setup_failed(exc) from exc
+        import keras
+
+        tuner.on_search_begin()
+        while not self._quota_reached():
+            trial = remote.create_trial(tuner.tuner_id)
+            if trial.status == "STOPPED":
+                return self._summary(ExitReason.STOP, remote.stop_reason)
+            if trial.status == "IDLE":
+                continue
+            self.trials_run += 1
+            tuner.on_trial_begin(trial)
+            tuner._try_run_and_update_trial(trial, **fit_kwargs)
+            uploaded = self._upload_artifacts(tuner, remote, trial.trial_id)
+            tuner.on_trial_end(trial)
+            if self._fatal is not None:
+                return self._summary(ExitReason.FATAL, self._fatal)
+            if uploaded and not self.config.shared_path:
+                # The chief has the files now (a continuation downloads them again).
+                trial_dir = Path(tuner._get_checkpoint_fname(trial.trial_id)).parent
+                shutil.rmtree(trial_dir, ignore_errors=True)
+            keras.backend.clear_session()
+            gc.collect()
+            _release_free_memory()
+        return self._summary(ExitReason.RECYCLE)
+
+    def _set_up_keras_tuner(self) -> tuple[Any, Any, dict[str, Any]]:
+        """TensorFlow, the dataset, the hypermodel and the tuner: everything
+        before the first trial (its errors hold for every trial)."""
         from orchestrator.protocol.oracle_client import RemoteOracle
         from workers.devices import DevicePlan, apply_cuda_visibility, configure_tensorflow
 
@@ -306,26 +407,7 @@ class TrialRunner:
         }
         if not _user_fit_owns_batch_size(self.search.hypermodel, hypermodel):
             fit_kwargs["batch_size"] = training.batch_size
-        tuner.on_search_begin()
-        while not self._quota_reached():
-            trial = remote.create_trial(tuner.tuner_id)
-            if trial.status == "STOPPED":
-                return self._summary(ExitReason.STOP, remote.stop_reason)
-            if trial.status == "IDLE":
-                continue
-            self.trials_run += 1
-            tuner.on_trial_begin(trial)
-            tuner._try_run_and_update_trial(trial, **fit_kwargs)
-            uploaded = self._upload_artifacts(tuner, remote, trial.trial_id)
-            tuner.on_trial_end(trial)
-            if uploaded and not self.config.shared_path:
-                # The chief has the files now (a continuation downloads them again).
-                trial_dir = Path(tuner._get_checkpoint_fname(trial.trial_id)).parent
-                shutil.rmtree(trial_dir, ignore_errors=True)
-            keras.backend.clear_session()
-            gc.collect()
-            _release_free_memory()
-        return self._summary(ExitReason.RECYCLE)
+        return tuner, remote, fit_kwargs
 
     def _workdir(self) -> Path:
         if self.config.shared_path:
@@ -440,6 +522,33 @@ def _make_tuner_class() -> type:
                     )
                 model.load_weights(self._get_checkpoint_fname(parent))
             return model
+
+        def _try_run_and_update_trial(self, trial: Any, *fit_args: Any, **fit_kwargs: Any) -> None:
+            # Keras Tuner's own version (base_tuner.py) ends every exception
+            # INVALID (retried) with the raw traceback as the message, and lets
+            # its FatalError escape. Here the runner classifies it
+            # (workers/failures.py): the status says whether the chief retries,
+            # and the traceback's last line is the error in one line.
+            from keras_tuner.src.engine import trial as kt_trial
+
+            try:
+                self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
+                trial.status = kt_trial.TrialStatus.COMPLETED
+                return
+            except Exception as exc:
+                failure = classify(exc)
+                tail = strip_ansi(traceback.format_exc())[-TRACEBACK_TAIL_CHARS:]
+                runner = self.runner
+                if runner is None:
+                    status = "INVALID" if failure.retryable else "FAILED"
+                else:
+                    status = runner.on_trial_failure(trial.trial_id, failure)
+                trial.status = (
+                    kt_trial.TrialStatus.FAILED
+                    if status == "FAILED"
+                    else kt_trial.TrialStatus.INVALID
+                )
+                trial.message = f"{tail}\n{failure.message}"
 
         def _configure_tensorboard_dir(
             self, callbacks: Any, trial: Any, execution: int = 0

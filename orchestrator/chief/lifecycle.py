@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.chief.events import SearchChanged, TrialEvent, TrialFailed, TrialRequeued
 from orchestrator.chief.leases import Lease, LeaseTable
 from orchestrator.chief.trial_book import TrialBook, TrialRecord
-from orchestrator.protocol.trials import SearchState
+from orchestrator.protocol.trials import SearchState, TrialStatus
 
 if TYPE_CHECKING:
     from orchestrator.chief.oracle_host import OracleHost
@@ -181,7 +181,26 @@ class SearchLifecycle:
             # Known without asking the oracle (which may have no caller left).
             self._oracle_exhausted = True
         if self._oracle_exhausted and not self.book.queue and not self.leases.all():
-            self._finish_locked(SearchState.COMPLETED, "the oracle has no more trials")
+            self._finish_locked(*self._outcome_locked())
+
+    def _outcome_locked(self) -> tuple[SearchState, str]:
+        """How a search whose trials all ended ends: COMPLETED if any trial
+        completed, else FAILED naming the most common error (a search that
+        produced nothing must not exit 0)."""
+        counts = self.book.counts()
+        completed = counts[TrialStatus.COMPLETED.value]
+        if completed or not self.book.records:
+            return SearchState.COMPLETED, "the oracle has no more trials"
+        total = len(self.book.records)
+        common = self.book.most_common_error()
+        if common is None:
+            return SearchState.FAILED, f"0 of {total} trials completed"
+        error, n = common
+        trials = "trial" if n == 1 else "trials"
+        return (
+            SearchState.FAILED,
+            f"0 of {total} trials completed; the most common error ({n} {trials}): {error}",
+        )
 
     def _max_trials_reached_locked(self) -> bool:
         cap = self.oracle_host.oracle.max_trials

@@ -17,7 +17,8 @@ Live state and recovered state therefore cannot diverge: a property test
 
 from __future__ import annotations
 
-from collections import deque
+import json
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,19 +35,32 @@ from orchestrator.chief.events import (
     TrialRequeued,
 )
 from orchestrator.errors import LedgerError
+from orchestrator.protocol.failures import error_signature
 from orchestrator.protocol.trials import SearchState, TrialStatus, TrialView
 
 if TYPE_CHECKING:
     from orchestrator.config import SearchSpec
 
 
+# The same error (error_signature) ending this many trials with different
+# hyperparameters cannot depend on them: the search fails with it.
+SAME_ERROR_LIMIT = 3
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often a trial may fail before it is FAILED, and how many final
-    failures in a row end the search."""
+    """How often a trial may fail before it is FAILED, and when failures end
+    the search: ``max_consecutive_failures`` in a row, or the same error
+    (:func:`~orchestrator.protocol.failures.error_signature`) on
+    ``same_error_limit`` different hyperparameter sets.
+
+    Whether an attempt may be retried at all is the worker's call: it ends a
+    deterministic error ``FAILED`` (workers/failures.py), and the book never
+    retries those."""
 
     retries_per_trial: int
     max_consecutive_failures: int
+    same_error_limit: int = SAME_ERROR_LIMIT
 
     @classmethod
     def from_search(cls, search: SearchSpec) -> RetryPolicy:
@@ -55,6 +69,16 @@ class RetryPolicy:
             retries_per_trial=search.failure.retries_per_trial,
             max_consecutive_failures=search.failure.max_consecutive_failed_trials,
         )
+
+
+def hp_key(values: Mapping[str, Any]) -> str:
+    """A trial's hyperparameter set, as a comparable string (Keras Tuner's own
+    ``tuner/...`` bookkeeping left out: a Hyperband continuation is the same set)."""
+    return json.dumps(
+        {k: v for k, v in values.items() if not str(k).startswith("tuner/")},
+        sort_keys=True,
+        default=str,
+    )
 
 
 @dataclass
@@ -126,6 +150,9 @@ class TrialBook:
         self._start_index: dict[str, int] = {}
         self.end_order: list[str] = []
         self.consecutive_failures = 0
+        # error_signature -> the hyperparameter sets (hp_key) of the FAILED
+        # trials that ended with it.
+        self.failed_by_error: dict[str, set[str]] = {}
         self.space_config: dict[str, Any] | None = None
         self.state = SearchState.RUNNING
         self.message = ""
@@ -205,6 +232,9 @@ class TrialBook:
             rec.error_message = event.error_message
             rec.traceback_tail = event.traceback_tail
             self.consecutive_failures += 1
+            self.failed_by_error.setdefault(error_signature(event.error_message), set()).add(
+                hp_key(rec.values)
+            )
 
     @staticmethod
     def _check_follows(rec: TrialRecord, event: TrialEvent) -> None:
@@ -360,9 +390,22 @@ class TrialBook:
                 end_token=end_token,
             )
         ]
+        if self.state.is_terminal:
+            return events
+        values = {**rec.values, **(hyperparameters or {}).get("values", {})}
+        same = self.failed_by_error.get(error_signature(message), set()) | {hp_key(values)}
         in_a_row = self.consecutive_failures + 1
         limit = self.policy.max_consecutive_failures
-        if in_a_row >= limit and not self.state.is_terminal:
+        if len(same) >= self.policy.same_error_limit:
+            events.append(
+                SearchChanged(
+                    state=SearchState.FAILED,
+                    message=f"{message} (the same error ended {len(same)} trials with "
+                    "different hyperparameters, so it does not depend on them; the last was "
+                    f"trial {rec.trial_id})",
+                )
+            )
+        elif in_a_row >= limit:
             events.append(
                 SearchChanged(
                     state=SearchState.FAILED,
@@ -371,6 +414,21 @@ class TrialBook:
                 )
             )
         return events
+
+    def most_common_error(self) -> tuple[str, int] | None:
+        """The error (as first recorded) that FAILED the most trials, and how many; one O(n) pass."""
+        counts: Counter[str] = Counter()
+        first: dict[str, str] = {}
+        for tid in self.start_order:
+            rec = self.records[tid]
+            if rec.status is TrialStatus.FAILED and rec.error_message:
+                signature = error_signature(rec.error_message)
+                counts[signature] += 1
+                first.setdefault(signature, rec.error_message)
+        if not counts:
+            return None
+        signature, n = counts.most_common(1)[0]
+        return first[signature], n
 
     # ------------------------------------------------------------------ reads
 

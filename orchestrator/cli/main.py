@@ -28,6 +28,7 @@ from collections.abc import Sequence
 # user's terminal for every process Ray starts.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+from orchestrator.cli.quiet_terminal import quiet_terminal  # noqa: E402
 from orchestrator.errors import InputError, KtClusterError  # noqa: E402
 
 # Each module defines register(subparsers) and sets `func` on its parser.
@@ -82,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # TensorFlow's, absl's and Ray's start-up lines stay off the terminal unless -v.
+    quiet_terminal(args.verbose)
     try:
         return int(args.func(args) or 0)
     except KtClusterError as exc:

@@ -186,6 +186,22 @@ def trials_table(
     return table
 
 
+def trial_end_line(trial: TrialView, objective: str) -> str:
+    """One line for a trial that just ended (``--no-progress``): id, status,
+    the score or the error's first line, attempts when retried, duration."""
+    parts = [f"trial {trial.trial_id}", trial.status.value]
+    if trial.status is TrialStatus.COMPLETED:
+        parts.append(f"{objective}={format_score(trial.score)}")
+    elif trial.error_message:
+        lines = trial.error_message.strip().splitlines()
+        parts.append(lines[0][:300] if lines else "")
+    if trial.attempts > 1:
+        parts.append(f"attempts={trial.attempts}")
+    if trial.duration_s is not None:
+        parts.append(format_duration(trial.duration_s))
+    return "  ".join(parts)
+
+
 def top_trials_table(
     trials: Sequence[TrialView], *, objective: str, direction: str, n: int = 5
 ) -> Table:

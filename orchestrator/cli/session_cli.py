@@ -13,7 +13,7 @@ from typing import Any
 
 from orchestrator.config.limits import MAX_MAX_WORKERS
 from orchestrator.protocol.status_document import StatusDocument
-from orchestrator.protocol.trials import SearchState
+from orchestrator.protocol.trials import SearchState, TrialStatus, TrialView
 
 EXIT_CODES = {
     SearchState.COMPLETED: 0,
@@ -27,7 +27,7 @@ def hide_gpus_from_chief() -> None:
     """The chief never trains: keep TensorFlow in this process off every GPU.
     Must run before anything imports TensorFlow."""
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # "3" unless -v: cli/quiet_terminal.py
 
 
 def add_session_arguments(parser: Any) -> None:
@@ -145,11 +145,46 @@ def run_session(session: Any, *, progress: bool) -> int:
     return EXIT_CODES.get(state, 1)
 
 
+class EndedTrials:
+    """The trials that ended since the last call, in the order they ended
+    (``--no-progress`` prints one line each). The broker's summary says whether
+    any did, so the O(n) trial copy happens only when one has."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+        self._ended = 0
+        self._seen: set[str] = set()
+
+    def new(self) -> list[TrialView]:
+        counts = self.broker.summary().trials_by_status
+        ended = sum(n for status, n in counts.items() if TrialStatus(status).is_final)
+        if ended == self._ended:
+            return []
+        self._ended = ended
+        fresh = [
+            t for t in self.broker.trials() if t.status.is_final and t.trial_id not in self._seen
+        ]
+        self._seen.update(t.trial_id for t in fresh)
+        return fresh
+
+
 def _wait(
     session: Any, console: Any, progress: bool, render: Callable[[StatusDocument], Any]
 ) -> SearchState:
     if not progress or not console.is_terminal:
-        return session.wait(1.0)  # type: ignore[no-any-return]
+        from orchestrator.cli.render import trial_end_line
+
+        broker = session.chief.broker
+        ended = EndedTrials(broker)
+
+        def print_ended() -> None:
+            for trial in ended.new():
+                console.print(trial_end_line(trial, broker.objective), soft_wrap=True, markup=False)
+            sys.stdout.flush()
+
+        state: SearchState = session.wait(1.0, print_ended)
+        print_ended()  # the trials that ended in the last second
+        return state
     from rich.live import Live
 
     def document() -> StatusDocument:

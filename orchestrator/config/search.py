@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictBool,
     StrictInt,
     ValidationInfo,
     field_validator,
@@ -484,6 +485,10 @@ class FailurePolicy(_Model):
     """Retries, the consecutive-failure limit, and trial leases (heartbeat < lease timeout)."""
 
     retries_per_trial: StrictInt = Field(2, ge=0, le=limits.MAX_RETRIES_PER_TRIAL)
+    # A deterministic error (a ValueError or TypeError from the model: a shape
+    # mismatch) fails the same way on every retry, so its trial fails at once
+    # unless this is set (workers/failures.py has the table).
+    retry_deterministic: StrictBool = False
     max_consecutive_failed_trials: StrictInt = Field(5, ge=1, le=limits.MAX_TRIALS)
     lease_timeout_s: Seconds = 60.0
     heartbeat_interval_s: Seconds | None = None

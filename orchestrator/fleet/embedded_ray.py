@@ -84,6 +84,13 @@ def user_pythonpath() -> str:
     return os.pathsep.join(paths)
 
 
+def _ray_logging_level() -> int:
+    """Ray's Python logging level: ours (WARNING unless ``ktc -v``), never below
+    INFO. ``ray.init`` resets the ``ray`` logger to INFO by default, which
+    prints "Started a local Ray instance." on every submit."""
+    return max(logging.getLogger().getEffectiveLevel(), logging.INFO)
+
+
 def _ray_start_error(exc: Exception) -> FleetError:
     return FleetError(
         f"could not start the embedded Ray ({type(exc).__name__}: {exc}). Ray needs a few "
@@ -138,6 +145,7 @@ def connect_ray(cluster: ClusterSpec, *, user_code: bool = False) -> bool:
                     include_dashboard=False,
                     namespace=RAY_NAMESPACE,
                     log_to_driver=False,
+                    logging_level=_ray_logging_level(),
                     # Loopback only: nothing of this Ray is reachable from the
                     # network, whether or not Ray's own token auth is on.
                     _node_ip_address=LOOPBACK,
@@ -150,7 +158,14 @@ def connect_ray(cluster: ClusterSpec, *, user_code: bool = False) -> bool:
                     os.environ[name] = value
         return True
     try:
-        ray.init(address=cluster.ray.address, namespace=RAY_NAMESPACE, log_to_driver=False)
+        ray.init(
+            address=cluster.ray.address,
+            namespace=RAY_NAMESPACE,
+            # Workers' output stays in their log files (DIR/logs/ on this
+            # machine, Ray's session logs elsewhere), never on the terminal.
+            log_to_driver=False,
+            logging_level=_ray_logging_level(),
+        )
     except ConnectionError as exc:
         raise FleetError(
             f"cluster ray.address: cannot connect to the Ray cluster at {cluster.ray.address!r} "

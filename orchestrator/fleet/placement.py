@@ -11,9 +11,17 @@ from the fleet's monitor thread only.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from orchestrator.config import WorkerSlot, node_resource_name
+from orchestrator.protocol.failures import (
+    CRASH_TRACEBACK_MARK,
+    MAX_ERROR_CHARS,
+    format_error,
+    one_line,
+    strip_ansi,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,63 @@ def pending_reason(slot: WorkerSlot, by_label: dict[str, dict[str, float]]) -> s
 
 
 def death_reason(exc: BaseException) -> str:
-    """An actor's death, in one line: the exception type and its first line."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    """An actor's death, in one line: the real cause's type and message.
+
+    Ray wraps what the worker raised. ``ray.get`` raises a ``RayTaskError``
+    (as an instance of the cause's class too: ``RayTaskError(RuntimeError)``),
+    whose own text starts with a coloured header (``ray::WorkerProcess.run()
+    (pid=..., ip=...)``) and Ray's traceback; its ``cause`` is the exception
+    the actor raised. An ``ActorDiedError`` carries its cause only as text:
+    the creation task's ``RayTaskError`` text, or the system's reason (the
+    process was killed, its node died). The worker's own crash (workers/actor.py)
+    writes the real cause on its first line, above ``CRASH_TRACEBACK_MARK``.
+    """
+    cause: BaseException = exc
+    seen: set[int] = set()
+    while id(cause) not in seen:
+        seen.add(id(cause))
+        inner = getattr(cause, "cause", None)
+        if not isinstance(inner, BaseException):
+            break
+        cause = inner
+    if _is_ray_error(cause):
+        return f"{type(cause).__name__}: {_ray_error_text(str(cause))}"[:MAX_ERROR_CHARS]
+    raw = strip_ansi(str(cause))
+    if CRASH_TRACEBACK_MARK in raw:
+        # The worker's own crash: its first part is already "Type: message".
+        return one_line(raw.split(CRASH_TRACEBACK_MARK, 1)[0])
+    return format_error(type(cause).__name__, raw)
+
+
+def _is_ray_error(exc: BaseException) -> bool:
+    return any(
+        cls.__module__.startswith("ray.") and cls.__name__ == "RayError"
+        for cls in type(exc).__mro__
+    )
+
+
+_TRACEBACK_LAST = re.compile(
+    r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (?P<msg>.*)$"
+)
+
+
+def _ray_error_text(text: str) -> str:
+    """The useful part of a Ray error's text: the final ``Type: message`` of an
+    embedded traceback (an actor whose creation task raised), else its lines
+    joined, without colour codes or Ray's ``ray::...`` header lines."""
+    lines = [line for line in strip_ansi(text).split(CRASH_TRACEBACK_MARK, 1)[0].splitlines()]
+    for line in reversed(lines):
+        match = _TRACEBACK_LAST.match(line.strip())
+        if match and "ray::" not in line:
+            return one_line(f"{match['type'].rsplit('.', 1)[-1]}: {match['msg']}")
+    # ActorDiedError's context lines ("\tpid: 123", "\tactor_id: ...") only
+    # identify the process; the lines around them say what happened.
+    kept = [
+        line
+        for line in lines
+        if line.strip() and "ray::" not in line and not _CONTEXT_LINE.match(line)
+    ]
+    return one_line(" ".join(kept))
+
+
+_CONTEXT_LINE = re.compile(r"^\s+(class_name|actor_id|pid|name|namespace|ip): ")

@@ -158,6 +158,7 @@ class SearchSession:
                 reconnect_timeout_s=self.search.failure.lease_timeout_s,
                 shared_path=self.cluster.shared_path,
                 search_id=self.chief.search_id,
+                log_dir=self._worker_log_dir(),
             )
 
         # From here on the chief hands trials only to the workers this fleet
@@ -179,6 +180,13 @@ class SearchSession:
         self.chief.control.handler = self
         self.fleet.start(self.options.workers)
         self._start_report()
+
+    def _worker_log_dir(self) -> str | None:
+        """DIR/logs, when the workers run on this machine (one file per worker;
+        workers elsewhere keep Ray's own log files on their machine)."""
+        if self.cluster.is_local and not self.cluster.is_multi_machine:
+            return str((self.chief.search_dir / "logs").resolve())
+        return None
 
     def _start_report(self) -> None:
         """Keep DIR/report and DIR/tensorboard current, rendered in a child process."""
@@ -248,6 +256,7 @@ class SearchSession:
             label_mode=data.label_mode,
             train_examples=len(data.x_train),
             val_examples=len(data.x_val),
+            test_examples=len(data.x_test) if data.x_test is not None else None,
         )
         self.chief.ledger.set_meta(info.to_meta())
         if self.cluster.is_local and not self.cluster.is_multi_machine:

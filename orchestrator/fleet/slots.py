@@ -382,7 +382,7 @@ class Fleet:
                 try:
                     info = ray.get(ref, timeout=5)
                 except Exception as exc:
-                    self._on_death(rt, f"failed to start: {exc}")
+                    self._on_death(rt, f"failed to start: {death_reason(exc)}")
                     return
                 rt.pid = info.get("pid")
                 rt.node_id = info.get("node_id")
@@ -444,8 +444,8 @@ class Fleet:
             if wanted and all(r.state is WorkerState.DEAD for r in wanted):
                 # Nobody is left to run trials: fail loudly instead of waiting forever.
                 self.hooks.fail_search(
-                    f"every worker crashed {CRASH_LOOP_LIMIT} times in a row; the last error, "
-                    f"from {wid}: {reason}"
+                    f"{reason} (every worker crashed {CRASH_LOOP_LIMIT} times in a row; "
+                    f"this is the last error, from {wid})"
                 )
         else:
             rt.state = WorkerState.STOPPED
