@@ -105,6 +105,9 @@ class ScaleRun:
     cpu_per_trial_ms: float
     peak_rss_mib: float
     first_rss_mib: float  # the first sample: the chief started, before any worker connected
+    # Peak anonymous RSS (RssAnon: heap, stacks, arenas); the rest of RSS is
+    # file-backed pages of shared libraries (TensorFlow's), shared and reclaimable.
+    peak_anon_mib: float = math.nan
     expired_leases: int | None  # None: the chief has no leases
     answers: dict[str, int]
     errors: dict[str, int]
@@ -122,6 +125,18 @@ class ScaleRun:
 # ------------------------------------------------------------------ sampling
 
 
+def _rss_anon_bytes(pid: int) -> int:
+    """RssAnon of /proc/PID/status (Linux); 0 where there is none."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        pass
+    return 0
+
+
 class RssSampler:
     """Samples one process's RSS every ``interval_s`` in a thread; keeps the peak."""
 
@@ -130,6 +145,7 @@ class RssSampler:
         self.interval_s = interval_s
         self.peak_bytes = 0
         self.first_bytes = 0
+        self.peak_anon_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -139,7 +155,8 @@ class RssSampler:
                 rss = self.process.memory_info().rss
                 self.first_bytes = self.first_bytes or rss
                 self.peak_bytes = max(self.peak_bytes, rss)
-            except psutil.Error:
+                self.peak_anon_bytes = max(self.peak_anon_bytes, _rss_anon_bytes(self.process.pid))
+            except (psutil.Error, OSError):
                 return
             if self._stop.wait(self.interval_s):
                 return
@@ -403,6 +420,7 @@ def run_scale(
         cpu_per_trial_ms=(float(result["cpu_s"]) - cpu_at_go) / trials * 1000.0,
         peak_rss_mib=rss.peak_mib,
         first_rss_mib=rss.first_mib,
+        peak_anon_mib=rss.peak_anon_bytes / 2**20,
         expired_leases=ledger.expired_leases,
         answers=dict(totals.answers),
         errors=dict(totals.errors),
@@ -457,6 +475,7 @@ def median_run(runs: Sequence[ScaleRun]) -> ScaleRun:
         cpu_per_trial_ms=_median([r.cpu_per_trial_ms for r in runs]),
         peak_rss_mib=_median([r.peak_rss_mib for r in runs]),
         first_rss_mib=_median([r.first_rss_mib for r in runs]),
+        peak_anon_mib=_median([r.peak_anon_mib for r in runs]),
         expired_leases=max(expired) if expired else None,
         answers={k: int(_median([r.answers.get(k, 0) for r in runs])) for k in first.answers},
         errors=dict(errors),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,19 @@ LOG_FILE = "chief.log"
 # directory the token (docs/security.md).
 SEARCH_DIR_MODE = 0o700
 CHIEF_FILE_MODE = 0o600
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Create files 0600 and directories 0700 in the ``with`` block, whatever the
+    umask (for writers that take no mode: matplotlib, tempfile's callers, mkdir
+    with parents). The umask is per process: use it where nothing else writes
+    files concurrently (the report's child process, the CLI)."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from orchestrator.report.data import ReportData, read_report_data
 from orchestrator.report.html import render_index
 from orchestrator.report.paths import INDEX_FILE, REPORT_DIR
 from orchestrator.report.plots import render_pictures
+from orchestrator.search_dir import private_files
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,18 @@ def build_report(search_dir: Path | str, *, data: ReportData | None = None) -> P
     if data is None:
         data = read_report_data(search_dir)
     target = data.search_dir / REPORT_DIR
-    staging = Path(tempfile.mkdtemp(prefix=f".{REPORT_DIR}.new-", dir=data.search_dir))
-    try:
-        pictures = render_pictures(data, staging)
-        page = render_index(data, pictures, generated_at=time.time())
-        (staging / INDEX_FILE).write_text(page, encoding="utf-8")
-        os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the search dir keeps others out
-        _swap_in(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    # Private like the rest of the search directory (docs/security.md): the
+    # page quotes hyperparameters and error messages.
+    with private_files():
+        staging = Path(tempfile.mkdtemp(prefix=f".{REPORT_DIR}.new-", dir=data.search_dir))
+        try:
+            pictures = render_pictures(data, staging)
+            page = render_index(data, pictures, generated_at=time.time())
+            (staging / INDEX_FILE).write_text(page, encoding="utf-8")
+            _swap_in(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     log.info(
         "report of %s: %d trials, %d pictures", data.search_dir, len(data.trials), len(pictures)
     )

@@ -40,6 +40,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from orchestrator.protocol.trials import TrialStatus
 from orchestrator.report.data import TUNER_PREFIX, HyperparameterRow, ReportData, TrialRow
 from orchestrator.report.paths import tensorboard_dir
+from orchestrator.search_dir import private_files
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,11 @@ def trial_run_dir(search_dir: Path | str, trial_id: str) -> Path:
 
 def write_tensorboard(data: ReportData) -> TensorBoardWrite:
     """Write the summaries of ``data`` that are not written yet (see the module docstring)."""
+    with private_files():  # private like the rest of the search directory
+        return _write_tensorboard(data)
+
+
+def _write_tensorboard(data: ReportData) -> TensorBoardWrite:
     log_dir = tensorboard_dir(data.search_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     metric_names = data.metric_names()

@@ -236,6 +236,19 @@ def test_a_rebuild_replaces_the_report_whole(search_dir: Path) -> None:
     assert not [p for p in search_dir.iterdir() if p.name.startswith(".report")]
 
 
+def test_the_report_is_private_like_the_search_directory(search_dir: Path) -> None:
+    import stat
+
+    build_report(search_dir)
+    report = search_dir / "report"
+    shared = [
+        f"{p.name}: {oct(stat.S_IMODE(p.stat().st_mode))}"
+        for p in [report, *report.rglob("*")]
+        if stat.S_IMODE(p.stat().st_mode) & 0o077
+    ]
+    assert not shared
+
+
 def test_a_search_with_no_trials_yet_gets_a_page(tmp_path: Path) -> None:
     from orchestrator.chief.chief import Chief
     from tests.helpers import make_search

@@ -49,6 +49,18 @@ def _scalar(value: float) -> float:
     return pytest.approx(value, rel=1e-6)  # type: ignore[no-any-return]
 
 
+def test_the_summaries_are_private_like_the_search_directory(search_dir: Path) -> None:
+    import stat
+
+    root = search_dir / "tensorboard"
+    shared = [
+        f"{p.name}: {oct(stat.S_IMODE(p.stat().st_mode))}"
+        for p in [root, *root.rglob("*")]
+        if stat.S_IMODE(p.stat().st_mode) & 0o077
+    ]
+    assert not shared
+
+
 def test_each_ended_trial_has_its_epoch_scalars_and_score(search_dir: Path) -> None:
     events = _events(search_dir)
     ends = {e.trial_id: e for e in events if isinstance(e, (TrialCompleted, TrialFailed))}
