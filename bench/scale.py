@@ -105,9 +105,6 @@ class ScaleRun:
     cpu_per_trial_ms: float
     peak_rss_mib: float
     first_rss_mib: float  # the first sample: the chief started, before any worker connected
-    # Peak anonymous RSS (RssAnon: heap, stacks, arenas); the rest of RSS is
-    # file-backed pages of shared libraries (TensorFlow's), shared and reclaimable.
-    peak_anon_mib: float = math.nan
     expired_leases: int | None  # None: the chief has no leases
     answers: dict[str, int]
     errors: dict[str, int]
@@ -116,6 +113,9 @@ class ScaleRun:
     chief_log_errors: int = 0  # ERROR / Traceback lines in the chief's log
     timed_out_workers: int = 0
     note: str = ""
+    # Peak anonymous RSS (RssAnon: heap, stacks, arenas); the rest of RSS is
+    # file-backed pages of shared libraries (TensorFlow's), shared and reclaimable.
+    peak_anon_mib: float = math.nan
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able mapping (for logs and the CLI)."""
