@@ -274,41 +274,21 @@ def run_on_cluster(
     """
     import ray
 
-    from orchestrator.fleet.embedded_ray import connect_ray, user_pythonpath
-    from orchestrator.fleet.placement import actor_options, pending_reason, resources_by_label
-    from workers.actor import WORKER_PROCESS_ENV
-    from workers.evaluate import remote_evaluation_class
+    from orchestrator.fleet.embedded_ray import connect_ray
 
     slot = pick_slot(cluster)
-    user_code = uses_user_code(plan.search)
-    started_ray = connect_ray(cluster, user_code=user_code)
+    started_ray = connect_ray(cluster, user_code=uses_user_code(plan.search))
     actor = None
     try:
-        if started_ray:
-            runtime_env: dict[str, Any] = {}  # the raylet carries the worker environment
-        else:
-            env = {**WORKER_PROCESS_ENV, "CUDA_VISIBLE_DEVICES": slot.cuda_visible_devices}
-            runtime_env = {"env_vars": env}
-            if cluster.is_local:
-                env["PYTHONPATH"] = user_pythonpath()
-            elif user_code and cluster.ray.working_dir:
-                runtime_env["working_dir"] = cluster.ray.working_dir
         name = f"ktc-eval-{plan.search.meta.search_id[:8]}-{os.getpid()}"
-        options = actor_options(slot, name=name, runtime_env=runtime_env)
-        actor = remote_evaluation_class().options(**options).remote(slot)
-        try:
-            info = ray.get(actor.info.remote(), timeout=start_timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            raise FleetError(
-                f"the evaluation worker (shaped like {slot.worker_id}) did not start within "
-                f"{start_timeout_s:g} s: {pending_reason(slot, resources_by_label())}"
-            ) from None
-        where = {
-            "worker_slot": slot.worker_id,
-            "node": slot.node,
-            "gpus": list(slot.gpus),
-            **info,
-        }
+        actor, where = start_actor(
+            cluster,
+            slot,
+            name=name,
+            env_from_raylet=started_ray,
+            user_code=uses_user_code(plan.search),
+            start_timeout_s=start_timeout_s,
+        )
         log.info("evaluating on %s", where)
         dataset_ref = _dataset_ref(plan, cluster)
         try:
@@ -329,6 +309,55 @@ def run_on_cluster(
                 log.debug("could not kill the evaluation actor: %s", exc)
         if started_ray:
             ray.shutdown()
+
+
+def start_actor(
+    cluster: ClusterSpec,
+    slot: WorkerSlot,
+    *,
+    name: str,
+    env_from_raylet: bool,
+    user_code: bool,
+    start_timeout_s: float = ACTOR_START_TIMEOUT_S,
+) -> tuple[Any, dict[str, Any]]:
+    """An :class:`~workers.evaluate.EvaluationProcess` actor shaped like ``slot`` (its
+    CPUs, GPU share, node pin and worker environment), up; (actor, where it runs).
+
+    ``env_from_raylet``: our embedded Ray's raylet already carries the worker
+    environment (as for the search's actors); otherwise the actor gets it as
+    runtime-env vars. FleetError with the pending reason when Ray cannot place it.
+    """
+    import ray
+
+    from orchestrator.fleet.embedded_ray import user_pythonpath
+    from orchestrator.fleet.placement import actor_options, pending_reason, resources_by_label
+    from workers.actor import WORKER_PROCESS_ENV
+    from workers.evaluate import remote_evaluation_class
+
+    runtime_env: dict[str, Any] = {}
+    if not env_from_raylet:
+        env = {**WORKER_PROCESS_ENV, "CUDA_VISIBLE_DEVICES": slot.cuda_visible_devices}
+        runtime_env["env_vars"] = env
+        if cluster.is_local:
+            env["PYTHONPATH"] = user_pythonpath()
+        elif user_code and cluster.ray.working_dir:
+            runtime_env["working_dir"] = cluster.ray.working_dir
+    options = actor_options(slot, name=name, runtime_env=runtime_env)
+    actor = remote_evaluation_class().options(**options).remote(slot)
+    try:
+        info = ray.get(actor.info.remote(), timeout=start_timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.kill(actor)
+        raise FleetError(
+            f"the evaluation worker (shaped like {slot.worker_id}) did not start within "
+            f"{start_timeout_s:g} s: {pending_reason(slot, resources_by_label())}"
+        ) from None
+    return actor, {
+        "worker_slot": slot.worker_id,
+        "node": slot.node,
+        "gpus": list(slot.gpus),
+        **info,
+    }
 
 
 def _dataset_ref(plan: EvaluationPlan, cluster: ClusterSpec) -> Any:
