@@ -127,8 +127,9 @@ def quiet_terminal(verbose: int, environ: Any = None) -> None:
     if verbose:
         return
     env = os.environ if environ is None else environ
-    for name, value in QUIET_ENV.items():
-        env.setdefault(name, value)
+    # Set, not defaulted: "unless -v" is the one switch (an inherited
+    # TF_CPP_MIN_LOG_LEVEL=0 would otherwise bring the cuInit line back).
+    env.update(QUIET_ENV)
     for name in CHATTY_LOGGERS:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET or logger.level < logging.WARNING:
