@@ -9,13 +9,11 @@ Three steps, each testable on its own:
    dataset with no test split, trials without checkpoints. The plan holds the
    top K completed trials, each with its artifact bytes, and the retrain
    request (the best trial's hyperparameters for ``best_step + 1`` epochs).
-2. :func:`run_on_cluster` starts (or connects to) Ray as ``ktc submit`` does
-   and runs the job in one :class:`workers.evaluate.EvaluationProcess` actor
-   with a search worker's resources, node pin and environment (the first GPU
-   slot of the cluster file, else its first slot). The artifacts travel in the
-   job, through Ray's object store: no shared filesystem is needed. A failure
-   on the worker is raised here as the worker's own exception (unwrapped from
-   Ray's ``RayTaskError``).
+2. :func:`run_on_cluster` runs the job on the cluster in one actor shaped
+   like a search worker (``orchestrator/fleet/evaluator.py``). The artifacts
+   travel in the job, through Ray's object store: no shared filesystem is
+   needed. A failure on the worker is raised here as the worker's own
+   exception.
 3. :func:`record` writes ``DIR/evaluation.json`` and the retrained model
    (``DIR/evaluation/retrained/model.keras``, which ``ktc export --retrained``
    copies out).
@@ -28,14 +26,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.config import ClusterSpec, WorkerSlot, default_cluster, load_cluster, spec_json
-from orchestrator.errors import ConfigError, FleetError, InputError, KtClusterError
+from orchestrator.config import ClusterSpec, default_cluster, load_cluster, spec_json
+from orchestrator.errors import ConfigError, InputError, KtClusterError
 from orchestrator.evaluation_results import (
     EVALUATION_DIR,
     FILE_MODE,
@@ -59,8 +56,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 BUILD_CONFIG_FILE = "build_config.json"
 DEFAULT_SEED = 0
-ACTOR_START_TIMEOUT_S = 180.0
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -241,17 +236,6 @@ def resolve_cluster(search: OfflineSearch, cluster_file: Path | str | None) -> C
     return default_cluster()
 
 
-def pick_slot(cluster: ClusterSpec) -> WorkerSlot:
-    """The slot whose shape the evaluation takes: the first GPU worker's, else the first."""
-    slots = cluster.worker_slots()
-    if not slots:
-        raise ConfigError(
-            f"cluster {cluster.name!r}: it defines no worker slot to evaluate on; add a node "
-            "with gpus or cpu_workers"
-        )
-    return next((slot for slot in slots if slot.is_gpu), slots[0])
-
-
 def uses_user_code(search: OfflineSearch) -> bool:
     """Whether the search's hypermodel or dataset is the user's own ``module:attr``."""
     spec = search.spec
@@ -261,146 +245,20 @@ def uses_user_code(search: OfflineSearch) -> bool:
 
 
 def run_on_cluster(
-    plan: EvaluationPlan,
-    cluster: ClusterSpec,
-    *,
-    start_timeout_s: float = ACTOR_START_TIMEOUT_S,
+    plan: EvaluationPlan, cluster: ClusterSpec
 ) -> tuple[EvaluationOutcome, dict[str, Any]]:
-    """Run the plan's job in a worker-shaped actor; (outcome, where it ran).
+    """Run the plan's job on a worker-shaped actor of ``cluster`` (see
+    :func:`orchestrator.fleet.evaluator.run_job`); (outcome, where it ran)."""
+    from orchestrator.fleet.evaluator import run_job
 
-    Starts the embedded Ray for a local cluster (and stops it after), else
-    connects to ``ray.address``. Raises the worker's own KtClusterError, or
-    FleetError when the actor cannot be placed or dies.
-    """
-    import ray
-
-    from orchestrator.fleet.embedded_ray import connect_ray
-
-    slot = pick_slot(cluster)
-    started_ray = connect_ray(cluster, user_code=uses_user_code(plan.search))
-    actor = None
-    try:
-        name = f"ktc-eval-{plan.search.meta.search_id[:8]}-{os.getpid()}"
-        actor, where = start_actor(
-            cluster,
-            slot,
-            name=name,
-            env_from_raylet=started_ray,
-            user_code=uses_user_code(plan.search),
-            start_timeout_s=start_timeout_s,
-        )
-        log.info("evaluating on %s", where)
-        dataset_ref = _dataset_ref(plan, cluster)
-        try:
-            outcome: EvaluationOutcome = ray.get(actor.run.remote(plan.job, dataset_ref))
-        except ray.exceptions.RayTaskError as exc:
-            raise worker_failure(exc, slot.worker_id) from None
-        except ray.exceptions.RayActorError as exc:
-            raise FleetError(
-                f"the evaluation worker (shaped like {slot.worker_id}) died: "
-                f"{_first_line(exc)}; out of memory? Try a smaller --top or batch size"
-            ) from None
-        return outcome, where
-    finally:
-        if actor is not None:
-            try:
-                ray.kill(actor)
-            except Exception as exc:  # already dead, or Ray is gone
-                log.debug("could not kill the evaluation actor: %s", exc)
-        if started_ray:
-            ray.shutdown()
-
-
-def start_actor(
-    cluster: ClusterSpec,
-    slot: WorkerSlot,
-    *,
-    name: str,
-    env_from_raylet: bool,
-    user_code: bool,
-    start_timeout_s: float = ACTOR_START_TIMEOUT_S,
-) -> tuple[Any, dict[str, Any]]:
-    """An :class:`~workers.evaluate.EvaluationProcess` actor shaped like ``slot`` (its
-    CPUs, GPU share, node pin and worker environment), up; (actor, where it runs).
-
-    ``env_from_raylet``: our embedded Ray's raylet already carries the worker
-    environment (as for the search's actors); otherwise the actor gets it as
-    runtime-env vars. FleetError with the pending reason when Ray cannot place it.
-    """
-    import ray
-
-    from orchestrator.fleet.embedded_ray import user_pythonpath
-    from orchestrator.fleet.placement import actor_options, pending_reason, resources_by_label
-    from workers.actor import WORKER_PROCESS_ENV
-    from workers.evaluate import remote_evaluation_class
-
-    runtime_env: dict[str, Any] = {}
-    if not env_from_raylet:
-        env = {**WORKER_PROCESS_ENV, "CUDA_VISIBLE_DEVICES": slot.cuda_visible_devices}
-        runtime_env["env_vars"] = env
-        if cluster.is_local:
-            env["PYTHONPATH"] = user_pythonpath()
-        elif user_code and cluster.ray.working_dir:
-            runtime_env["working_dir"] = cluster.ray.working_dir
-    options = actor_options(slot, name=name, runtime_env=runtime_env)
-    actor = remote_evaluation_class().options(**options).remote(slot)
-    try:
-        info = ray.get(actor.info.remote(), timeout=start_timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        ray.kill(actor)
-        raise FleetError(
-            f"the evaluation worker (shaped like {slot.worker_id}) did not start within "
-            f"{start_timeout_s:g} s: {pending_reason(slot, resources_by_label())}"
-        ) from None
-    return actor, {
-        "worker_slot": slot.worker_id,
-        "node": slot.node,
-        "gpus": list(slot.gpus),
-        **info,
-    }
-
-
-def _dataset_ref(plan: EvaluationPlan, cluster: ClusterSpec) -> Any:
-    """Ship the dataset when workers run on other machines and it is readable here (as
-    ``ktc submit`` does); otherwise the worker loads its own copy."""
     spec = plan.search.spec
-    if spec.dataset is None or (cluster.is_local and not cluster.is_multi_machine):
-        return None
-    from workers.runner import dataset_path_problems
-
-    if dataset_path_problems(plan.job.search_json):
-        return None  # the paths are the workers'
-    import ray
-
-    from workers.datasets import load_dataset
-
-    return ray.put(load_dataset(spec.dataset))
-
-
-def worker_failure(exc: BaseException, worker: str) -> KtClusterError:
-    """The worker's own exception from Ray's wrapper: a KtClusterError as it was raised,
-    anything else as ``Type: message`` (no Ray header, no colour codes)."""
-    from workers.evaluate import WorkerEvaluationError
-
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, WorkerEvaluationError):
-        log.debug("the worker's traceback:\n%s", cause.traceback_tail)
-        return KtClusterError(f"evaluation failed on the worker (shaped like {worker}): {cause}")
-    if isinstance(cause, KtClusterError):
-        return cause  # a refusal or a missing dataset, already addressed to the user
-    if cause is not None:
-        return KtClusterError(
-            f"evaluation failed on the worker (shaped like {worker}): "
-            f"{type(cause).__name__}: {_ANSI.sub('', str(cause))}"
-        )
-    return KtClusterError(
-        f"evaluation failed on the worker (shaped like {worker}): {_first_line(exc)}"
+    return run_job(
+        cluster,
+        plan.job,
+        name=f"ktc-eval-{plan.search.meta.search_id[:8]}-{os.getpid()}",
+        user_code=uses_user_code(plan.search),
+        dataset=spec.dataset,
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
 
 
 # ------------------------------------------------------------------ the results
@@ -525,5 +383,4 @@ __all__ = [
     "retrain_epochs",
     "retrained_model_path",
     "run_on_cluster",
-    "worker_failure",
 ]

@@ -29,8 +29,14 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="score the best trials on the test split (and retrain the best), on a worker",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Score the K best trials' models (their best epoch's weights) on the dataset's "
+            "held-out test split, on a worker of the cluster (its GPU and environment), never "
+            "in this process. --retrain first trains the best hyperparameters from scratch on "
+            "train and validation merged for best_step + 1 epochs, seeded, and scores that model "
+            "too (`ktc export DIR --retrained --out FILE.keras` saves it). Results go to "
+            "DIR/evaluation.json. A running search is refused."
+        ),
     )
     parser.add_argument("search_dir", metavar="DIR", type=Path, help="the search directory")
     parser.add_argument(

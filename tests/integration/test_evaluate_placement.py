@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.config import ClusterSpec
 from orchestrator.errors import FleetError
-from orchestrator.evaluation import pick_slot, start_actor
+from orchestrator.fleet.evaluator import pick_slot, start_actor
 from tests.e2e.conftest import private_ray_tmpdir
 
 pytestmark = pytest.mark.slow

@@ -18,12 +18,13 @@ from orchestrator.chief.chief import Chief
 from orchestrator.cli.main import main
 from orchestrator.config import parse_search
 from orchestrator.errors import ConfigError, InputError, KtClusterError
-from orchestrator.evaluation import plan_evaluation, record, retrained_model_path, worker_failure
+from orchestrator.evaluation import plan_evaluation, record, retrained_model_path
 from orchestrator.evaluation_results import (
     EvaluationFileError,
     load_results,
     summary_line,
 )
+from orchestrator.fleet.evaluator import worker_failure
 from orchestrator.protocol.trials import AttemptStatus
 from orchestrator.search_dir import ChiefInfo, write_chief_info
 from orchestrator.search_meta import DatasetInfo
