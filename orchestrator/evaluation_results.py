@@ -171,6 +171,11 @@ class EvaluationResults:
                 "search directory again to rewrite it"
             ) from exc
 
+    def test_metrics_by_trial(self) -> dict[str, dict[str, float]]:
+        """Each evaluated trial's test metrics by trial id (``ktc results --json`` may add
+        them to its rows as ``test_metrics``)."""
+        return {t.trial_id: dict(t.metrics) for t in self.trials}
+
     def primary_metric(self) -> str:
         """The metric to show first: the objective's (``val_accuracy`` -> ``accuracy``), else loss."""
         name = self.objective.removeprefix("val_")

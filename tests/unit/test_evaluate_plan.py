@@ -282,6 +282,10 @@ def test_record_writes_private_results_and_model(finished: Path) -> None:
     assert stat.S_IMODE(model.stat().st_mode) == 0o600
     assert stat.S_IMODE(model.parent.stat().st_mode) == 0o700
     assert load_results(finished) == results
+    assert results.test_metrics_by_trial()[plan.trials[0].trial_id] == {
+        "loss": 0.0,
+        "accuracy": 0.9,
+    }
     line = summary_line(results)
     assert line.startswith("test accuracy: retrained 0.9750")
     assert f"trial {plan.trials[1].trial_id} 0.8900" in line
