@@ -23,6 +23,7 @@ import grpc
 from orchestrator.chief.artifacts import ArtifactStore
 from orchestrator.chief.audit import AUDIT_FILE_NAME, AuditLog
 from orchestrator.chief.broker import TrialBroker
+from orchestrator.chief.chief_log import ChiefLog
 from orchestrator.chief.events import SCHEMA_VERSION
 from orchestrator.chief.ledger import Ledger
 from orchestrator.chief.limits import ProtocolLimits
@@ -108,6 +109,7 @@ class Chief:
         self.control = ControlServicer(max_workers=cluster.fleet.max_workers, audit=self.audit)
         self._server: RpcServer | None = None
         self._pools: RpcPools | None = None
+        self.log_file = ChiefLog(search_dir)  # <search_dir>/chief.log, INFO and above
         self._endpoint: ChiefEndpoint | None = None
         self._stop_reaper = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -241,6 +243,7 @@ class Chief:
         refusal = chief.plaintext_refusal()
         if refusal is not None:
             raise ConfigError(f"cluster chief.host: {refusal}")
+        self.log_file.open()
         log_capacity(raise_open_files_limit(), self.cluster.fleet.max_workers)
         pools = RpcPools(uploads=self.limits.max_uploads)
         self.control.pools = pools
@@ -402,6 +405,7 @@ class Chief:
             write_chief_info(self.search_dir, replace(self._info, running=False))
         self.ledger.close()
         self.audit.close()
+        self.log_file.close()
 
     def __enter__(self) -> Chief:
         return self

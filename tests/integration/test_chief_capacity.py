@@ -1,0 +1,62 @@
+"""Connections at scale (issue 13): the chief raises its open-file limit, says
+in its log (``chief.log``) how many workers that supports, and keeps the
+terminal as quiet as it was."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.chief.server import RESERVED_FDS
+from tests.helpers import float_space, make_search
+
+
+@pytest.fixture
+def low_soft_limit() -> Iterator[int]:
+    """The soft RLIMIT_NOFILE lowered to 512 (a process may always lower it), restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 512:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    try:
+        yield hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_chief_raises_its_open_file_limit_and_logs_what_it_supports(
+    start_chief: Callable[..., tuple[Any, Any]],
+    search_dir: Path,
+    low_soft_limit: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    terminal = logging.StreamHandler()  # stands in for the CLI's: WARNING and above
+    root.addHandler(terminal)
+    previous_level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        chief, _ = start_chief(make_search(), initial_space=float_space())
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        expected = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+        assert soft == expected > 512
+        log_text = (search_dir / "chief.log").read_text()
+        assert (
+            f"open-file limit {soft} (raised from 512, hard limit {hard}): room for about "
+            f"{soft - RESERVED_FDS} worker connections"
+        ) in log_text
+        assert "listening on" in log_text
+        assert stat.S_IMODE((search_dir / "chief.log").stat().st_mode) == 0o600
+        assert "open-file limit" not in capsys.readouterr().err  # not on the terminal
+        chief.close()
+        assert logging.getLogger("orchestrator").level == logging.NOTSET
+        assert terminal.level == logging.NOTSET
+    finally:
+        root.removeHandler(terminal)
+        root.setLevel(previous_level)
