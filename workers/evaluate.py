@@ -178,14 +178,19 @@ def evaluate(job: EvaluationJob, dataset: Any = None) -> EvaluationOutcome:
 @contextlib.contextmanager
 def failing_as(what: str) -> Iterator[None]:
     """Turn any non-ktcluster exception into a WorkerEvaluationError saying ``what``
-    failed, with the real exception's type and message (and its traceback tail)."""
+    failed, with the real exception's type and message (``Type: message[ — hint]``,
+    as :func:`workers.failures.classify` writes it) and its traceback tail."""
     try:
         yield
     except KtClusterError:
         raise
     except Exception as exc:
+        from workers.failures import classify
+
+        # One line, no colour codes, a known fix appended (the one-hot hint),
+        # as a search's failed trial is written.
         raise WorkerEvaluationError(
-            f"{what}: {type(exc).__name__}: {exc}", traceback.format_exc()[-TRACEBACK_TAIL_CHARS:]
+            f"{what}: {classify(exc).message}", traceback.format_exc()[-TRACEBACK_TAIL_CHARS:]
         ) from None
 
 

@@ -19,11 +19,11 @@ header line, no colour codes).
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import ClusterSpec, WorkerSlot
 from orchestrator.errors import ConfigError, FleetError, KtClusterError
+from orchestrator.protocol.failures import format_error, one_line, strip_ansi
 
 if TYPE_CHECKING:
     from workers.evaluate import EvaluationJob, EvaluationOutcome
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTOR_START_TIMEOUT_S = 180.0
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def pick_slot(cluster: ClusterSpec) -> WorkerSlot:
@@ -178,7 +177,7 @@ def worker_failure(exc: BaseException, worker: str) -> KtClusterError:
     if cause is not None:
         return KtClusterError(
             f"evaluation failed on the worker (shaped like {worker}): "
-            f"{type(cause).__name__}: {_ANSI.sub('', str(cause))}"
+            f"{format_error(type(cause).__name__, str(cause))}"
         )
     return KtClusterError(
         f"evaluation failed on the worker (shaped like {worker}): {_first_line(exc)}"
@@ -186,5 +185,6 @@ def worker_failure(exc: BaseException, worker: str) -> KtClusterError:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
+    """Ray's own errors: the type and the first line (its header; the rest is a traceback)."""
+    lines = [line for line in strip_ansi(str(exc)).splitlines() if line.strip()]
+    return one_line(f"{type(exc).__name__}: {lines[0] if lines else ''}", limit=500)
