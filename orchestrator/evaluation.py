@@ -258,6 +258,13 @@ def run_on_cluster(
         name=f"ktc-eval-{plan.search.meta.search_id[:8]}-{os.getpid()}",
         user_code=uses_user_code(plan.search),
         dataset=spec.dataset,
+        # DIR/logs/evaluate.log when the worker runs on this machine, as the
+        # search's workers' logs (orchestrator/fleet/session.py).
+        log_dir=(
+            str((plan.search_dir / "logs").resolve())
+            if cluster.is_local and not cluster.is_multi_machine
+            else None
+        ),
     )
 
 

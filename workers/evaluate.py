@@ -26,6 +26,7 @@ This module imports neither TensorFlow nor Keras at import time.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import tempfile
@@ -42,6 +43,7 @@ from orchestrator.errors import InputError, KtClusterError
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 BUILD_CONFIG_FILE = "build_config.json"
 TRACEBACK_TAIL_CHARS = 3000
+EVALUATION_LOG = "evaluate.log"  # in DIR/logs when the worker runs on this machine
 
 
 class NoTestSplitError(InputError):
@@ -187,6 +189,7 @@ def failing_as(what: str) -> Iterator[None]:
     except Exception as exc:
         from workers.failures import classify
 
+        logging.getLogger(__name__).exception("%s failed", what)
         # One line, no colour codes, a known fix appended (the one-hot hint),
         # as a search's failed trial is written.
         raise WorkerEvaluationError(
@@ -346,9 +349,14 @@ class EvaluationProcess:
     does, and ``run`` configures TensorFlow for the slot the same way.
     """
 
-    def __init__(self, slot: WorkerSlot | None) -> None:
+    def __init__(self, slot: WorkerSlot | None, log_dir: str | None = None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.cuda_visible_devices if slot is not None else ""
         self.slot = slot
+        if log_dir:
+            from workers.actor import log_to_file
+
+            # TensorFlow's lines and the traceback of a failure, beside the workers'.
+            log_to_file(Path(log_dir) / EVALUATION_LOG, "evaluate")
 
     def info(self) -> dict[str, Any]:
         """Where the actor runs (it is up once this answers)."""

@@ -51,13 +51,15 @@ def run_job(
     name: str,
     user_code: bool,
     dataset: Any = None,
+    log_dir: str | None = None,
     start_timeout_s: float = ACTOR_START_TIMEOUT_S,
 ) -> tuple[EvaluationOutcome, dict[str, Any]]:
     """Run ``job`` in an actor shaped like the cluster's evaluation slot; (outcome, where).
 
     Starts the embedded Ray for a local cluster (and stops it after), else
     connects to ``ray.address``. ``dataset`` is the search's DatasetSpec (None:
-    user code loads the data). Raises the worker's own KtClusterError, or
+    user code loads the data); ``log_dir``, where the actor writes its log
+    (``DIR/logs`` when it runs on this machine). Raises the worker's own KtClusterError, or
     FleetError when the actor cannot be placed or dies.
     """
     import ray
@@ -74,6 +76,7 @@ def run_job(
             name=name,
             env_from_raylet=started_ray,
             user_code=user_code,
+            log_dir=log_dir,
             start_timeout_s=start_timeout_s,
         )
         log.info("evaluating on %s", where)
@@ -105,6 +108,7 @@ def start_actor(
     name: str,
     env_from_raylet: bool,
     user_code: bool,
+    log_dir: str | None = None,
     start_timeout_s: float = ACTOR_START_TIMEOUT_S,
 ) -> tuple[Any, dict[str, Any]]:
     """An :class:`~workers.evaluate.EvaluationProcess` actor shaped like ``slot`` (its
@@ -130,7 +134,7 @@ def start_actor(
         elif user_code and cluster.ray.working_dir:
             runtime_env["working_dir"] = cluster.ray.working_dir
     options = actor_options(slot, name=name, runtime_env=runtime_env)
-    actor = remote_evaluation_class().options(**options).remote(slot)
+    actor = remote_evaluation_class().options(**options).remote(slot, log_dir)
     try:
         info = ray.get(actor.info.remote(), timeout=start_timeout_s)
     except ray.exceptions.GetTimeoutError:

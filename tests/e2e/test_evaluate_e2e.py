@@ -69,3 +69,6 @@ def test_a_worker_failure_shows_the_real_exception(
     assert "Error: " in error[-1]  # the worker's own exception type, e.g. OSError: ...
     assert "ray::" not in proc.stderr and "\x1b[" not in error[-1]
     assert "RayTaskError" not in error[-1]
+    # The worker's traceback (and TensorFlow's lines) went to DIR/logs, not the terminal.
+    log = (copy / "logs" / "evaluate.log").read_text()
+    assert "Traceback" in log and f"trial {best} failed" in log
