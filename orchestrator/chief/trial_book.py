@@ -396,21 +396,22 @@ class TrialBook:
         same = self.failed_by_error.get(error_signature(message), set()) | {hp_key(values)}
         in_a_row = self.consecutive_failures + 1
         limit = self.policy.max_consecutive_failures
-        if len(same) >= self.policy.same_error_limit:
+        # The older rule keeps its message when both hold (it names the error too).
+        if in_a_row >= limit:
+            events.append(
+                SearchChanged(
+                    state=SearchState.FAILED,
+                    message=f"{in_a_row} consecutive trials failed (limit {limit}); the last, "
+                    f"trial {rec.trial_id}, failed with: {message}",
+                )
+            )
+        elif len(same) >= self.policy.same_error_limit:
             events.append(
                 SearchChanged(
                     state=SearchState.FAILED,
                     message=f"{message} (the same error ended {len(same)} trials with "
                     "different hyperparameters, so it does not depend on them; the last was "
                     f"trial {rec.trial_id})",
-                )
-            )
-        elif in_a_row >= limit:
-            events.append(
-                SearchChanged(
-                    state=SearchState.FAILED,
-                    message=f"{in_a_row} consecutive trials failed (limit {limit}); the last, "
-                    f"trial {rec.trial_id}, failed with: {message}",
                 )
             )
         return events

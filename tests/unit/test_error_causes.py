@@ -234,7 +234,15 @@ def local_ray() -> Iterator[Any]:
     """A private one-CPU Ray for real RayTaskErrors (about 3 s)."""
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, namespace="ktc-errors")
+    # address="local": always a new instance, never a cluster another test or
+    # engineer left in RAY_ADDRESS or /tmp/ray/ray_current_cluster.
+    ray.init(
+        address="local",
+        num_cpus=1,
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace="ktc-errors",
+    )
     try:
         yield ray
     finally:
