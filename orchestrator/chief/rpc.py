@@ -5,9 +5,12 @@ The chief serves gRPC with ``grpc.aio`` on one event loop
 answers; nothing that can block runs on it:
 
 - the broker's calls (its lock, one SQLite commit) run in :attr:`RpcPools.broker`;
-- oracle calls (a Bayesian step may take seconds, GetSpace and UpdateSpace wait
-  for the oracle gate) run in :attr:`RpcPools.oracle`, so Report and EndTrial
-  never queue behind them;
+- the oracle's create (a Bayesian step may take seconds) runs in
+  :attr:`RpcPools.oracle`, by the one caller that holds the oracle gate;
+- GetSpace and UpdateSpace, which wait for the gate, run in
+  :attr:`RpcPools.space`. Apart from the oracle's pool on purpose: calls waiting
+  for the gate must never take the thread the gate's holder needs to release
+  it. Report and EndTrial queue behind none of these;
 - artifact streams (disk) run in :attr:`RpcPools.io`;
 - the control RPCs (status, scale, cancel, which may call Ray) run in
   :attr:`RpcPools.control`.
@@ -53,13 +56,15 @@ class RpcPools:
 
     def __init__(self, *, uploads: int = 16) -> None:
         self.broker = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ktc-rpc")
-        self.oracle = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ktc-oracle")
+        # One: only the gate's holder runs here (TrialBroker.ask_oracle).
+        self.oracle = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ktc-oracle")
+        self.space = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ktc-space")
         # An upload holds its thread while its chunks arrive: one per allowed upload.
         self.io = ThreadPoolExecutor(max_workers=uploads + 4, thread_name_prefix="ktc-io")
         self.control = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ktc-control")
 
     def shutdown(self) -> None:
-        for pool in (self.broker, self.oracle, self.io, self.control):
+        for pool in (self.broker, self.oracle, self.space, self.io, self.control):
             pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -277,7 +277,7 @@ class TrialServicer(ArtifactRpcs, pb_grpc.TrialServiceServicer):
     async def GetSpace(
         self, request: pb.GetSpaceRequest, context: grpc.aio.ServicerContext
     ) -> pb.SpaceMessage:
-        space = await run_in(self.pools.oracle, self.broker.space_config)
+        space = await run_in(self.pools.space, self.broker.space_config)
         return pb.SpaceMessage(hyperparameters_json=canonical_json(space))
 
     @rpc
@@ -290,7 +290,7 @@ class TrialServicer(ArtifactRpcs, pb_grpc.TrialServiceServicer):
             parse_json("hyperparameters_json", request.hyperparameters_json, what),
             where="hyperparameters_json",
         )
-        await run_in(self.pools.oracle, self.broker.update_space, config)
+        await run_in(self.pools.space, self.broker.update_space, config)
         return pb.UpdateSpaceResponse()
 
     @rpc

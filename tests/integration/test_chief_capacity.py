@@ -60,3 +60,35 @@ def test_the_chief_raises_its_open_file_limit_and_logs_what_it_supports(
     finally:
         root.removeHandler(terminal)
         root.setLevel(previous_level)
+
+
+def test_space_calls_waiting_for_the_oracle_never_starve_its_holder(
+    start_chief: Callable[..., tuple[Any, Any]],
+) -> None:
+    """A fleet starting: every worker asks for the space while others ask for
+    trials. GetSpace waits for the oracle gate; the CreateTrial holding the gate
+    must still get a thread to release it (no deadlock), so all are answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestrator.protocol.client import AssignmentKind, TrialClient
+
+    search = make_search({"type": "random", "max_trials": 40, "seed": 1})
+    chief, ep = start_chief(search, initial_space=float_space(), long_poll_s=1.0)
+    clients = [TrialClient(ep.address, ep.token, worker_id=f"w{i}") for i in range(8)]
+
+    def space(i: int) -> Any:
+        return clients[i % 8].get_space()
+
+    def trial(i: int) -> Any:
+        return clients[i % 8].create_trial(wait_s=2.0)
+
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        spaces = [pool.submit(space, i) for i in range(40)]
+        trials = [pool.submit(trial, i) for i in range(8)]
+        more_spaces = [pool.submit(space, i) for i in range(40)]
+        answers = [f.result(timeout=30) for f in trials]
+        for f in spaces + more_spaces:
+            f.result(timeout=30)
+    assert sum(a.kind is AssignmentKind.TRIAL for a in answers) >= 1
+    for client in clients:
+        client.close()
