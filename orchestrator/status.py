@@ -20,6 +20,7 @@ from orchestrator.errors import ChiefUnavailableError
 from orchestrator.protocol.status_document import (
     BestTrial,
     ChiefProcess,
+    LastFailure,
     StatusDocument,
     TrialEntry,
     count_trials,
@@ -38,6 +39,7 @@ class OfflineSearch:
     state: SearchState  # as the ledger last recorded it
     message: str
     trial_views: tuple[TrialView, ...]  # in creation order
+    last_failure: tuple[str, str] | None = None  # the trial that FAILED last, its error
     # Rows of the ledger that do not decode, each named by its seq (they are
     # skipped: the rest is shown; `ktc resume` refuses such a ledger).
     damaged: tuple[str, ...] = ()
@@ -76,6 +78,7 @@ def read_search(search_dir: Path | str) -> OfflineSearch:
         state=replayed.state,
         message=replayed.message,
         trial_views=tuple(replayed.records[tid].view() for tid in replayed.start_order),
+        last_failure=replayed.book.last_failure(),
         damaged=tuple(str(error) for error in replayed.damaged),
     )
 
@@ -124,6 +127,7 @@ def document_from_ledger(search_dir: Path | str) -> StatusDocument:
         trials=tuple(TrialEntry.of(t) for t in trials),
         best=BestTrial.among(trials, search.direction),
         chief=ChiefProcess(chief.address, chief.pid) if chief else None,
+        last_failure=LastFailure.of(search.last_failure),
     )
 
 

@@ -240,3 +240,8 @@ class SearchLifecycle:
     def message(self) -> str:
         with self._cond:
             return self.book.message
+
+    def last_failure(self) -> tuple[str, str] | None:
+        """The trial that FAILED last and its error (the live display shows it)."""
+        with self._cond:
+            return self.book.last_failure()

@@ -153,6 +153,7 @@ class TrialBook:
         # error_signature -> the hyperparameter sets (hp_key) of the FAILED
         # trials that ended with it.
         self.failed_by_error: dict[str, set[str]] = {}
+        self.last_failed: str | None = None  # the trial that FAILED last
         self.space_config: dict[str, Any] | None = None
         self.state = SearchState.RUNNING
         self.message = ""
@@ -235,6 +236,7 @@ class TrialBook:
             self.failed_by_error.setdefault(error_signature(event.error_message), set()).add(
                 hp_key(rec.values)
             )
+            self.last_failed = rec.trial_id
 
     @staticmethod
     def _check_follows(rec: TrialRecord, event: TrialEvent) -> None:
@@ -415,6 +417,13 @@ class TrialBook:
                 )
             )
         return events
+
+    def last_failure(self) -> tuple[str, str] | None:
+        """The trial that FAILED last and its error, O(1)."""
+        if self.last_failed is None:
+            return None
+        rec = self.records[self.last_failed]
+        return rec.trial_id, rec.error_message or ""
 
     def most_common_error(self) -> tuple[str, int] | None:
         """The error (as first recorded) that FAILED the most trials, and how many; one O(n) pass."""

@@ -146,7 +146,21 @@ def render_status(document: StatusDocument) -> RenderableType:
     else:
         parts.append(Text("workers: none reported", style="dim"))
     parts.append(best_line(document))
+    if document.last_failure is not None:
+        parts.append(last_failure_line(document))
     return Group(*parts)
+
+
+def last_failure_line(document: StatusDocument) -> Text:
+    """The trial that failed last and its error (the real cause, in one line)."""
+    failure = document.last_failure
+    line = Text("last failure: ", style="bold")
+    if failure is not None:
+        line.append(f"trial {failure.trial_id}  ")
+        line.append(
+            failure.error.strip().splitlines()[0] if failure.error.strip() else "-", style="red"
+        )
+    return line
 
 
 def trials_table(

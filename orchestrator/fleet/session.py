@@ -27,6 +27,7 @@ from orchestrator.protocol.protos import ktcluster_pb2 as pb
 from orchestrator.protocol.status_document import (
     BestTrial,
     ChiefProcess,
+    LastFailure,
     StatusDocument,
     TrialEntry,
     WorkerStatus,
@@ -104,6 +105,7 @@ def live_document(
         ),
         best=best,
         chief=chief,
+        last_failure=LastFailure.of(broker.last_failure()),
     )
 
 

@@ -26,7 +26,8 @@ they do not know)::
                    "pending_reason", "pid", "incarnation", "trials_run",
                    "cuda_visible_devices", "ray_node_id"}],
       "best": null | {"trial_id", "score", "hyperparameters"},
-      "chief": null | {"address", "pid"}
+      "chief": null | {"address", "pid"},
+      "last_failure": null | {"trial_id", "error"}
     }
 """
 
@@ -221,6 +222,29 @@ class BestTrial:
 
 
 @dataclass(frozen=True)
+class LastFailure:
+    """The trial that FAILED last, and its error in one line (``Type: message``)."""
+
+    trial_id: str
+    error: str
+
+    @classmethod
+    def of(cls, failure: tuple[str, str] | None) -> LastFailure | None:
+        """From the trial book's ``last_failure()`` (None stays None)."""
+        return None if failure is None else cls(*failure)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"trial_id": self.trial_id, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LastFailure:
+        return cls(
+            trial_id=str(_required(data, "trial_id", "last_failure")),
+            error=str(data.get("error") or ""),
+        )
+
+
+@dataclass(frozen=True)
 class ChiefProcess:
     """The live chief serving the search."""
 
@@ -267,6 +291,7 @@ class StatusDocument:
     workers: tuple[WorkerStatus, ...] = ()
     best: BestTrial | None = None
     chief: ChiefProcess | None = None
+    last_failure: LastFailure | None = None
     schema_version: int = STATUS_SCHEMA_VERSION
 
     @property
@@ -290,6 +315,7 @@ class StatusDocument:
             "workers": [w.to_json() for w in self.workers],
             "best": self.best.to_json() if self.best is not None else None,
             "chief": self.chief.to_json() if self.chief is not None else None,
+            "last_failure": self.last_failure.to_json() if self.last_failure else None,
         }
 
     @classmethod
@@ -314,6 +340,7 @@ class StatusDocument:
             counts[_enum(TrialStatus, name, "status document: counts")] = int(count)
         best = data.get("best")
         chief = data.get("chief")
+        last_failure = data.get("last_failure")
         max_trials = data.get("max_trials")
         return cls(
             state=_enum(SearchState, _required(data, "state", "status document"), "state"),
@@ -328,6 +355,7 @@ class StatusDocument:
             workers=tuple(WorkerStatus.from_json(w) for w in data.get("workers") or ()),
             best=BestTrial.from_json(best) if best else None,
             chief=ChiefProcess.from_json(chief) if chief else None,
+            last_failure=LastFailure.from_json(last_failure) if last_failure else None,
             schema_version=int(data.get("schema_version", STATUS_SCHEMA_VERSION)),
         )
 

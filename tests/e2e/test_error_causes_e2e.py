@@ -139,6 +139,9 @@ def test_integer_labels_fail_each_trial_once_and_the_search_exits_1(
     status = " ".join(run_ktc("status", search_dir, timeout=120).stdout.split())  # unwrapped
     assert "FAILED - 0 of 2 trials completed; the most common error (2 trials): " in status
     assert ONE_HOT_HINT in status, status
+    assert f"last failure: trial {rows[-1]['trial_id']} {KERAS_RANK_ERROR}" in status or (
+        f"last failure: trial {rows[0]['trial_id']} {KERAS_RANK_ERROR}" in status
+    ), status
 
     # One log per worker in DIR/logs: its Python logging (with its id) and its stderr.
     logs = sorted(p.name for p in (search_dir / "logs").iterdir())

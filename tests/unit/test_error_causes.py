@@ -353,3 +353,37 @@ def test_one_completed_trial_completes_the_search(
 
 def test_one_line_cuts_long_text() -> None:
     assert one_line("x" * 3000, limit=10) == "x" * 9 + "…"
+
+
+def test_the_last_failure_travels_in_the_status_document(
+    make_broker: Callable[..., TrialBroker],
+) -> None:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from orchestrator.cli.render import render_status
+    from orchestrator.fleet.session import live_document
+    from orchestrator.protocol.status_document import LastFailure, StatusDocument
+
+    broker = _broker(make_broker, max_trials=5)
+    assert broker.last_failure() is None
+    _fail(broker, "TypeError: first", AttemptStatus.FAILED)
+    tid = _fail(broker, f"ValueError: {KERAS_RANK_ERROR} — {ONE_HOT_HINT}", AttemptStatus.FAILED)
+    for with_trials in (True, False):
+        document = live_document(
+            broker,
+            search_dir=Path("/s"),
+            search_id="x",
+            workers=[],
+            chief=None,
+            with_trials=with_trials,
+        )
+        assert document.last_failure == LastFailure(
+            tid, f"ValueError: {KERAS_RANK_ERROR} — {ONE_HOT_HINT}"
+        )
+    parsed = StatusDocument.from_json(document.to_json())
+    assert parsed.last_failure == document.last_failure
+    console = Console(width=400, record=True)
+    console.print(render_status(parsed))
+    assert f"last failure: trial {tid}  ValueError: Arguments" in console.export_text()
