@@ -77,7 +77,9 @@ def _validate(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "-v"])
+@pytest.mark.parametrize(
+    "verbose", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["quiet", "-v"]
+)
 def test_validate_of_a_user_module_keeps_tensorflow_quiet(tmp_path: Path, verbose: bool) -> None:
     proc = _validate(tmp_path, *(["-v"] if verbose else []))
     assert proc.returncode == 0, proc.stdout + proc.stderr
