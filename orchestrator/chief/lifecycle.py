@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.chief.events import SearchChanged, TrialEvent, TrialFailed, TrialRequeued
 from orchestrator.chief.leases import Lease, LeaseTable
 from orchestrator.chief.trial_book import TrialBook, TrialRecord
-from orchestrator.protocol.trials import SearchState, TrialStatus
+from orchestrator.protocol.trials import SearchState, TrialStatus, TrialView
 
 if TYPE_CHECKING:
     from orchestrator.chief.oracle_host import OracleHost
@@ -240,6 +240,14 @@ class SearchLifecycle:
     def message(self) -> str:
         with self._cond:
             return self.book.message
+
+    def ended_since(self, position: int) -> tuple[list[TrialView], int]:
+        """The trials that ended (COMPLETED or FAILED) after the first
+        ``position`` ends, in the order they ended, and the new position.
+        O(new ends) under the lock: ``--no-progress`` asks every second."""
+        with self._cond:
+            order = self.book.end_order
+            return self.book.views(order[position:]), len(order)
 
     def last_failure(self) -> tuple[str, str] | None:
         """The trial that FAILED last and its error (the live display shows it)."""

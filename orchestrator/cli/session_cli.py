@@ -13,7 +13,7 @@ from typing import Any
 
 from orchestrator.config.limits import MAX_MAX_WORKERS
 from orchestrator.protocol.status_document import StatusDocument
-from orchestrator.protocol.trials import SearchState, TrialStatus, TrialView
+from orchestrator.protocol.trials import SearchState, TrialView
 
 EXIT_CODES = {
     SearchState.COMPLETED: 0,
@@ -147,25 +147,15 @@ def run_session(session: Any, *, progress: bool) -> int:
 
 class EndedTrials:
     """The trials that ended since the last call, in the order they ended
-    (``--no-progress`` prints one line each). The broker's summary says whether
-    any did, so the O(n) trial copy happens only when one has."""
+    (``--no-progress`` prints one line each); O(new ends) per call."""
 
     def __init__(self, broker: Any) -> None:
         self.broker = broker
-        self._ended = 0
-        self._seen: set[str] = set()
+        self._position = 0
 
     def new(self) -> list[TrialView]:
-        counts = self.broker.summary().trials_by_status
-        ended = sum(n for status, n in counts.items() if TrialStatus(status).is_final)
-        if ended == self._ended:
-            return []
-        self._ended = ended
-        fresh = [
-            t for t in self.broker.trials() if t.status.is_final and t.trial_id not in self._seen
-        ]
-        self._seen.update(t.trial_id for t in fresh)
-        return fresh
+        views, self._position = self.broker.ended_since(self._position)
+        return list(views)
 
 
 def _wait(

@@ -387,3 +387,18 @@ def test_the_last_failure_travels_in_the_status_document(
     console = Console(width=400, record=True)
     console.print(render_status(parsed))
     assert f"last failure: trial {tid}  ValueError: Arguments" in console.export_text()
+
+
+def test_ended_since_gives_each_ended_trial_once_in_end_order(
+    make_broker: Callable[..., TrialBroker],
+) -> None:
+    broker = _broker(make_broker, max_trials=5)
+    first = _fail(broker, "TypeError: x", AttemptStatus.FAILED)
+    views, position = broker.ended_since(0)
+    assert [v.trial_id for v in views] == [first] and position == 1
+    a = broker.create_trial("w0", wait_s=0)
+    assert a.trial_id is not None
+    broker.end_trial(a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": 0.5})
+    views, position = broker.ended_since(position)
+    assert [(v.trial_id, v.status) for v in views] == [(a.trial_id, TrialStatus.COMPLETED)]
+    assert broker.ended_since(position) == ([], 2)

@@ -127,36 +127,23 @@ def test_one_line_per_finished_trial() -> None:
     )
 
 
-class _Summary:
-    def __init__(self, counts: dict[str, int]) -> None:
-        self.trials_by_status = counts
-
-
 class _Broker:
-    """The two reads EndedTrials makes, counting the O(n) one."""
+    """The broker's ``ended_since``: the trials that ended, in end order."""
 
     def __init__(self) -> None:
-        self.views: list[TrialView] = []
-        self.copies = 0
+        self.ended: list[TrialView] = []
 
-    def summary(self) -> _Summary:
-        counts = {s.value: 0 for s in TrialStatus}
-        for view in self.views:
-            counts[view.status.value] += 1
-        return _Summary(counts)
-
-    def trials(self) -> list[TrialView]:
-        self.copies += 1
-        return list(self.views)
+    def ended_since(self, position: int) -> tuple[list[TrialView], int]:
+        return self.ended[position:], len(self.ended)
 
 
-def test_ended_trials_are_reported_once_and_only_copied_when_one_ended() -> None:
+def test_ended_trials_are_reported_once_in_the_order_they_ended() -> None:
     broker = _Broker()
     ended = EndedTrials(broker)
-    broker.views = [_view("00", TrialStatus.RUNNING)]
-    assert ended.new() == [] and broker.copies == 0
-    broker.views = [_view("00", TrialStatus.COMPLETED, score=0.5), _view("01", TrialStatus.RUNNING)]
-    assert [t.trial_id for t in ended.new()] == ["00"]
-    assert ended.new() == [] and broker.copies == 1
-    broker.views[1] = _view("01", TrialStatus.FAILED, error_message="TypeError: x")
-    assert [t.trial_id for t in ended.new()] == ["01"]
+    assert ended.new() == []
+    broker.ended.append(_view("01", TrialStatus.FAILED, error_message="TypeError: x"))
+    broker.ended.append(_view("00", TrialStatus.COMPLETED, score=0.5))
+    assert [t.trial_id for t in ended.new()] == ["01", "00"]
+    assert ended.new() == []
+    broker.ended.append(_view("02", TrialStatus.COMPLETED, score=0.7))
+    assert [t.trial_id for t in ended.new()] == ["02"]
