@@ -201,13 +201,13 @@ class TrialRunner:
             if self._private_workdir is not None:
                 shutil.rmtree(self._private_workdir, ignore_errors=True)
 
-    def _setup_failed(self, exc: Exception) -> Exception:
-        """An exception before the first trial, as the runner raises it on:
-        :class:`SetupFailed` (the search ends with its message) unless it may
-        pass on another try (then the process crashes and the fleet restarts it)."""
+    def _setup_failed(self, exc: Exception) -> SetupFailed | None:
+        """An exception before the first trial as :class:`SetupFailed` (the search
+        ends with its message), or None when it may pass on another try (it is
+        raised on: the process crashes and the fleet restarts it)."""
         failure = classify_setup(exc)
         if failure.kind is not FailureKind.FATAL:
-            return exc
+            return None
         return SetupFailed(
             f"{failure.message} (worker {self.config.worker_id}, before its first trial: "
             "this error does not depend on the hyperparameters, so every trial would fail "
@@ -257,7 +257,9 @@ class TrialRunner:
         try:
             options = SleepOptions.parse(self.search.hypermodel.options)
         except Exception as exc:
-            raise self._setup_failed(exc) from exc
+            if (failed := self._setup_failed(exc)) is None:
+                raise
+            raise failed from exc
         objective = self.search.objective.name
         maximize = self.search.objective.resolved_direction == "max"
         while not self._quota_reached():
@@ -319,7 +321,9 @@ class TrialRunner:
         except (ChiefUnavailableError, DatasetUnavailableError):
             raise
         except Exception as exc:
-            raise self._setup_failed(exc) from exc
+            if (failed := self._setup_failed(exc)) is None:
+                raise
+            raise failed from exc
         import keras
 
         tuner.on_search_begin()

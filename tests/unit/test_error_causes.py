@@ -402,3 +402,26 @@ def test_ended_since_gives_each_ended_trial_once_in_end_order(
     views, position = broker.ended_since(position)
     assert [(v.trial_id, v.status) for v in views] == [(a.trial_id, TrialStatus.COMPLETED)]
     assert broker.ended_since(position) == ([], 2)
+
+
+def test_an_error_before_the_first_trial_ends_the_run_fatal() -> None:
+    from workers.runner import ExitReason
+
+    spec = parse_search(
+        {
+            "name": "t",
+            "hypermodel": {"name": "sleep", "options": {"epoch_s": -1}},
+            "objective": "val_accuracy",
+            "oracle": {"type": "random", "max_trials": 2},
+        }
+    )
+    config = WorkerConfig(
+        worker_id="local-w0", chief_address="127.0.0.1:9", token="t", search_json=spec_json(spec)
+    )
+    summary = TrialRunner(config).run()
+    assert summary.reason is ExitReason.FATAL and summary.trials_run == 0
+    assert summary.detail.startswith("ConfigError: search.yaml: hypermodel.options")
+    assert summary.detail.endswith(
+        "(worker local-w0, before its first trial: this error does not depend on the "
+        "hyperparameters, so every trial would fail the same way)"
+    )
