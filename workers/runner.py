@@ -45,6 +45,7 @@ from orchestrator.protocol.client import (
     TrialClient,
 )
 from orchestrator.protocol.failures import FailureKind, strip_ansi
+from orchestrator.protocol.trials import AttemptStatus
 from workers.failures import Failure, classify, classify_setup
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ class TrialRunner:
             "the same way)"
         )
 
-    def on_trial_failure(self, trial_id: str, failure: Failure) -> str:
+    def on_trial_failure(self, trial_id: str, failure: Failure) -> AttemptStatus:
         """Record a trial's exception; the attempt status to end it with.
 
         FATAL errors end the trial FAILED and make the runner return
@@ -236,12 +237,14 @@ class TrialRunner:
                     "this error does not depend on the hyperparameters, so every trial would "
                     "fail the same way)"
                 )
-            return "FAILED"
+            return AttemptStatus.FAILED
         if failure.kind is FailureKind.DETERMINISTIC:
             if failure.type_name == "FailedTrialError":
-                return "FAILED"  # Keras Tuner's "do not retry", whatever the policy
-            return "INVALID" if self.search.failure.retry_deterministic else "FAILED"
-        return "INVALID"
+                return AttemptStatus.FAILED  # Keras Tuner's "do not retry", whatever the policy
+            if self.search.failure.retry_deterministic:
+                return AttemptStatus.INVALID
+            return AttemptStatus.FAILED
+        return AttemptStatus.INVALID
 
     def _quota_reached(self) -> bool:
         return self.config.max_trials > 0 and self.trials_run >= self.config.max_trials
@@ -295,7 +298,7 @@ class TrialRunner:
                     failure = classify(exc)
                     self._end_safely(
                         trial,
-                        self.on_trial_failure(trial.trial_id, failure),
+                        self.on_trial_failure(trial.trial_id, failure).value,
                         error_message=failure.message,
                         traceback_tail=strip_ansi(traceback.format_exc())[-TRACEBACK_TAIL_CHARS:],
                     )
@@ -544,13 +547,13 @@ def _make_tuner_class() -> type:
                 tail = strip_ansi(traceback.format_exc())[-TRACEBACK_TAIL_CHARS:]
                 runner = self.runner
                 if runner is None:
-                    status = "INVALID" if failure.retryable else "FAILED"
+                    retry = failure.retryable
                 else:
-                    status = runner.on_trial_failure(trial.trial_id, failure)
+                    retry = (
+                        runner.on_trial_failure(trial.trial_id, failure) is AttemptStatus.INVALID
+                    )
                 trial.status = (
-                    kt_trial.TrialStatus.FAILED
-                    if status == "FAILED"
-                    else kt_trial.TrialStatus.INVALID
+                    kt_trial.TrialStatus.INVALID if retry else kt_trial.TrialStatus.FAILED
                 )
                 trial.message = f"{tail}\n{failure.message}"
 

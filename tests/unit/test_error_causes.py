@@ -129,20 +129,20 @@ def _runner(failure: dict[str, Any] | None = None) -> TrialRunner:
 
 def test_the_runner_ends_deterministic_errors_failed_unless_asked_to_retry() -> None:
     runner = _runner()
-    assert runner.on_trial_failure("00", classify(ValueError("shape"))) == "FAILED"
-    assert runner.on_trial_failure("01", classify(RuntimeError("flaky"))) == "INVALID"
+    assert runner.on_trial_failure("00", classify(ValueError("shape"))) is AttemptStatus.FAILED
+    assert runner.on_trial_failure("01", classify(RuntimeError("flaky"))) is AttemptStatus.INVALID
     assert runner._fatal is None
     retrying = _runner({"retry_deterministic": True})
-    assert retrying.on_trial_failure("00", classify(ValueError("shape"))) == "INVALID"
+    assert retrying.on_trial_failure("00", classify(ValueError("shape"))) is AttemptStatus.INVALID
     # Keras Tuner's FailedTrialError means "do not retry", whatever the policy.
     no_retry = classify(_named("FailedTrialError")("no"))
-    assert retrying.on_trial_failure("01", no_retry) == "FAILED"
+    assert retrying.on_trial_failure("01", no_retry) is AttemptStatus.FAILED
 
 
 def test_a_fatal_trial_error_ends_the_trial_and_names_the_cause() -> None:
     runner = _runner()
     status = runner.on_trial_failure("04", classify(ImportError("No module named 'missing_pkg'")))
-    assert status == "FAILED"
+    assert status is AttemptStatus.FAILED
     assert runner._fatal is not None
     assert runner._fatal.startswith("ImportError: No module named 'missing_pkg' (trial 04 on ")
     assert "does not depend on the hyperparameters" in runner._fatal
