@@ -182,9 +182,14 @@ def trials_table(
     table.add_column("worker", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
     for i, trial in enumerate(trials, start=1):
-        hp_text = format_hyperparameters(trial.values)
+        # Text, not markup: an error's "[...]" (shapes, lists) must print as written.
+        hp_text = Text(format_hyperparameters(trial.values))
         if trial.status is TrialStatus.FAILED and trial.error_message:
-            hp_text = f"{hp_text}\n[error] {trial.error_message.strip().splitlines()[-1][:160]}"
+            # The last line: the error itself (one line since workers write it
+            # so; older ledgers stored whole tracebacks).
+            error = trial.error_message.strip().splitlines()[-1][:400]
+            hp_text.append("\nerror: ", style="bold red")
+            hp_text.append(error, style="red")
         row: list[Any] = [
             trial.trial_id,
             Text(trial.status.value, style=TRIAL_STATUS_STYLES[trial.status]),

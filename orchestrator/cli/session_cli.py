@@ -106,6 +106,8 @@ def start_session(session: Any) -> int | None:
 def run_session(session: Any, *, progress: bool) -> int:
     """Run a started SearchSession in the foreground; returns the exit code."""
 
+    from rich.text import Text
+
     from orchestrator.cli.render import make_console, render_status, top_trials_table
 
     console = make_console()
@@ -133,7 +135,10 @@ def run_session(session: Any, *, progress: bool) -> int:
     message = session.chief.broker.message
     colour = {SearchState.COMPLETED: "green", SearchState.FAILED: "red"}.get(state, "yellow")
     # soft_wrap: never break these lines (people and scripts copy the commands).
-    console.print(f"[{colour}]search {state.value}[/{colour}]: {message}", soft_wrap=True)
+    # Text, not markup: an error's "[...]" (shapes, lists) must print as written.
+    verdict = Text(f"search {state.value}", style=colour)
+    verdict.append(f": {message}")
+    console.print(verdict, soft_wrap=True)
     if state in (SearchState.INTERRUPTED, SearchState.CANCELLED):
         console.print(f"resume with:  ktc resume {search_dir}", soft_wrap=True)
     console.print(f"results:      ktc results {search_dir}", soft_wrap=True)

@@ -425,3 +425,30 @@ def test_an_error_before_the_first_trial_ends_the_run_fatal() -> None:
         "(worker local-w0, before its first trial: this error does not depend on the "
         "hyperparameters, so every trial would fail the same way)"
     )
+
+
+def test_an_error_with_brackets_prints_as_written() -> None:
+    from rich.console import Console
+
+    from orchestrator.cli.render import trials_table
+    from orchestrator.protocol.trials import TrialView
+
+    error = "ValueError: expected shape [None, 10], got [/b][None, 3]"
+    view = TrialView(
+        trial_id="03",
+        status=TrialStatus.FAILED,
+        attempts=1,
+        score=None,
+        metrics={},
+        values={"units": 32},
+        worker_id="local-w0",
+        duration_s=None,
+        error_message=error,
+        traceback_tail=None,
+        current_epoch=None,
+        best_step=0,
+        trial_state={},
+    )
+    console = Console(width=400, record=True)
+    console.print(trials_table([view], objective="val_accuracy"))
+    assert f"error: {error}" in console.export_text()
