@@ -10,6 +10,8 @@ CreateTrial long-poll awaits a future, holding no thread at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 import time
@@ -188,7 +190,8 @@ class TrialServicer(ArtifactRpcs, pb_grpc.TrialServiceServicer):
         finally:
             # Not awaited, so it runs even when the call was cancelled (the
             # worker hung up); it also unparks a waiter parked meanwhile.
-            loop.run_in_executor(pools.broker, broker.end_poll, poll)
+            with contextlib.suppress(RuntimeError):  # the server is shutting down
+                pools.broker.call(functools.partial(broker.end_poll, poll))
 
     @rpc
     async def Report(
