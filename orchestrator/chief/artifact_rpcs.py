@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from orchestrator.chief.request_checks import check_lease_token, check_range
-from orchestrator.chief.rpc import Undecodable, answer_error, rpc, run_in
+from orchestrator.chief.rpc import Undecodable, answer_error, observe_rpc, rpc, run_in
 from orchestrator.errors import InvalidRequestError, LimitExceededError
+from orchestrator.protocol.error_codes import wire_error
 from orchestrator.protocol.names import check_artifact_name, check_trial_id
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 
@@ -50,11 +51,15 @@ class ArtifactRpcs:
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> pb.UploadArtifactResponse:
         peer = context.peer() or ""
+        started, code = time.monotonic(), "OK"
         try:
             with self.uploads.hold(peer, over_total=_uploads_busy):
                 size, sha = await self._upload(request_iterator, peer)
         except Exception as exc:
+            code = wire_error(exc, method="UploadArtifact").code.name
             await answer_error(context, exc, "UploadArtifact", audit=self.audit)
+        finally:
+            observe_rpc(self, "UploadArtifact", code, started)
         return pb.UploadArtifactResponse(size=size, sha256=sha)
 
     async def _upload(self, request_iterator: AsyncIterator[Any], peer: str) -> tuple[int, str]:
@@ -120,6 +125,7 @@ class ArtifactRpcs:
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ArtifactChunk]:
         first = True
+        started, code = time.monotonic(), "OK"
         try:
             if isinstance(request, Undecodable):
                 request.refuse()
@@ -139,7 +145,10 @@ class ArtifactRpcs:
                 )
                 first = False
         except Exception as exc:
+            code = wire_error(exc, method="DownloadArtifact").code.name
             await answer_error(context, exc, "DownloadArtifact", audit=self.audit)
+        finally:
+            observe_rpc(self, "DownloadArtifact", code, started)
         if first:  # empty file
             yield pb.ArtifactChunk(
                 trial_id=request.trial_id, name=request.name, data=b"", total_size=0

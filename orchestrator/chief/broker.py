@@ -34,6 +34,7 @@ from orchestrator.chief.book_reads import BookReads
 from orchestrator.chief.events import (
     SearchChanged,
     SpaceChanged,
+    TrialAssigned,
     TrialCompleted,
     TrialEvent,
     TrialFailed,
@@ -65,6 +66,7 @@ from orchestrator.protocol.trials import (
 )
 
 if TYPE_CHECKING:
+    from orchestrator.chief.prometheus import ChiefMetrics
     from orchestrator.chief.replay import ReplayedSearch
     from orchestrator.config import SearchSpec
 
@@ -103,6 +105,8 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
         self.direction = search.objective.resolved_direction
         self.leases = LeaseTable(self.clock, search.failure.lease_timeout_s)
         self.book = TrialBook(RetryPolicy.from_search(search))
+        # The chief's Prometheus metrics (prometheus.py), when it serves them.
+        self.metrics: ChiefMetrics | None = None
 
         self._cond = threading.Condition(threading.Lock())
         # Parked CreateTrial long-polls; woken by _wake_parked_locked (parking.py).
@@ -146,6 +150,8 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
             self.book.apply(event, appended.ts)
             if isinstance(event, TrialProgress):
                 continue
+            if self.metrics is not None:
+                self._observe_locked(event)
             wake = True
             if isinstance(event, TrialCompleted | TrialFailed | TrialRequeued):
                 self.leases.release(event.trial_id)
@@ -161,6 +167,18 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
             self._version += 1
             self._cond.notify_all()
             self._wake_parked_locked()
+
+    def _observe_locked(self, event: TrialEvent) -> None:
+        """Tell Prometheus (``chief.metrics_port``): requeues by cause, slot refills."""
+        metrics = self.metrics
+        assert metrics is not None
+        now = self.clock.monotonic()
+        if isinstance(event, TrialRequeued):
+            metrics.observe_requeue(event.reason, counted=event.counted)
+        if isinstance(event, TrialCompleted | TrialFailed | TrialRequeued):
+            metrics.observe_end(event.worker_id, now)
+        elif isinstance(event, TrialAssigned):
+            metrics.observe_assign(event.worker_id, now)
 
     # ------------------------------------------------------------ restoring
 

@@ -28,6 +28,7 @@ from orchestrator.chief.events import SCHEMA_VERSION
 from orchestrator.chief.ledger import Ledger
 from orchestrator.chief.limits import ProtocolLimits
 from orchestrator.chief.oracle_host import OracleHost
+from orchestrator.chief.prometheus import ChiefMetrics, WorkerStates
 from orchestrator.chief.registry import WorkerRegistry
 from orchestrator.chief.replay import replay
 from orchestrator.chief.rpc import RpcPools, add_servicers_to_server
@@ -110,6 +111,10 @@ class Chief:
         self._server: RpcServer | None = None
         self._pools: RpcPools | None = None
         self.log_file = ChiefLog(search_dir)  # <search_dir>/chief.log, INFO and above
+        # Prometheus (chief.metrics_port); the session tells it the workers' states.
+        self.metrics = ChiefMetrics()
+        self.worker_states: WorkerStates | None = None
+        broker.metrics = self.metrics
         self._endpoint: ChiefEndpoint | None = None
         self._stop_reaper = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -247,8 +252,14 @@ class Chief:
         log_capacity(raise_open_files_limit(), self.cluster.fleet.max_workers)
         pools = RpcPools(uploads=self.limits.max_uploads)
         self.control.pools = pools
+        self.control.metrics = self.metrics
         trials = TrialServicer(
-            self.broker, self.artifacts, pools=pools, limits=self.limits, audit=self.audit
+            self.broker,
+            self.artifacts,
+            pools=pools,
+            limits=self.limits,
+            audit=self.audit,
+            metrics=self.metrics,
         )
         server = RpcServer(
             interceptors=[
@@ -271,6 +282,18 @@ class Chief:
             raise
         self._server = server
         self._pools = pools
+        if chief.metrics_port:
+            self.metrics.attach(
+                self.broker,
+                lambda: self.worker_states() if self.worker_states is not None else {},
+            )
+            try:
+                self.metrics.serve(chief.metrics_host, chief.metrics_port)
+            except BaseException:
+                server.stop(0)
+                pools.shutdown()
+                self._server = self._pools = None
+                raise
         advertise_host = _advertise_host(chief.host, chief.advertise)
         address = (
             chief.advertise
@@ -388,6 +411,7 @@ class Chief:
     def close(self, grace_s: float = 1.0) -> None:
         """Stop serving; bring the oracle up to date; mark chief.json not running."""
         self._stop_reaper.set()
+        self.metrics.close()
         if self._server is not None:
             self._server.stop(grace_s)
             self._server = None

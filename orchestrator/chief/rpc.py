@@ -32,6 +32,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import wraps
@@ -243,6 +244,13 @@ async def answer_error(
     await abort_with_error_async(context, exc, method=method)
 
 
+def observe_rpc(servicer: Any, method: str, code: str, started: float) -> None:
+    """Time one RPC in the servicer's ``metrics`` (Prometheus), if it has any."""
+    metrics = getattr(servicer, "metrics", None)
+    if metrics is not None:
+        metrics.observe_rpc(method, code, time.monotonic() - started)
+
+
 def rpc(func: F) -> F:
     """Answer the async handler's exceptions with their codes from the error
     table, and record each refusal in the servicer's ``audit`` log (if it has
@@ -250,11 +258,14 @@ def rpc(func: F) -> F:
 
     @wraps(func)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.monotonic()
+        code = "OK"
         try:
             if isinstance(request, Undecodable):
                 request.refuse()
             return await func(self, request, context)
         except Exception as exc:
+            code = wire_error(exc, method=func.__name__).code.name
             await answer_error(
                 context,
                 exc,
@@ -262,6 +273,8 @@ def rpc(func: F) -> F:
                 audit=getattr(self, "audit", None),
                 worker_id=str(getattr(request, "worker_id", "")) or caller_worker_id(context),
             )
+        finally:
+            observe_rpc(self, func.__name__, code, started)
 
     return wrapper  # type: ignore[return-value]
 
@@ -272,6 +285,7 @@ __all__ = [
     "Undecodable",
     "add_servicers_to_server",
     "answer_error",
+    "observe_rpc",
     "rpc",
     "run_in",
 ]

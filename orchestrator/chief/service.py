@@ -26,6 +26,7 @@ from orchestrator.chief.broker import TrialBroker
 from orchestrator.chief.limits import PeerSlots, ProtocolLimits, UploadThrottle
 from orchestrator.chief.long_poll import IDLE_RETRY_S
 from orchestrator.chief.parking import AsyncWaiter
+from orchestrator.chief.prometheus import ChiefMetrics
 from orchestrator.chief.request_checks import (
     MAX_EPOCH,
     MAX_NUM_TRIALS,
@@ -108,10 +109,12 @@ class TrialServicer(ArtifactRpcs, pb_grpc.TrialServiceServicer):
         pools: RpcPools,
         limits: ProtocolLimits | None = None,
         audit: AuditLog | None = None,
+        metrics: ChiefMetrics | None = None,
     ) -> None:
         self.broker = broker
         self.artifacts = artifacts
         self.pools = pools
+        self.metrics = metrics  # RPC latency for Prometheus (prometheus.py)
         self.limits = limits or ProtocolLimits()
         self.audit = audit
         self.long_polls = PeerSlots(
@@ -340,6 +343,7 @@ class ControlServicer(pb_grpc.ControlServiceServicer):
         self.max_workers = max_workers
         self.audit = audit
         self.pools: RpcPools | None = None
+        self.metrics: ChiefMetrics | None = None
 
     def _require(self) -> tuple[ControlHandler, RpcPools]:
         if self.handler is None or self.pools is None:

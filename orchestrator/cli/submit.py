@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
+
+from orchestrator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from orchestrator.config import ClusterSpec
 
 from orchestrator.cli.session_cli import (
     add_session_arguments,
@@ -20,6 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--dir",
         metavar="DIR",
         help="search directory (default: the search file's output.directory, else ./searches/<name>-<timestamp>)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve metrics for Prometheus on 127.0.0.1:PORT (the cluster file's "
+        "chief.metrics_host); overrides chief.metrics_port, 0 turns it off",
     )
     add_session_arguments(parser)
     parser.set_defaults(func=run)
@@ -39,13 +52,26 @@ def run(args: argparse.Namespace) -> int:
     )
     from orchestrator.chief.chief import Chief
 
+    cluster = plan.cluster
+    if args.metrics_port is not None:
+        cluster = with_metrics_port(cluster, args.metrics_port)
     search, search_dir = plan.search, plan.search_dir
     print(f"search directory: {search_dir}", flush=True)
-    chief = Chief.create(
-        search, search_dir, cluster=plan.cluster, initial_space=_initial_space(search)
-    )
+    chief = Chief.create(search, search_dir, cluster=cluster, initial_space=_initial_space(search))
     chief.start()
     return run_in_foreground(chief, args)
+
+
+def with_metrics_port(cluster: ClusterSpec, port: int) -> ClusterSpec:
+    """``cluster`` with ``chief.metrics_port`` set to ``port`` (checked as the file's is)."""
+    from orchestrator.config import ChiefSpec
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(
+            f"--metrics-port: expected a port 0..65535 (0 turns the endpoint off), got {port}"
+        )
+    chief = ChiefSpec.model_validate({**cluster.chief.model_dump(), "metrics_port": port})
+    return cluster.model_copy(update={"chief": chief})
 
 
 def _initial_space(search: object) -> object:

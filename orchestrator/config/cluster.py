@@ -108,16 +108,30 @@ class ChiefSpec(_Model):
     advertise: str | None = None
     tls: TlsSpec | None = None
     insecure: bool = False
+    # Prometheus (orchestrator/chief/prometheus.py): 0 is off.
+    metrics_port: StrictInt = 0
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
         return check_host(value, "chief's bind address")
 
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_host(cls, value: str) -> str:
+        return check_host(value, "metrics endpoint's bind address")
+
     @field_validator("port")
     @classmethod
     def _port(cls, value: int) -> int:
         _check_port(value, "port")
+        return value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _metrics_port(cls, value: int) -> int:
+        _check_port(value, "metrics_port")
         return value
 
     @field_validator("advertise")

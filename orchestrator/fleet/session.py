@@ -180,6 +180,7 @@ class SearchSession:
             on_actor_started=self._record_actor,
         )
         self.chief.control.handler = self
+        self.chief.worker_states = self._worker_states  # Prometheus' ktc_workers
         self.fleet.start(self.options.workers)
         self._start_report()
 
@@ -333,6 +334,13 @@ class SearchSession:
             chief=ChiefProcess(self.chief.endpoint.address, os.getpid()),
             with_trials=with_trials,
         )
+
+    def _worker_states(self) -> dict[str, int]:
+        """Worker slots by state, as `ktc status` shows them (running while leased)."""
+        counts: dict[str, int] = {}
+        for worker in self.status(with_trials=False).workers:
+            counts[worker.state.value] = counts.get(worker.state.value, 0) + 1
+        return counts
 
     def status_document(self) -> dict[str, Any]:
         """The Control RPC ``Status``: the full document, as JSON."""

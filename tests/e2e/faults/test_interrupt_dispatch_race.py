@@ -31,7 +31,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.chief.broker import AssignmentKind, TrialBroker
+from orchestrator.chief.broker import TrialBroker
+from orchestrator.protocol.answers import AssignmentKind
 from orchestrator.protocol.trials import AttemptStatus, SearchState, TrialStatus
 from tests.helpers import float_space, make_search
 
