@@ -95,7 +95,8 @@ def log_to_file(path: Path, worker_id: str) -> None:
     leaves Ray's own log files in charge.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # 0700 like the search directory it sits in (docs/security.md).
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError as exc:
         log.warning("worker %s: cannot write its log to %s: %s", worker_id, path, exc)
