@@ -15,6 +15,12 @@ from typing import Any
 
 from orchestrator.cli.render import make_console, trials_table
 from orchestrator.errors import ConfigError
+from orchestrator.evaluation_results import (
+    EvaluationFileError,
+    EvaluationResults,
+    load_results,
+    summary_line,
+)
 from orchestrator.protocol.trials import TrialStatus, rank_trials
 from orchestrator.status import read_search
 
@@ -49,8 +55,14 @@ def run(args: argparse.Namespace) -> int:
     ranked = rank_trials(search.trials(), search.direction)
     if args.top is not None:
         ranked = [t for t in ranked if t.status is TrialStatus.COMPLETED][: args.top]
+    evaluation = read_evaluation(args.search_dir)
     if args.json:
-        print(json.dumps([t.to_json() for t in ranked], indent=2))
+        tested = evaluation.test_metrics_by_trial() if evaluation is not None else {}
+        rows = [t.to_json() for t in ranked]
+        for row in rows:
+            if row["trial_id"] in tested:
+                row["test_metrics"] = tested[row["trial_id"]]
+        print(json.dumps(rows, indent=2))
         return 0
     console = make_console()
     done = sum(1 for t in ranked if t.status is TrialStatus.COMPLETED)
@@ -61,4 +73,16 @@ def run(args: argparse.Namespace) -> int:
     console.print(trials_table(ranked, objective=search.objective, title=title))
     if not ranked:
         console.print("no trials yet", style="dim")
+    if evaluation is not None:
+        console.print(summary_line(evaluation), markup=False, highlight=False)
     return 0
+
+
+def read_evaluation(search_dir: Path) -> EvaluationResults | None:
+    """``ktc evaluate``'s results for the search, if it ran; a damaged file is a
+    warning here (the trials are still worth showing), not a failure."""
+    try:
+        return load_results(search_dir)
+    except EvaluationFileError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+        return None

@@ -18,6 +18,8 @@ from typing import Any
 from rich.live import Live
 
 from orchestrator.cli.render import make_console, render_status
+from orchestrator.cli.results import read_evaluation
+from orchestrator.evaluation_results import summary_line
 from orchestrator.status import status_document
 
 WATCH_INTERVAL_S = 2.0
@@ -52,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     console = make_console()
     if not args.watch:
         console.print(render_status(document))
+        evaluation = read_evaluation(args.search_dir)
+        if evaluation is not None:
+            console.print(summary_line(evaluation), markup=False, highlight=False)
         return 0
     if args.json:
         # JSON lines: one document per refresh, for scripts that follow a search.

@@ -150,3 +150,52 @@ def test_status_watch_stops_at_a_final_state(make_finished_search: Any, capsys: 
     assert len(lines) == 1 and json.loads(lines[0])["state"] == "interrupted"
     assert main(["status", str(directory), "--watch"]) == 0
     assert "INTERRUPTED" in capsys.readouterr().out
+
+
+def test_results_and_status_show_the_test_split_results(
+    make_finished_search: Any, capsys: Any
+) -> None:
+    from orchestrator.evaluation_results import (
+        EvaluationResults,
+        TrialEvaluation,
+        write_results,
+    )
+
+    directory, ids = make_finished_search("max", [0.9, 0.7])
+    best = ids[0.9]
+    write_results(
+        directory,
+        EvaluationResults(
+            search_id="s",
+            evaluated_at=1.0,
+            objective="score",
+            test_split="digits:stratified-20%:seed=1797",
+            worker={},
+            batch_size=32,
+            trials=(
+                TrialEvaluation(
+                    rank=1,
+                    trial_id=best,
+                    score=0.9,
+                    best_step=0,
+                    hyperparameters={},
+                    metrics={"loss": 0.2, "accuracy": 0.875},
+                    test_examples=360,
+                ),
+            ),
+            retrain=None,
+        ),
+    )
+    assert main(["results", str(directory)]) == 0
+    assert f"test loss: trial {best} 0.2000" in capsys.readouterr().out
+    assert main(["status", str(directory)]) == 0
+    assert f"test loss: trial {best} 0.2000" in capsys.readouterr().out
+    rows = _results_json(capsys, str(directory))
+    by_id = {row["trial_id"]: row for row in rows}
+    assert by_id[best]["test_metrics"] == {"loss": 0.2, "accuracy": 0.875}
+    assert "test_metrics" not in by_id[ids[0.7]]
+    # A damaged file is a warning: the trials are still shown.
+    (directory / "evaluation.json").write_text("{")
+    assert main(["results", str(directory)]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and best in captured.out
