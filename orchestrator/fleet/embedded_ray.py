@@ -84,6 +84,9 @@ def user_pythonpath() -> str:
     return os.pathsep.join(paths)
 
 
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def _ray_logging_level() -> int:
     """Ray's Python logging level: ours (WARNING unless ``ktc -v``), never below
     INFO. ``ray.init`` resets the ``ray`` logger to INFO by default, which
@@ -109,6 +112,11 @@ def connect_ray(cluster: ClusterSpec, *, user_code: bool = False) -> bool:
 
     if ray.is_initialized():
         return False
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        # "Token authentication is enabled for this Ray cluster. Set
+        # RAY_AUTH_MODE=disabled to opt out": ktcluster keeps it on on purpose
+        # (cluster ray.auth, docs/security.md); not the user's to act on. -v shows it.
+        logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
     if cluster.is_local:
         nodes = cluster.nodes
         # Every node of the file shares this one raylet, so its GPU pool is the
