@@ -110,7 +110,12 @@ def build_synthetic_search(
                     a.token,
                     status=AttemptStatus.FAILED,
                     metrics={},
-                    error_message=f"ValueError: synthetic failure in trial {a.trial_id}",
+                    # Distinct beyond digits: the chief fails a search on the same
+                    # error (numbers and hex ids aside) on 3 hyperparameter sets.
+                    error_message=(
+                        f"ValueError: synthetic failure in trial {a.trial_id} "
+                        f"(case {''.join(chr(ord('g') + int(d)) for d in str(n))})"
+                    ),
                 )
             else:
                 broker.end_trial(
