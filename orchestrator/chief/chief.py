@@ -279,6 +279,7 @@ class Chief:
             )
         except BaseException:
             pools.shutdown()
+            self.log_file.close()
             raise
         self._server = server
         self._pools = pools
@@ -293,6 +294,7 @@ class Chief:
                 server.stop(0)
                 pools.shutdown()
                 self._server = self._pools = None
+                self.log_file.close()
                 raise
         advertise_host = _advertise_host(chief.host, chief.advertise)
         address = (

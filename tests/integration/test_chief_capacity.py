@@ -92,3 +92,25 @@ def test_space_calls_waiting_for_the_oracle_never_starve_its_holder(
     assert sum(a.kind is AssignmentKind.TRIAL for a in answers) >= 1
     for client in clients:
         client.close()
+
+
+def test_a_chief_that_cannot_bind_leaves_logging_as_it_was(tmp_path: Path) -> None:
+    import socket
+
+    from orchestrator.chief.chief import Chief
+    from orchestrator.config import ClusterSpec, default_cluster
+    from orchestrator.errors import KtClusterError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        base = default_cluster().model_dump()
+        cluster = ClusterSpec.model_validate({**base, "chief": {**base["chief"], "port": port}})
+        chief = Chief.create(make_search(), tmp_path / "s", cluster=cluster)
+        handlers = list(logging.getLogger("orchestrator").handlers)
+        with pytest.raises(KtClusterError, match="could not bind"):
+            chief.start()
+    assert logging.getLogger("orchestrator").handlers == handlers
+    assert logging.getLogger("orchestrator").level == logging.NOTSET
+    chief.close()
