@@ -33,6 +33,7 @@ from orchestrator.chief.registry import WorkerRegistry
 from orchestrator.chief.replay import replay
 from orchestrator.chief.rpc import RpcPools, add_servicers_to_server
 from orchestrator.chief.server import (
+    Keepalive,
     RpcServer,
     log_capacity,
     raise_open_files_limit,
@@ -107,6 +108,8 @@ class Chief:
         self.audit = AuditLog(search_dir / AUDIT_FILE_NAME, redact=(self.token,), clock=clock)
         # What one peer may hold (limits.py); replace before start() to change it.
         self.limits = ProtocolLimits()
+        # How the server reaps dead workers' connections (server.py); likewise.
+        self.keepalive = Keepalive()
         self.control = ControlServicer(max_workers=cluster.fleet.max_workers, audit=self.audit)
         self._server: RpcServer | None = None
         self._pools: RpcPools | None = None
@@ -270,7 +273,7 @@ class Chief:
                     lease_holder=self._lease_holder,
                 )
             ],
-            options=server_options(),
+            options=server_options(self.keepalive),
         )
         try:
             port = server.start(

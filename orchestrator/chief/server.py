@@ -54,7 +54,12 @@ class Keepalive:
         return [
             ("grpc.keepalive_time_ms", self.time_ms),
             ("grpc.keepalive_timeout_ms", self.timeout_ms),
+            # gRPC 1.6x+ times an unanswered ping with this one (60 s by default).
+            ("grpc.http2.ping_timeout_ms", self.timeout_ms),
             ("grpc.keepalive_permit_without_calls", 1),
+            # gRPC spaces pings with no data between them at least 5 min apart
+            # unless told otherwise, which would hold every keepalive ping back.
+            ("grpc.http2.min_time_between_pings_ms", self.time_ms),
             ("grpc.http2.min_ping_interval_without_data_ms", self.min_client_ping_ms),
             ("grpc.http2.max_pings_without_data", 0),
         ]

@@ -83,8 +83,15 @@ class TrialSummary:
 
 
 class ReportAction(str, Enum):
+    """What the chief answered to an epoch report."""
+
     CONTINUE = "CONTINUE"
+    # Stop and end the attempt STOPPED: the chief requeues the trial
+    # (preemption, cancel, a drain, the search's end).
     STOP = "STOP"
+    # The chief's trial scheduler stopped the trial: stop training and end the
+    # attempt COMPLETED with the best score so far.
+    STOP_EARLY = "STOP_EARLY"
 
 
 # ANSI escape sequences (Ray colours its task errors) and other control characters.
@@ -104,6 +111,8 @@ def plain_text(text: str) -> str:
 CLIENT_KEEPALIVE: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 10_000),  # gRPC 1.6x+ times a ping with this one
+    ("grpc.http2.min_time_between_pings_ms", 30_000),  # else at most one per 5 min
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )
@@ -226,11 +235,11 @@ class TrialClient:
                 worker_id=self.worker_id,
             ),
         )
-        return (
-            ReportAction.STOP
-            if response.action == pb.ReportResponse.STOP
-            else ReportAction.CONTINUE
-        )
+        if response.action != pb.ReportResponse.STOP:
+            return ReportAction.CONTINUE
+        if response.stop_cause == pb.ReportResponse.SCHEDULER:
+            return ReportAction.STOP_EARLY
+        return ReportAction.STOP
 
     def heartbeat(self, trial: LeasedTrial) -> ReportAction:
         """Renew the lease without metrics."""

@@ -114,3 +114,60 @@ def test_a_chief_that_cannot_bind_leaves_logging_as_it_was(tmp_path: Path) -> No
     assert logging.getLogger("orchestrator").handlers == handlers
     assert logging.getLogger("orchestrator").level == logging.NOTSET
     chief.close()
+
+
+def test_keepalive_closes_the_connection_of_a_worker_that_stopped_answering(
+    search_dir: Path,
+) -> None:
+    """A worker whose machine died answers nothing, not even gRPC's pings: the
+    chief's keepalive closes its connection (here with short timers; the real
+    ones are in docs/operations.md). A frozen process (SIGSTOP) stands in for it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from orchestrator.chief.chief import Chief
+    from orchestrator.chief.server import Keepalive
+
+    chief = Chief.create(make_search(), search_dir, initial_space=float_space())
+    chief.keepalive = Keepalive(time_ms=500, timeout_ms=500, min_client_ping_ms=500)
+    ep = chief.start()
+    script = (
+        "import sys, time\n"
+        "from orchestrator.protocol.client import TrialClient\n"
+        "c = TrialClient(sys.argv[1], sys.argv[2])\n"
+        "c.search_state()\n"
+        "print('connected', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script, ep.address, ep.token],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+
+    def connections() -> int:
+        return sum(
+            1
+            for c in psutil.Process().net_connections(kind="tcp")
+            if c.laddr and c.laddr.port == ep.port and c.status == psutil.CONN_ESTABLISHED
+        )
+
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "connected"
+        assert connections() == 1
+        worker.send_signal(signal.SIGSTOP)  # answers nothing from now on
+        deadline = time.monotonic() + 20
+        while connections() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert connections() == 0, "the chief kept the frozen worker's connection"
+    finally:
+        worker.send_signal(signal.SIGCONT)
+        worker.kill()
+        worker.wait(10)
+        chief.close()
