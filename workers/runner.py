@@ -277,6 +277,8 @@ class TrialRunner:
             best: tuple[float, int, dict[str, float]] | None = None
             with LeaseKeeper(self.client, trial) as keeper:
                 try:
+                    # A STOP requeues the trial; the scheduler's STOP_EARLY ends
+                    # it COMPLETED with its best epoch so far (below).
                     stopped = False
                     for epoch in range(first, last):
                         metrics = run_sleep_epoch(
@@ -288,6 +290,8 @@ class TrialRunner:
                         ):
                             best = (value, epoch, metrics)
                         action = self.client.report(trial, epoch, metrics)
+                        if action is ReportAction.STOP_EARLY:
+                            break
                         if action is ReportAction.STOP or keeper.stop_requested.is_set():
                             stopped = True
                             break
@@ -494,7 +498,10 @@ def _make_tuner_class() -> type:
         """A stock Keras Tuner ``Tuner`` plus three hooks:
 
         - ``on_epoch_end`` reports each epoch to the chief (renewing the lease)
-          and stops training when the chief says stop;
+          and stops training when the chief says stop. A trial scheduler's
+          stop then completes the trial with its best epoch so far, like an
+          EarlyStopping callback does (the chief alone marks it stopped early);
+          any other stop ends the attempt STOPPED (requeued);
         - Hyperband's continuation (``tuner/epochs``, ``tuner/initial_epoch``,
           ``tuner/trial_id``), with the parent's checkpoint fetched from the
           chief when it is not on this machine;

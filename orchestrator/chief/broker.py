@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.chief.book_reads import BookReads
 from orchestrator.chief.events import (
+    EventKind,
     SearchChanged,
     SpaceChanged,
     TrialAssigned,
@@ -40,6 +41,7 @@ from orchestrator.chief.events import (
     TrialFailed,
     TrialProgress,
     TrialRequeued,
+    decoder_for,
 )
 from orchestrator.chief.leases import Lease, LeaseTable
 from orchestrator.chief.ledger import Ledger
@@ -48,6 +50,7 @@ from orchestrator.chief.long_poll import LongPolls
 from orchestrator.chief.oracle_gate import OracleGate
 from orchestrator.chief.oracle_host import OracleHost, RestoredTrial
 from orchestrator.chief.parking import ParkingLot
+from orchestrator.chief.schedulers import TrialScheduler, build_scheduler
 from orchestrator.chief.trial_book import RetryPolicy, TrialBook, TrialRecord
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import (
@@ -105,6 +108,9 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
         self.direction = search.objective.resolved_direction
         self.leases = LeaseTable(self.clock, search.failure.lease_timeout_s)
         self.book = TrialBook(RetryPolicy.from_search(search))
+        # The search's trial scheduler (ASHA, median stopping), if any: a pure
+        # fold of the committed progress events, consulted under the lock.
+        self.scheduler: TrialScheduler | None = build_scheduler(search)
         # The chief's Prometheus metrics (prometheus.py), when it serves them.
         self.metrics: ChiefMetrics | None = None
 
@@ -194,8 +200,15 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
         book = replayed.book
         book.policy = self.book.policy  # the search's, whatever replay was given
         in_flight = book.in_flight()
+        scheduler = build_scheduler(self.search)
+        if scheduler is not None:
+            # Rung state from the ledger's progress events, in commit order:
+            # the same fold the live broker runs, so the next decision is the
+            # one it would have made without the restart.
+            scheduler.rebuild(self._ledger_progress())
         with self._cond:
             self.book = book
+            self.scheduler = scheduler
             if keep_leases:
                 for flight in in_flight:
                     self.leases.grant(
@@ -225,6 +238,15 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
                             trial_id, reason="the chief restarted", count_failure=False
                         )
                     )
+
+    def _ledger_progress(self) -> Iterator[TrialProgress]:
+        """The ledger's progress events in commit order (only those rows decoded)."""
+        decode = decoder_for(self.ledger.schema_version(), source=str(self.ledger.path))
+        for row in self.ledger.rows():
+            if row.kind == EventKind.PROGRESS.value:
+                event = decode(row)
+                if isinstance(event, TrialProgress):
+                    yield event
 
     def record_space(self, space_config: dict[str, Any]) -> None:
         """Commit the initial search space (declared by the chief)."""
@@ -259,25 +281,47 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
         metrics: Mapping[str, float],
         worker_id: str = "",
     ) -> ReportDecision:
-        """Renew the lease; record an epoch's metrics (epoch < 0: heartbeat only)."""
+        """Renew the lease; record an epoch's metrics (epoch < 0: heartbeat only).
+
+        With a trial scheduler, an epoch's report is also judged (in memory,
+        after its commit): a STOP it decides is answered with ``scheduler``
+        set, and the attempt's COMPLETED end is then marked stopped early.
+        Heartbeats are never judged.
+        """
         with self._cond:
             rec = self._record_locked(trial_id)
             lease = self.leases.get(trial_id)
             if lease is None or lease.token != token:
                 raise StaleLeaseError(self._stale_message_locked(rec, token))
             _check_holder(lease, worker_id)
+            verdict = None
             if epoch >= 0:
-                self._commit_locked([self.book.progress(trial_id, epoch, metrics)])
+                progress = self.book.progress(trial_id, epoch, metrics)
+                self._commit_locked([progress])
+                if self.scheduler is not None:
+                    verdict = self.scheduler.apply(progress)
             self.leases.renew(trial_id, token)
             if worker_id:
                 self._last_seen[worker_id] = self.clock.monotonic()
             state = self.book.state
-            stop_reason = f"the search is {state.value}" if state.is_terminal else None
-            return ReportDecision(
-                stop=stop_reason is not None,
-                reason=stop_reason or "",
-                lease_expires_in_s=self.leases.timeout_s,
-            )
+            if state.is_terminal:
+                return ReportDecision(
+                    stop=True,
+                    reason=f"the search is {state.value}",
+                    lease_expires_in_s=self.leases.timeout_s,
+                )
+            if verdict is not None and verdict.stop:
+                if verdict.epochs_saved is not None:
+                    log.info("trial %s (worker %s): %s", trial_id, rec.worker_id, verdict.reason)
+                    if self.metrics is not None:
+                        self.metrics.observe_scheduler_stop(verdict.epochs_saved)
+                return ReportDecision(
+                    stop=True,
+                    reason=verdict.reason,
+                    lease_expires_in_s=self.leases.timeout_s,
+                    scheduler=True,
+                )
+            return ReportDecision(stop=False, reason="", lease_expires_in_s=self.leases.timeout_s)
 
     def check_lease(self, trial_id: str, token: str, *, worker_id: str = "") -> None:
         """Raise unless ``token`` holds the trial's current lease (artifact uploads)."""
@@ -358,6 +402,8 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
                     duration_s=now - started if started else None,
                     hyperparameters=hyperparameters_config,
                     end_token=token,
+                    stopped_early=self.scheduler is not None
+                    and self.scheduler.stopped(trial_id, rec.attempt),
                 )
             elif status is AttemptStatus.STOPPED:
                 events = self.book.lose_attempt(

@@ -156,6 +156,8 @@ class TrialCompleted(_AttemptEvent):
 
     ``hyperparameters`` is the config the build really ran with (values a
     ``conditional_scope`` registered included), when the worker sent one.
+    ``stopped_early``: the chief's trial scheduler stopped the attempt, which
+    ended with its best score so far (absent in ledgers from before schedulers).
     """
 
     kind: ClassVar[EventKind] = EventKind.COMPLETED
@@ -166,6 +168,7 @@ class TrialCompleted(_AttemptEvent):
     failures: Annotated[int, Field(ge=0)]
     hyperparameters: HpConfig | None = None
     end_token: str | None = None
+    stopped_early: bool = False
 
 
 class TrialFailed(_AttemptEvent):

@@ -14,6 +14,7 @@ metric                                  type       labels
 ``ktc_requeues_total``                  counter    ``cause`` (see :func:`requeue_cause`)
 ``ktc_rpc_duration_seconds``            histogram  ``method`` (each RPC), ``code``
 ``ktc_slot_refill_seconds``             histogram  a worker's end to its next trial
+``ktc_scheduler_stopped_epochs_total``  counter    epochs the trial scheduler saved
 ``ktc_workers``                         gauge      ``state`` (running, idle, ...)
 ======================================  =========  ===================================
 
@@ -97,6 +98,12 @@ class ChiefMetrics:
             buckets=REFILL_BUCKETS,
             registry=self.registry,
         )
+        self.scheduler_saved = PromCounter(
+            "ktc_scheduler_stopped_epochs",
+            "Epochs the trial scheduler saved: for each trial it stopped, max_epochs minus "
+            "the epochs the trial trained",
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
         self._ended_at: dict[str, float] = {}
         self._server: Any = None
@@ -110,6 +117,10 @@ class ChiefMetrics:
 
     def observe_requeue(self, reason: str, *, counted: bool) -> None:
         self.requeues.labels(cause=requeue_cause(reason, counted=counted)).inc()
+
+    def observe_scheduler_stop(self, epochs_saved: int) -> None:
+        """The trial scheduler stopped a trial, saving ``epochs_saved`` epochs."""
+        self.scheduler_saved.inc(max(epochs_saved, 0))
 
     def observe_end(self, worker_id: str, at: float) -> None:
         """A worker's attempt ended (its slot is free from ``at``, monotonic)."""

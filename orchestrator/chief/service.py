@@ -214,10 +214,17 @@ class TrialServicer(ArtifactRpcs, pb_grpc.TrialServiceServicer):
             metrics=dict(request.metrics),
             worker_id=request.worker_id,
         )
+        if not decision.stop:
+            cause = pb.ReportResponse.STOP_CAUSE_UNSPECIFIED
+        elif decision.scheduler:
+            cause = pb.ReportResponse.SCHEDULER
+        else:
+            cause = pb.ReportResponse.REQUEUE
         return pb.ReportResponse(
             action=pb.ReportResponse.STOP if decision.stop else pb.ReportResponse.CONTINUE,
             reason=decision.reason,
             lease_expires_in_s=decision.lease_expires_in_s,
+            stop_cause=cause,
         )
 
     @rpc

@@ -102,6 +102,7 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     score: float | None = None
     best_step: int = 0
+    stopped_early: bool = False  # the trial scheduler stopped it (COMPLETED with its best so far)
     error_message: str | None = None
     traceback_tail: str | None = None
     created_ts: float = 0.0
@@ -225,6 +226,7 @@ class TrialBook:
             rec.score = event.score
             rec.best_step = event.best_step
             rec.duration_s = event.duration_s
+            rec.stopped_early = event.stopped_early
             rec.error_message = None
             rec.traceback_tail = None
             self.consecutive_failures = 0
@@ -311,8 +313,10 @@ class TrialBook:
         duration_s: float | None,
         hyperparameters: dict[str, Any] | None,
         end_token: str,
+        stopped_early: bool = False,
     ) -> list[TrialEvent]:
-        """The running attempt of ``trial_id`` completed."""
+        """The running attempt of ``trial_id`` completed (``stopped_early``: the
+        trial scheduler stopped it)."""
         rec = self.records[trial_id]
         return [
             TrialCompleted(
@@ -326,6 +330,7 @@ class TrialBook:
                 failures=rec.failures,
                 hyperparameters=hyperparameters,
                 end_token=end_token,
+                stopped_early=stopped_early,
             )
         ]
 

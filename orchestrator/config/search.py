@@ -481,6 +481,61 @@ class TrainingSpec(_Model):
     verbose: StrictInt = Field(0, ge=0, le=2)
 
 
+_SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
+    "asha": ("reduction_factor", "max_epochs"),
+    "median": ("min_trials",),
+}
+
+
+class SchedulerSpec(_Model):
+    """Stop bad trials early, at the chief (orchestrator/chief/schedulers.py).
+
+    Epochs count epochs trained: ``grace_epochs: 1`` first judges a trial
+    after its first epoch (Keras' epoch 0). Type-specific keys are refused on
+    the other type.
+
+    - ``asha``: rungs after ``grace_epochs * reduction_factor**k`` epochs
+      (below ``max_epochs``, default ``training.epochs``); a trial goes on past
+      a rung only in the top ``1/reduction_factor`` of the trials there so far.
+    - ``median``: from ``grace_epochs`` on, a trial whose best score so far is
+      worse than the median of the other trials' at the same epoch stops, once
+      ``min_trials`` other trials reached that epoch.
+    """
+
+    type: Literal["asha", "median"]
+    grace_epochs: Epochs = 1
+    reduction_factor: StrictInt = Field(3, ge=2, le=limits.MAX_HYPERBAND_FACTOR)
+    max_epochs: Epochs | None = None
+    min_trials: StrictInt = Field(2, ge=1, le=limits.MAX_TRIALS)
+
+    @model_validator(mode="after")
+    def _type_keys(self) -> SchedulerSpec:
+        problems = [
+            Problem(
+                (key,),
+                f"'{key}' is an {owner} setting, but scheduler.type is {self.type!r}; "
+                f"expected only {self.type} settings here. Remove it or set type: {owner}.",
+            )
+            for owner, keys in _SCHEDULER_KEYS.items()
+            if owner != self.type
+            for key in keys
+            if key in self.model_fields_set
+        ]
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_own_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dump only the keys this type uses, so a dump validates again."""
+        data: dict[str, Any] = handler(self)
+        for owner, keys in _SCHEDULER_KEYS.items():
+            if owner != self.type:
+                for key in keys:
+                    data.pop(key, None)
+        return data
+
+
 class FailurePolicy(_Model):
     """Retries, the consecutive-failure limit, and trial leases (heartbeat < lease timeout)."""
 
@@ -546,8 +601,31 @@ class SearchSpec(_Model):
     objective: ObjectiveSpec = ObjectiveSpec()
     oracle: OracleSpec = OracleSpec()
     training: TrainingSpec = TrainingSpec()
+    scheduler: SchedulerSpec | None = None
     failure: FailurePolicy = FailurePolicy()
     output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _scheduler_fits(self) -> SearchSpec:
+        spec = self.scheduler
+        if spec is None:
+            return self
+        if self.oracle.type == "hyperband":
+            raise FieldProblems.one(
+                ("scheduler",),
+                "hyperband already stops trials early (its brackets), so a scheduler would "
+                "fight it; expected no scheduler with oracle.type: hyperband. Remove the "
+                "scheduler section, or use oracle.type random, grid or bayesian with it.",
+            )
+        if spec.max_epochs is not None and spec.max_epochs > self.training.epochs:
+            raise FieldProblems.one(
+                ("scheduler", "max_epochs"),
+                f"`scheduler.max_epochs <= training.epochs` must hold (a trial trains at most "
+                f"training.epochs), but got max_epochs={spec.max_epochs}, "
+                f"training.epochs={self.training.epochs}. Lower max_epochs, or raise "
+                "training.epochs.",
+            )
+        return self
 
     def resolve_directory(self, now: datetime | None = None) -> Path:
         """The search directory: ``output.directory``, else ``searches/<name>-<YYYYmmdd-HHMMSS>``.

@@ -35,11 +35,17 @@ class Assignment:
 
 @dataclass(frozen=True)
 class ReportDecision:
-    """The answer to Report."""
+    """The answer to Report.
+
+    ``scheduler``: the stop is the trial scheduler's (the worker ends the
+    attempt COMPLETED with its best score so far); otherwise a stop requeues
+    the trial (preemption, cancel, the search's end).
+    """
 
     stop: bool
     reason: str
     lease_expires_in_s: float
+    scheduler: bool = False
 
 
 @dataclass(frozen=True)

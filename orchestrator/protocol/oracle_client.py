@@ -197,7 +197,12 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         return bool(keeper and keeper.stop_requested.is_set())
 
     def report_epoch(self, trial_id: str, epoch: int, logs: Mapping[str, Any] | None) -> bool:
-        """Report an epoch's metrics; True when the chief says stop."""
+        """Report an epoch's metrics; True when the chief says stop.
+
+        A trial scheduler's stop (``ReportAction.STOP_EARLY``) only stops
+        training: the trial then completes as usual, with the best epoch's
+        metrics (Keras Tuner's own choice of best step), and the chief marks it
+        stopped early. Any other stop ends the attempt STOPPED (requeued)."""
         leased = self._leases.get(trial_id)
         if leased is None:
             return False
@@ -207,6 +212,8 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         except StaleLeaseError as exc:
             log.warning("trial %s: %s", trial_id, exc)
             self._told_to_stop.add(trial_id)
+            return True
+        if action is ReportAction.STOP_EARLY:
             return True
         if action is ReportAction.STOP or self.stop_requested(trial_id):
             self._told_to_stop.add(trial_id)

@@ -64,6 +64,8 @@ class TrialRow:
     error_message: str | None
     history: tuple[EpochReport, ...]  # the last attempt's epochs, by epoch
     planned_epochs: int | None  # what it was asked to train for (Hyperband: tuner/epochs)
+    # The chief's trial scheduler stopped it (the search file's ``scheduler:``).
+    stopped_by_scheduler: bool = False
 
     @property
     def epochs_run(self) -> int:
@@ -72,7 +74,10 @@ class TrialRow:
 
     @property
     def stopped_early(self) -> bool:
-        """Completed before its planned epochs (early stopping, or the chief said stop)."""
+        """Completed before its planned epochs (an EarlyStopping callback, or the
+        trial scheduler: :attr:`stopped_by_scheduler` tells them apart)."""
+        if self.status is TrialStatus.COMPLETED and self.stopped_by_scheduler:
+            return True
         if self.status is not TrialStatus.COMPLETED or self.planned_epochs is None:
             return False
         if not self.history:
@@ -239,6 +244,7 @@ def read_report_data(search_dir: Path | str) -> ReportData:
                 error_message=rec.error_message,
                 history=histories.get((trial_id, rec.attempt), ()),
                 planned_epochs=planned,
+                stopped_by_scheduler=rec.stopped_early,
             )
         )
     return ReportData(

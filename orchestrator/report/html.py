@@ -224,7 +224,7 @@ def _trials(data: ReportData) -> str:
                 _e(trial.worker_id or "-"),
                 _e(_duration(_trial_duration(trial))),
                 _epochs_text(trial),
-                "yes" if trial.stopped_early else "",
+                _stopped_text(trial),
                 *(_e(_value(trial.values[n])) if n in trial.values else "-" for n in names),
             ]
         )
@@ -324,3 +324,10 @@ def _space(space: Sequence[HyperparameterRow]) -> str:
     return f"<h2>Search space ({len(space)})</h2>" + _table(
         ["name", "type", "range or values", "default", "conditions"], rows
     )
+
+
+def _stopped_text(trial: TrialRow) -> str:
+    """The "stopped early" cell: by the trial scheduler, or by a callback."""
+    if trial.stopped_by_scheduler:
+        return "scheduler"
+    return "yes" if trial.stopped_early else ""

@@ -25,7 +25,6 @@ class SearchState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_FAILED: _ClassVar[SearchState]
     SEARCH_CANCELLED: _ClassVar[SearchState]
     SEARCH_INTERRUPTED: _ClassVar[SearchState]
-
 TRIAL_STATUS_UNSPECIFIED: TrialStatus
 PENDING: TrialStatus
 RUNNING: TrialStatus
@@ -41,14 +40,7 @@ SEARCH_CANCELLED: SearchState
 SEARCH_INTERRUPTED: SearchState
 
 class Trial(_message.Message):
-    __slots__ = (
-        "trial_id",
-        "trial_state_json",
-        "values_json",
-        "attempt",
-        "lease_token",
-        "lease_timeout_s",
-    )
+    __slots__ = ("trial_id", "trial_state_json", "values_json", "attempt", "lease_token", "lease_timeout_s")
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_STATE_JSON_FIELD_NUMBER: _ClassVar[int]
     VALUES_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -61,15 +53,7 @@ class Trial(_message.Message):
     attempt: int
     lease_token: str
     lease_timeout_s: float
-    def __init__(
-        self,
-        trial_id: _Optional[str] = ...,
-        trial_state_json: _Optional[str] = ...,
-        values_json: _Optional[str] = ...,
-        attempt: _Optional[int] = ...,
-        lease_token: _Optional[str] = ...,
-        lease_timeout_s: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, trial_id: _Optional[str] = ..., trial_state_json: _Optional[str] = ..., values_json: _Optional[str] = ..., attempt: _Optional[int] = ..., lease_token: _Optional[str] = ..., lease_timeout_s: _Optional[float] = ...) -> None: ...
 
 class CreateTrialRequest(_message.Message):
     __slots__ = ("worker_id", "wait_s")
@@ -87,7 +71,6 @@ class CreateTrialResponse(_message.Message):
         TRIAL: _ClassVar[CreateTrialResponse.Kind]
         WAIT: _ClassVar[CreateTrialResponse.Kind]
         STOP: _ClassVar[CreateTrialResponse.Kind]
-
     KIND_UNSPECIFIED: CreateTrialResponse.Kind
     TRIAL: CreateTrialResponse.Kind
     WAIT: CreateTrialResponse.Kind
@@ -98,12 +81,7 @@ class CreateTrialResponse(_message.Message):
     kind: CreateTrialResponse.Kind
     trial: Trial
     reason: str
-    def __init__(
-        self,
-        kind: _Optional[_Union[CreateTrialResponse.Kind, str]] = ...,
-        trial: _Optional[_Union[Trial, _Mapping]] = ...,
-        reason: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, kind: _Optional[_Union[CreateTrialResponse.Kind, str]] = ..., trial: _Optional[_Union[Trial, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ("trial_id", "lease_token", "epoch", "metrics", "worker_id")
@@ -114,7 +92,6 @@ class ReportRequest(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -125,51 +102,38 @@ class ReportRequest(_message.Message):
     epoch: int
     metrics: _containers.ScalarMap[str, float]
     worker_id: str
-    def __init__(
-        self,
-        trial_id: _Optional[str] = ...,
-        lease_token: _Optional[str] = ...,
-        epoch: _Optional[int] = ...,
-        metrics: _Optional[_Mapping[str, float]] = ...,
-        worker_id: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, trial_id: _Optional[str] = ..., lease_token: _Optional[str] = ..., epoch: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
-    __slots__ = ("action", "reason", "lease_expires_in_s")
+    __slots__ = ("action", "reason", "lease_expires_in_s", "stop_cause")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ACTION_UNSPECIFIED: _ClassVar[ReportResponse.Action]
         CONTINUE: _ClassVar[ReportResponse.Action]
         STOP: _ClassVar[ReportResponse.Action]
-
     ACTION_UNSPECIFIED: ReportResponse.Action
     CONTINUE: ReportResponse.Action
     STOP: ReportResponse.Action
+    class StopCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STOP_CAUSE_UNSPECIFIED: _ClassVar[ReportResponse.StopCause]
+        REQUEUE: _ClassVar[ReportResponse.StopCause]
+        SCHEDULER: _ClassVar[ReportResponse.StopCause]
+    STOP_CAUSE_UNSPECIFIED: ReportResponse.StopCause
+    REQUEUE: ReportResponse.StopCause
+    SCHEDULER: ReportResponse.StopCause
     ACTION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_IN_S_FIELD_NUMBER: _ClassVar[int]
+    STOP_CAUSE_FIELD_NUMBER: _ClassVar[int]
     action: ReportResponse.Action
     reason: str
     lease_expires_in_s: float
-    def __init__(
-        self,
-        action: _Optional[_Union[ReportResponse.Action, str]] = ...,
-        reason: _Optional[str] = ...,
-        lease_expires_in_s: _Optional[float] = ...,
-    ) -> None: ...
+    stop_cause: ReportResponse.StopCause
+    def __init__(self, action: _Optional[_Union[ReportResponse.Action, str]] = ..., reason: _Optional[str] = ..., lease_expires_in_s: _Optional[float] = ..., stop_cause: _Optional[_Union[ReportResponse.StopCause, str]] = ...) -> None: ...
 
 class EndTrialRequest(_message.Message):
-    __slots__ = (
-        "trial_id",
-        "lease_token",
-        "status",
-        "metrics",
-        "best_step",
-        "error_message",
-        "traceback_tail",
-        "trial_state_json",
-        "worker_id",
-    )
+    __slots__ = ("trial_id", "lease_token", "status", "metrics", "best_step", "error_message", "traceback_tail", "trial_state_json", "worker_id")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -177,7 +141,6 @@ class EndTrialRequest(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -196,18 +159,7 @@ class EndTrialRequest(_message.Message):
     traceback_tail: str
     trial_state_json: str
     worker_id: str
-    def __init__(
-        self,
-        trial_id: _Optional[str] = ...,
-        lease_token: _Optional[str] = ...,
-        status: _Optional[_Union[TrialStatus, str]] = ...,
-        metrics: _Optional[_Mapping[str, float]] = ...,
-        best_step: _Optional[int] = ...,
-        error_message: _Optional[str] = ...,
-        traceback_tail: _Optional[str] = ...,
-        trial_state_json: _Optional[str] = ...,
-        worker_id: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, trial_id: _Optional[str] = ..., lease_token: _Optional[str] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., best_step: _Optional[int] = ..., error_message: _Optional[str] = ..., traceback_tail: _Optional[str] = ..., trial_state_json: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class EndTrialResponse(_message.Message):
     __slots__ = ("recorded", "final_status")
@@ -215,11 +167,7 @@ class EndTrialResponse(_message.Message):
     FINAL_STATUS_FIELD_NUMBER: _ClassVar[int]
     recorded: bool
     final_status: TrialStatus
-    def __init__(
-        self,
-        recorded: _Optional[bool] = ...,
-        final_status: _Optional[_Union[TrialStatus, str]] = ...,
-    ) -> None: ...
+    def __init__(self, recorded: _Optional[bool] = ..., final_status: _Optional[_Union[TrialStatus, str]] = ...) -> None: ...
 
 class GetTrialRequest(_message.Message):
     __slots__ = ("trial_id",)
@@ -228,18 +176,7 @@ class GetTrialRequest(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ...) -> None: ...
 
 class TrialInfo(_message.Message):
-    __slots__ = (
-        "trial_id",
-        "trial_state_json",
-        "status",
-        "attempts",
-        "score",
-        "has_score",
-        "worker_id",
-        "duration_s",
-        "error_message",
-        "current_epoch",
-    )
+    __slots__ = ("trial_id", "trial_state_json", "status", "attempts", "score", "has_score", "worker_id", "duration_s", "error_message", "current_epoch")
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_STATE_JSON_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -260,19 +197,7 @@ class TrialInfo(_message.Message):
     duration_s: float
     error_message: str
     current_epoch: int
-    def __init__(
-        self,
-        trial_id: _Optional[str] = ...,
-        trial_state_json: _Optional[str] = ...,
-        status: _Optional[_Union[TrialStatus, str]] = ...,
-        attempts: _Optional[int] = ...,
-        score: _Optional[float] = ...,
-        has_score: _Optional[bool] = ...,
-        worker_id: _Optional[str] = ...,
-        duration_s: _Optional[float] = ...,
-        error_message: _Optional[str] = ...,
-        current_epoch: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, trial_id: _Optional[str] = ..., trial_state_json: _Optional[str] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., attempts: _Optional[int] = ..., score: _Optional[float] = ..., has_score: _Optional[bool] = ..., worker_id: _Optional[str] = ..., duration_s: _Optional[float] = ..., error_message: _Optional[str] = ..., current_epoch: _Optional[int] = ...) -> None: ...
 
 class GetBestTrialsRequest(_message.Message):
     __slots__ = ("num_trials",)
@@ -314,15 +239,7 @@ class ArtifactChunk(_message.Message):
     data: bytes
     total_size: int
     sha256: str
-    def __init__(
-        self,
-        trial_id: _Optional[str] = ...,
-        lease_token: _Optional[str] = ...,
-        name: _Optional[str] = ...,
-        data: _Optional[bytes] = ...,
-        total_size: _Optional[int] = ...,
-        sha256: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, trial_id: _Optional[str] = ..., lease_token: _Optional[str] = ..., name: _Optional[str] = ..., data: _Optional[bytes] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class UploadArtifactResponse(_message.Message):
     __slots__ = ("size", "sha256")
@@ -365,7 +282,6 @@ class SearchStateResponse(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
-
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TRIALS_BY_STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -378,15 +294,7 @@ class SearchStateResponse(_message.Message):
     max_trials: int
     objective: str
     direction: str
-    def __init__(
-        self,
-        state: _Optional[_Union[SearchState, str]] = ...,
-        message: _Optional[str] = ...,
-        trials_by_status: _Optional[_Mapping[str, int]] = ...,
-        max_trials: _Optional[int] = ...,
-        objective: _Optional[str] = ...,
-        direction: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, state: _Optional[_Union[SearchState, str]] = ..., message: _Optional[str] = ..., trials_by_status: _Optional[_Mapping[str, int]] = ..., max_trials: _Optional[int] = ..., objective: _Optional[str] = ..., direction: _Optional[str] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
@@ -407,7 +315,6 @@ class ScaleRequest(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
-
     TOTAL_WORKERS_FIELD_NUMBER: _ClassVar[int]
     NODE_WORKERS_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_YAML_FIELD_NUMBER: _ClassVar[int]
@@ -418,14 +325,7 @@ class ScaleRequest(_message.Message):
     cluster_yaml: str
     cluster_yaml_path: str
     now: bool
-    def __init__(
-        self,
-        total_workers: _Optional[int] = ...,
-        node_workers: _Optional[_Mapping[str, int]] = ...,
-        cluster_yaml: _Optional[str] = ...,
-        cluster_yaml_path: _Optional[str] = ...,
-        now: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, total_workers: _Optional[int] = ..., node_workers: _Optional[_Mapping[str, int]] = ..., cluster_yaml: _Optional[str] = ..., cluster_yaml_path: _Optional[str] = ..., now: _Optional[bool] = ...) -> None: ...
 
 class ScaleResponse(_message.Message):
     __slots__ = ("summary",)
