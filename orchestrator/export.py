@@ -200,31 +200,8 @@ def verify_retrained(search_dir: Path | str, result: RetrainedExport) -> VerifyR
     the same weights on the same samples give the same value (up to float
     rounding across machines).
     """
-    import keras
-
-    from workers.datasets import load_dataset
-
     search = read_search(search_dir)
-    if search.spec.dataset is None:
-        raise KtClusterError(
-            f"{search.search_dir}: the search names no dataset (its user code loads the data), "
-            "so --verify cannot evaluate the model; evaluate it yourself with "
-            "keras.models.load_model"
-        )
-    dataset = load_dataset(search.spec.dataset)
-    if not dataset.has_test:
-        raise KtClusterError(
-            f"{search.search_dir}: the dataset has no test split here, so --verify cannot "
-            "evaluate the retrained model"
-        )
-    model = keras.models.load_model(result.out_path)
-    values = model.evaluate(
-        dataset.x_test,
-        dataset.y_test,
-        batch_size=search.spec.training.batch_size,
-        return_dict=True,
-        verbose=0,
-    )
+    values = _evaluate_file(search, result.out_path, test_split=True)
     metric = search.objective.removeprefix("val_")
     if metric not in values or metric not in result.test_metrics:
         metric = "loss"
@@ -233,6 +210,33 @@ def verify_retrained(search_dir: Path | str, result: RetrainedExport) -> VerifyR
         evaluated=float(values[metric]),
         recorded=result.test_metrics.get(metric),
     )
+
+
+def _evaluate_file(search: OfflineSearch, path: Path, *, test_split: bool) -> dict[str, float]:
+    """Load an exported model and evaluate it here on the search's validation
+    split, or its test split."""
+    import keras
+
+    from workers.datasets import load_dataset
+
+    if search.spec.dataset is None:
+        raise KtClusterError(
+            f"{search.search_dir}: the search names no dataset (its user code loads the data), "
+            "so --verify cannot evaluate the model; evaluate it yourself with "
+            "keras.models.load_model"
+        )
+    dataset = load_dataset(search.spec.dataset)
+    if test_split and not dataset.has_test:
+        raise KtClusterError(
+            f"{search.search_dir}: the dataset has no test split here, so --verify cannot "
+            "evaluate the retrained model"
+        )
+    x, y = (dataset.x_test, dataset.y_test) if test_split else (dataset.x_val, dataset.y_val)
+    model = keras.models.load_model(path)
+    values: dict[str, float] = model.evaluate(
+        x, y, batch_size=search.spec.training.batch_size, return_dict=True, verbose=0
+    )
+    return values
 
 
 def _rebuild(
@@ -264,26 +268,8 @@ def verify_export(search_dir: Path | str, result: ExportResult) -> VerifyResult:
     checkpoint holds that epoch's weights, so a ``val_*`` objective evaluates
     to the recorded score (up to float rounding).
     """
-    import keras
-
-    from workers.datasets import load_dataset
-
     search = read_search(search_dir)
-    if search.spec.dataset is None:
-        raise KtClusterError(
-            f"{search.search_dir}: the search names no dataset (its user code loads the data), "
-            "so --verify cannot evaluate the model; evaluate it yourself with "
-            "keras.models.load_model"
-        )
-    dataset = load_dataset(search.spec.dataset)
-    model = keras.models.load_model(result.out_path)
-    values = model.evaluate(
-        dataset.x_val,
-        dataset.y_val,
-        batch_size=search.spec.training.batch_size,
-        return_dict=True,
-        verbose=0,
-    )
+    values = _evaluate_file(search, result.out_path, test_split=False)
     objective = search.objective
     metric = objective.removeprefix("val_")
     if metric not in values:
