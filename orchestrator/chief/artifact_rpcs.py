@@ -47,19 +47,13 @@ class ArtifactRpcs:
     uploads: PeerSlots
     throttle: UploadThrottle
 
+    @rpc
     async def UploadArtifact(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> pb.UploadArtifactResponse:
         peer = context.peer() or ""
-        started, code = time.monotonic(), "OK"
-        try:
-            with self.uploads.hold(peer, over_total=_uploads_busy):
-                size, sha = await self._upload(request_iterator, peer)
-        except Exception as exc:
-            code = wire_error(exc, method="UploadArtifact").code.name
-            await answer_error(context, exc, "UploadArtifact", audit=self.audit)
-        finally:
-            observe_rpc(self, "UploadArtifact", code, started)
+        with self.uploads.hold(peer, over_total=_uploads_busy):
+            size, sha = await self._upload(request_iterator, peer)
         return pb.UploadArtifactResponse(size=size, sha256=sha)
 
     async def _upload(self, request_iterator: AsyncIterator[Any], peer: str) -> tuple[int, str]:
