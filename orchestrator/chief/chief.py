@@ -280,25 +280,19 @@ class Chief:
                 lambda aio_server: add_servicers_to_server(aio_server, trials, self.control),
                 lambda aio_server: self._bind(aio_server, chief.host, self._preferred_port()),
             )
+            if chief.metrics_port:
+                self.metrics.attach(
+                    self.broker,
+                    lambda: self.worker_states() if self.worker_states is not None else {},
+                )
+                self.metrics.serve(chief.metrics_host, chief.metrics_port)
         except BaseException:
+            server.stop(0)  # a no-op when it never started
             pools.shutdown()
             self.log_file.close()
             raise
         self._server = server
         self._pools = pools
-        if chief.metrics_port:
-            self.metrics.attach(
-                self.broker,
-                lambda: self.worker_states() if self.worker_states is not None else {},
-            )
-            try:
-                self.metrics.serve(chief.metrics_host, chief.metrics_port)
-            except BaseException:
-                server.stop(0)
-                pools.shutdown()
-                self._server = self._pools = None
-                self.log_file.close()
-                raise
         advertise_host = _advertise_host(chief.host, chief.advertise)
         address = (
             chief.advertise

@@ -110,3 +110,27 @@ def test_the_endpoint_is_off_by_default_and_a_bad_port_is_refused(
     assert chief.metrics.port == 0  # nothing served
     with pytest.raises(ConfigError, match=r"--metrics-port: expected a port 0..65535"):
         with_metrics_port(default_cluster(), 70000)
+
+
+def test_a_metrics_port_in_use_is_refused_and_the_chief_does_not_serve(
+    search_dir: Path,
+) -> None:
+    import logging
+
+    from orchestrator.chief.chief import Chief
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        chief = Chief.create(
+            make_search(),
+            search_dir,
+            cluster=with_metrics_port(default_cluster(), port),
+            initial_space=float_space(),
+        )
+        with pytest.raises(ConfigError, match=rf"could not serve metrics on 127\.0\.0\.1:{port}"):
+            chief.start()
+    assert chief._server is None and chief._pools is None  # the gRPC server was stopped
+    assert logging.getLogger("orchestrator").level == logging.NOTSET  # its log detached
+    chief.close()
