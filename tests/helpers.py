@@ -4,6 +4,7 @@ and ledger inspection."""
 from __future__ import annotations
 
 import sqlite3
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -72,3 +73,14 @@ def final_counts(path: Path) -> Counter[tuple[str, str]]:
     return Counter(
         (str(tid), kind) for _, kind, tid, _ in ledger_rows(path) if kind in ("completed", "failed")
     )
+
+
+def readable_by_others(root: Path) -> list[str]:
+    """Every path under ``root`` (itself included) with a group or other bit,
+    as "<path from root's parent>: <mode>" (the search directory is private)."""
+    found = []
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if mode & 0o077:
+            found.append(f"{path.relative_to(root.parent)}: {oct(mode)}")
+    return found

@@ -31,6 +31,7 @@ from orchestrator.report.series import (
     score_by_hyperparameter,
     varying_hyperparameters,
 )
+from tests.helpers import readable_by_others
 
 TRIALS, EPOCHS, RUNNING = 24, 6, 2
 
@@ -237,16 +238,8 @@ def test_a_rebuild_replaces_the_report_whole(search_dir: Path) -> None:
 
 
 def test_the_report_is_private_like_the_search_directory(search_dir: Path) -> None:
-    import stat
-
     build_report(search_dir)
-    report = search_dir / "report"
-    shared = [
-        f"{p.name}: {oct(stat.S_IMODE(p.stat().st_mode))}"
-        for p in [report, *report.rglob("*")]
-        if stat.S_IMODE(p.stat().st_mode) & 0o077
-    ]
-    assert not shared
+    assert not readable_by_others(search_dir / "report")
 
 
 def test_a_search_with_no_trials_yet_gets_a_page(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from orchestrator.chief.events import TrialCompleted, TrialFailed, TrialProgress
 from orchestrator.chief.ledger import Ledger
 from orchestrator.report.data import read_report_data
 from orchestrator.report.tensorboard import SCORE_TAG, trial_run_dir, write_tensorboard
+from tests.helpers import readable_by_others
 
 TRIALS, EPOCHS, RUNNING = 12, 4, 1
 
@@ -50,15 +51,7 @@ def _scalar(value: float) -> float:
 
 
 def test_the_summaries_are_private_like_the_search_directory(search_dir: Path) -> None:
-    import stat
-
-    root = search_dir / "tensorboard"
-    shared = [
-        f"{p.name}: {oct(stat.S_IMODE(p.stat().st_mode))}"
-        for p in [root, *root.rglob("*")]
-        if stat.S_IMODE(p.stat().st_mode) & 0o077
-    ]
-    assert not shared
+    assert not readable_by_others(search_dir / "tensorboard")
 
 
 def test_each_ended_trial_has_its_epoch_scalars_and_score(search_dir: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import stat
-from pathlib import Path
 
 import psutil
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from orchestrator.errors import PermissionDeniedError
 from orchestrator.protocol.client import TrialClient
 from tests.e2e.faults.conftest import STARTUP_S, KtcRunner, cluster_yaml, search_yaml
-from tests.helpers import wait_until
+from tests.helpers import readable_by_others, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +47,6 @@ def _listening(pids: set[int]) -> list[tuple[str, str, int]]:
         if conn.pid in names and bound:
             out.append((names[conn.pid], conn.laddr.ip, conn.laddr.port))
     return out
-
-
-def _readable_by_others(search_dir: Path) -> list[str]:
-    """Every path under ``search_dir`` (itself included) with a group or other bit."""
-    found = []
-    for path in [search_dir, *search_dir.rglob("*")]:
-        mode = stat.S_IMODE(path.lstat().st_mode)
-        if mode & 0o077:
-            found.append(f"{path.relative_to(search_dir.parent)}: {oct(mode)}")
-    return found
 
 
 def test_ports_identity_and_file_modes_of_a_real_search(ktc: KtcRunner) -> None:
@@ -98,5 +87,5 @@ def test_ports_identity_and_file_modes_of_a_real_search(ktc: KtcRunner) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, (name, oct(path.stat().st_mode))
     assert stat.S_IMODE(search_dir.stat().st_mode) == 0o700
     assert run.wait(120.0) == 0, run.output()[-4000:]
-    assert not _readable_by_others(search_dir)
+    assert not readable_by_others(search_dir)
     assert {p.name for p in search_dir.iterdir()} >= {"ledger.db", "token", "audit.jsonl"}
