@@ -27,7 +27,7 @@ from orchestrator.errors import KtClusterError
 from orchestrator.protocol.answers import Assignment, AssignmentKind
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Generator, Sequence
 
     from orchestrator.chief.leases import LeaseTable
     from orchestrator.chief.oracle_gate import OracleGate
@@ -62,6 +62,25 @@ class PollStep:
     ask_oracle: bool = False
     park_s: float = 0.0
     idle_retry: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    """Run :meth:`LongPolls.poll_step` with a fresh waiter."""
+
+    retry_idle: bool
+
+
+@dataclass(frozen=True)
+class AskOracle:
+    """Run :meth:`LongPolls.ask_oracle`: the step took the oracle gate."""
+
+
+@dataclass(frozen=True)
+class Park:
+    """Wait on the last step's waiter for at most ``seconds``, then unpark it."""
+
+    seconds: float
 
 
 class LongPolls:
@@ -105,27 +124,58 @@ class LongPolls:
         deadline = time.monotonic() + self.long_poll_window(wait_s)
         poll = self.begin_poll(worker_id)
         try:
-            idle_pause_s = IDLE_RETRY_S[0]
-            retry_idle = False
+            plan = self.long_poll_plan(poll, deadline)
+            request = next(plan)
+            waiter = ThreadWaiter()  # each Step makes a fresh one; a Step comes first
             while True:
-                waiter = ThreadWaiter()
-                step = self.poll_step(poll, waiter, deadline, retry_idle=retry_idle)
-                if step.answer is not None:
-                    return step.answer
-                if step.ask_oracle:
-                    answer = self.ask_oracle(worker_id, deadline)
-                    if answer is not None:
-                        return answer
-                    retry_idle = False
-                    continue
-                park_s = min(step.park_s, idle_pause_s) if step.idle_retry else step.park_s
-                woken = waiter.wait(park_s)
-                self.parked.unpark(worker_id, waiter)
-                retry_idle = step.idle_retry and not woken
-                if retry_idle:
-                    idle_pause_s = min(idle_pause_s * 2, IDLE_RETRY_S[1])
+                if isinstance(request, Step):
+                    waiter = ThreadWaiter()
+                    reply: Any = self.poll_step(
+                        poll, waiter, deadline, retry_idle=request.retry_idle
+                    )
+                elif isinstance(request, AskOracle):
+                    reply = self.ask_oracle(worker_id, deadline)
+                else:
+                    reply = waiter.wait(request.seconds)
+                    self.parked.unpark(worker_id, waiter)
+                request = plan.send(reply)
+        except StopIteration as done:
+            answer: Assignment = done.value
+            return answer
         finally:
             self.end_poll(poll)
+
+    def long_poll_plan(
+        self, poll: Poll, deadline: float
+    ) -> Generator[Step | AskOracle | Park, Any, Assignment]:
+        """The long-poll's logic, once, for both drivers (:meth:`create_trial`
+        on a thread, the asyncio server's ``TrialServicer._long_poll``). It
+        yields what to do next and is sent the result:
+
+        - :class:`Step`: run :meth:`poll_step` with a fresh waiter; send the PollStep;
+        - :class:`AskOracle`: run :meth:`ask_oracle` (the gate is held); send its answer;
+        - :class:`Park`: wait on that waiter for at most ``seconds``, then
+          unpark it; send whether it was woken.
+
+        It returns the call's answer.
+        """
+        idle_pause_s = IDLE_RETRY_S[0]
+        retry_idle = False
+        while True:
+            step: PollStep = yield Step(retry_idle)
+            if step.answer is not None:
+                return step.answer
+            if step.ask_oracle:
+                answer: Assignment | None = yield AskOracle()
+                if answer is not None:
+                    return answer
+                retry_idle = False
+                continue
+            park_s = min(step.park_s, idle_pause_s) if step.idle_retry else step.park_s
+            woken: bool = yield Park(park_s)
+            retry_idle = step.idle_retry and not woken
+            if retry_idle:
+                idle_pause_s = min(idle_pause_s * 2, IDLE_RETRY_S[1])
 
     def long_poll_window(self, wait_s: float | None) -> float:
         """How long a CreateTrial asking for ``wait_s`` may park (None: the chief's default)."""
@@ -315,4 +365,13 @@ class LongPolls:
         )
 
 
-__all__ = ["IDLE_RETRY_S", "MAX_LONG_POLL_S", "LongPolls", "Poll", "PollStep"]
+__all__ = [
+    "IDLE_RETRY_S",
+    "MAX_LONG_POLL_S",
+    "AskOracle",
+    "LongPolls",
+    "Park",
+    "Poll",
+    "PollStep",
+    "Step",
+]

@@ -24,7 +24,7 @@ from orchestrator.chief.artifacts import ArtifactStore
 from orchestrator.chief.audit import AuditLog
 from orchestrator.chief.broker import TrialBroker
 from orchestrator.chief.limits import PeerSlots, ProtocolLimits, UploadThrottle
-from orchestrator.chief.long_poll import IDLE_RETRY_S
+from orchestrator.chief.long_poll import AskOracle, Step
 from orchestrator.chief.parking import AsyncWaiter
 from orchestrator.chief.prometheus import ChiefMetrics
 from orchestrator.chief.request_checks import (
@@ -167,29 +167,31 @@ class TrialServicer(ArtifactRpcs, pb_grpc.TrialServiceServicer):
         deadline = time.monotonic() + broker.long_poll_window(wait_s)
         poll = await run_in(pools.broker, broker.begin_poll, worker_id)
         try:
-            idle_pause_s = IDLE_RETRY_S[0]
-            retry_idle = False
+            plan = broker.long_poll_plan(poll, deadline)
+            request = next(plan)
+            waiter = AsyncWaiter(loop)  # each Step makes a fresh one; a Step comes first
             while True:
-                waiter = AsyncWaiter(loop)
-                step = await run_in(
-                    pools.broker, broker.poll_step, poll, waiter, deadline, retry_idle=retry_idle
-                )
-                if step.answer is not None:
-                    return step.answer
-                if step.ask_oracle:
-                    answer = await run_in(pools.oracle, broker.ask_oracle, worker_id, deadline)
-                    if answer is not None:
-                        return answer
-                    retry_idle = False
-                    continue
-                park_s = min(step.park_s, idle_pause_s) if step.idle_retry else step.park_s
-                try:
-                    woken = await waiter.wait(park_s)
-                finally:
-                    broker.parked.unpark(worker_id, waiter)
-                retry_idle = step.idle_retry and not woken
-                if retry_idle:
-                    idle_pause_s = min(idle_pause_s * 2, IDLE_RETRY_S[1])
+                if isinstance(request, Step):
+                    waiter = AsyncWaiter(loop)
+                    reply: Any = await run_in(
+                        pools.broker,
+                        broker.poll_step,
+                        poll,
+                        waiter,
+                        deadline,
+                        retry_idle=request.retry_idle,
+                    )
+                elif isinstance(request, AskOracle):
+                    reply = await run_in(pools.oracle, broker.ask_oracle, worker_id, deadline)
+                else:
+                    try:
+                        reply = await waiter.wait(request.seconds)
+                    finally:
+                        broker.parked.unpark(worker_id, waiter)
+                request = plan.send(reply)
+        except StopIteration as done:
+            answer: Assignment = done.value
+            return answer
         finally:
             # Not awaited, so it runs even when the call was cancelled (the
             # worker hung up); it also unparks a waiter parked meanwhile.
