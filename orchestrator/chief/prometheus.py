@@ -146,10 +146,7 @@ class ChiefMetrics:
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
-            raise ConfigError(
-                f"cluster chief.metrics_port: could not serve metrics on {host}:{port} ({exc}); "
-                "pick a free port, or 0 in the cluster file to turn the endpoint off"
-            ) from None
+            raise _port_refused(host, port, exc) from None
         self.port = int(self._server.server_address[1])
         log.info("metrics for Prometheus on http://%s:%d/metrics", host, self.port)
         return self.port
@@ -159,6 +156,28 @@ class ChiefMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def check_metrics_port(host: str, port: int) -> None:
+    """Refuse a metrics port that is taken before anything is written (``ktc submit``
+    and ``resume`` call it ahead of the chief; the chief's own bind may still lose a race)."""
+    if not port:
+        return
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise _port_refused(host, port, exc) from None
+
+
+def _port_refused(host: str, port: int, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"cluster chief.metrics_port: could not serve metrics on {host}:{port} ({exc}); "
+        "pick a free port, or 0 in the cluster file to turn the endpoint off"
+    )
 
 
 class _BrokerCollector(Collector):
@@ -192,4 +211,4 @@ class _BrokerCollector(Collector):
             yield workers
 
 
-__all__ = ["ChiefMetrics", "requeue_cause"]
+__all__ = ["ChiefMetrics", "check_metrics_port", "requeue_cause"]

@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     hide_gpus_from_chief()
     from orchestrator.chief.chief import Chief
+    from orchestrator.chief.prometheus import check_metrics_port
     from orchestrator.config import load_cluster
     from orchestrator.config.preflight import check_worker_count
     from orchestrator.search_dir import require_search_dir
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
             where=f"the cluster {search_dir} was submitted with",
             raise_cap="resume with --cluster FILE whose fleet.max_workers is higher",
         )
+    chief_spec = (cluster or _stored_cluster(search_dir)).chief
+    check_metrics_port(chief_spec.metrics_host, chief_spec.metrics_port)
     print(f"search directory: {search_dir}", flush=True)
     chief = Chief.resume(search_dir, cluster=cluster)
     chief.start()

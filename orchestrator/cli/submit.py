@@ -51,10 +51,12 @@ def run(args: argparse.Namespace) -> int:
         search_path=[os.getcwd()],
     )
     from orchestrator.chief.chief import Chief
+    from orchestrator.chief.prometheus import check_metrics_port
 
     cluster = plan.cluster
     if args.metrics_port is not None:
         cluster = with_metrics_port(cluster, args.metrics_port)
+    check_metrics_port(cluster.chief.metrics_host, cluster.chief.metrics_port)
     search, search_dir = plan.search, plan.search_dir
     print(f"search directory: {search_dir}", flush=True)
     chief = Chief.create(search, search_dir, cluster=cluster, initial_space=_initial_space(search))

@@ -134,3 +134,26 @@ def test_a_metrics_port_in_use_is_refused_and_the_chief_does_not_serve(
     assert chief._server is None and chief._pools is None  # the gRPC server was stopped
     assert logging.getLogger("orchestrator").level == logging.NOTSET  # its log detached
     chief.close()
+
+
+def test_submit_with_a_taken_metrics_port_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli.main import main
+
+    search_file = tmp_path / "search.yaml"
+    search_file.write_text(
+        "name: sleepy\n"
+        "hypermodel: {name: sleep, options: {epoch_s: 0.01}}\n"
+        "objective: val_accuracy\n"
+        "oracle: {type: random, max_trials: 2, seed: 1}\n"
+    )
+    target = tmp_path / "search"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["submit", str(search_file), "--dir", str(target), "--metrics-port", str(port)])
+    assert code == 2
+    assert f"could not serve metrics on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not target.exists()  # no search directory, no ledger, no chief, no Ray
