@@ -77,6 +77,19 @@ def sleep_search(name: str, trials: int, trial_s: float, oracle: str = "random")
     }
 
 
+def cap_oracle(oracle: Any, max_running: int) -> Any:
+    """``oracle`` (a keras_tuner Oracle), answering IDLE while ``max_running`` trials run."""
+    populate = oracle.populate_space
+
+    def capped(trial_id: str) -> dict[str, Any]:
+        if len(oracle.ongoing_trials) >= max_running:
+            return {"status": "IDLE"}
+        return dict(populate(trial_id))
+
+    oracle.populate_space = capped
+    return oracle
+
+
 def cap_running_trials(max_running: int) -> None:
     """Make every oracle this process builds answer IDLE while ``max_running`` trials run.
 
@@ -94,16 +107,7 @@ def cap_running_trials(max_running: int) -> None:
     original = oracles.build_oracle
 
     def build_capped(*args: Any, **kwargs: Any) -> Any:
-        oracle = original(*args, **kwargs)
-        populate = oracle.populate_space
-
-        def capped(trial_id: str) -> dict[str, Any]:
-            if len(oracle.ongoing_trials) >= max_running:
-                return {"status": "IDLE"}
-            return dict(populate(trial_id))
-
-        oracle.populate_space = capped
-        return oracle
+        return cap_oracle(original(*args, **kwargs), max_running)
 
     for name, module in list(sys.modules.items()):
         if name.startswith("orchestrator.") and getattr(module, "build_oracle", None) is original:

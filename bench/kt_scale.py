@@ -49,10 +49,10 @@ from typing import Any
 
 import grpc
 
+from bench.chief_proc import cap_oracle
 from bench.kt_baseline import _make_tuner, free_port, wait_port
 from bench.procs import BenchProcess, spawn
 from bench.scale import (
-    ClientTotals,
     RssSampler,
     ScaleRun,
     client_procs,
@@ -60,6 +60,7 @@ from bench.scale import (
     cpu_s,
     gaps_after_first,
     spawn_clients,
+    start_and_collect,
     watchdog,
 )
 from bench.scale_clients import (
@@ -232,13 +233,7 @@ def run_kt_scale(
                 deadline_s=timeout_s,
             )
             started += clients
-            for proc in clients:
-                proc.wait_ready(timeout_s)
-            cpu_at_go = cpu_s(pid)
-            go_at = time.time()
-            for proc in clients:
-                proc.go()
-            totals = ClientTotals.merge([proc.wait_result(timeout_s) for proc in clients])
+            cpu_at_go, go_at, totals = start_and_collect(clients, pid, timeout_s)
             cpu_at_end = cpu_s(pid)
     finally:
         for proc in started:
@@ -277,15 +272,7 @@ def run_kt_scale(
 def _serve_chief(directory: Path, trials: int, max_running: int, epoch_s: float) -> None:
     """Keras Tuner's chief, its oracle capped at ``max_running`` ongoing trials."""
     tuner = _make_tuner(directory / "chief", trials, epoch_s)
-    oracle = tuner.oracle
-    populate = oracle.populate_space
-
-    def capped(trial_id: str) -> dict[str, Any]:
-        if len(oracle.ongoing_trials) >= max_running:
-            return {"status": "IDLE"}
-        return dict(populate(trial_id))
-
-    oracle.populate_space = capped
+    cap_oracle(tuner.oracle, max_running)
     # Keras Tuner prints per trial; nobody reads this process's stdout pipe, so
     # a full pipe would block the chief. Its log file is stderr.
     with contextlib.redirect_stdout(sys.stderr):

@@ -316,6 +316,20 @@ def _dist(values_ms: Sequence[float]) -> Distribution:
 # ---------------------------------------------------------------------- runs
 
 
+def start_and_collect(
+    clients: Sequence[BenchProcess], chief_pid: int, timeout_s: float
+) -> tuple[float, float, ClientTotals]:
+    """Wait until every client process is connected, start them all at once,
+    and collect their figures: (the chief's CPU seconds at go, go's time, totals)."""
+    for proc in clients:
+        proc.wait_ready(timeout_s)
+    cpu_at_go = cpu_s(chief_pid)
+    go_at = time.time()
+    for proc in clients:
+        proc.go()
+    return cpu_at_go, go_at, ClientTotals.merge([proc.wait_result(timeout_s) for proc in clients])
+
+
 def spawn_clients(
     module: str,
     address: str,
@@ -388,13 +402,7 @@ def run_scale(
                 env={TOKEN_ENV: str(ready["token"])},
             )
             started += clients
-            for proc in clients:
-                proc.wait_ready(timeout_s)
-            cpu_at_go = cpu_s(pid)
-            go_at = time.time()
-            for proc in clients:
-                proc.go()
-            totals = ClientTotals.merge([proc.wait_result(timeout_s) for proc in clients])
+            cpu_at_go, go_at, totals = start_and_collect(clients, pid, timeout_s)
             result = chief.wait_result(timeout_s)
             chief.go()  # release --hold: every client is done
             chief.popen.wait(timeout=30)
