@@ -382,23 +382,11 @@ class EvaluationProcess:
                 apply_cuda_visibility(plan)
             configure_tensorflow(plan)
             if dataset is None:
-                _check_paths(job)
+                from workers.runner import require_dataset_paths
+
+                require_dataset_paths(job.search_json, who="evaluation worker")
             outcome = evaluate(job, dataset)
         return outcome
-
-
-def _check_paths(job: EvaluationJob) -> None:
-    from orchestrator.errors import DatasetUnavailableError
-    from workers.runner import dataset_path_problems
-
-    problems = dataset_path_problems(job.search_json)
-    if problems:
-        raise DatasetUnavailableError(
-            f"evaluation worker on {socket.gethostname()}: "
-            + "; ".join(problems)
-            + " The dataset is read on the worker's machine: put it at this path there, "
-            "or fix the path."
-        )
 
 
 _REMOTE: list[Any] = []

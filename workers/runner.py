@@ -122,10 +122,16 @@ def dataset_path_problems(search_json: str) -> list[str]:
 
 def check_dataset_paths(config: WorkerConfig) -> None:
     """Raise DatasetUnavailableError unless the search's dataset paths can be read here."""
-    problems = dataset_path_problems(config.search_json)
+    require_dataset_paths(config.search_json, who=f"worker {config.worker_id}")
+
+
+def require_dataset_paths(search_json: str, *, who: str) -> None:
+    """Raise DatasetUnavailableError, naming ``who`` and this host, unless the
+    dataset paths of ``search_json`` can be read on this machine."""
+    problems = dataset_path_problems(search_json)
     if problems:
         raise DatasetUnavailableError(
-            f"worker {config.worker_id} on {socket.gethostname()}: "
+            f"{who} on {socket.gethostname()}: "
             + "; ".join(problems)
             + " On a Ray cluster the dataset is read on each worker's machine: put it at this "
             "path on every worker node (or on shared storage), or fix the path."
