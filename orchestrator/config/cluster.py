@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     ValidationInfo,
     field_validator,
@@ -174,6 +175,9 @@ class FleetSpec(_Model):
 
     cpus_per_worker: CpusPerWorker = 1.0
     recycle_after_trials: StrictInt = Field(3, ge=0, le=limits.MAX_RECYCLE_AFTER_TRIALS)
+    # A recycled worker's replacement is started (and imports TensorFlow)
+    # while the old process runs its last trial: the swap is off the critical path.
+    warm_spares: StrictBool = True
     startup_timeout_s: float = Field(120.0, gt=0, le=limits.MAX_STARTUP_TIMEOUT_S)
     max_workers: StrictInt = Field(limits.DEFAULT_MAX_WORKERS, ge=1, le=limits.MAX_MAX_WORKERS)
 
