@@ -51,16 +51,102 @@ class _Model(BaseModel):
 
 
 def _check_port(port: int, what: str) -> None:
-    if not 0 <= port <= 65535:
+    if not 0 <= port <= limits.MAX_PORT:
         raise ValueError(f"{what} {port} is out of range; expected 0..65535. Use a valid port.")
 
 
+_DASHBOARD_SCHEMES = ("http://", "https://")
+
+
+def _split_dashboard(value: str) -> tuple[str, str]:
+    """(scheme, HOST:PORT) of a ``ray.dashboard`` value; the scheme defaults to http."""
+    for scheme in _DASHBOARD_SCHEMES:
+        if value.startswith(scheme):
+            return scheme, value[len(scheme) :].rstrip("/")
+    return "http://", value
+
+
+def check_dashboard(value: str) -> tuple[str, int]:
+    """The (host, port) of a ``ray.dashboard`` value; ValueError saying what is wrong."""
+    scheme, rest = _split_dashboard(value)
+    if "://" in rest:
+        raise ValueError(
+            f"expected HOST:PORT of the Ray dashboard (Ray's Jobs API, an HTTP server; "
+            f"optionally after http:// or https://), got {value!r}. Use the dashboard's "
+            "address, e.g. 10.0.0.1:8265, not the Ray client's ray://HOST:10001."
+        )
+    split = split_host_port(rest)
+    if split is None:
+        raise ValueError(
+            f"expected HOST:PORT of the Ray dashboard (Ray's Jobs API), e.g. 10.0.0.1:8265, "
+            f"got {value!r}. Add the port: Ray's dashboard listens on 8265 unless "
+            "`ray start --dashboard-port` said otherwise."
+        )
+    host, port = split
+    check_host(host, "Ray dashboard's host")
+    if not 1 <= port <= limits.MAX_PORT:
+        raise ValueError(
+            f"port {port} is out of range; expected 1..65535 (the port the dashboard "
+            "listens on, 8265 by default). Use a valid port."
+        )
+    return host, port
+
+
+def dashboard_url(value: str) -> str:
+    """``http://HOST:PORT`` (or the https form given) for a checked ``ray.dashboard`` value."""
+    scheme, rest = _split_dashboard(value)
+    return scheme + rest
+
+
+def _check_head_path(value: str, key: str, what: str) -> str:
+    """An absolute (or ``~``) path on the head; relative paths have no stable base there."""
+    if not value.strip():
+        raise ValueError(
+            f"expected an absolute path on the head for {key} ({what}), got an empty "
+            f"string. Write a path such as /srv/ktcluster, or remove {key}."
+        )
+    if "\x00" in value:
+        raise ValueError(
+            f"expected a path on the head for {key}, got text with a NUL byte. Fix the path."
+        )
+    if len(value) > limits.MAX_PATH_CHARS:
+        raise ValueError(
+            f"expected a path of at most {limits.MAX_PATH_CHARS} characters for {key}, got "
+            f"{len(value)}. Shorten the path."
+        )
+    if not (value.startswith("/") or value.startswith("~")):
+        raise ValueError(
+            f"expected an absolute path on the head for {key} ({what}), e.g. /srv/ktcluster "
+            f"or ~/ktcluster, got {value!r}: a relative path would be relative to the "
+            "working directory of the chief's Ray job, a temporary folder. Write an "
+            "absolute path."
+        )
+    return value
+
+
 class RaySpec(_Model):
-    """Where Ray runs: ``local`` (embedded), ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``."""
+    """Where Ray runs: ``local`` (embedded), ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``;
+    and where its dashboard (the Jobs API) answers, when a search runs as a Ray job."""
 
     address: str = "local"
     auth: bool = True
     working_dir: str | None = "."
+    # HOST:PORT (http), or http:// / https:// HOST:PORT. Checked by spelling only:
+    # `ktc validate --check-dashboard` is the one thing that dials it.
+    dashboard: str | None = None
+
+    @field_validator("dashboard")
+    @classmethod
+    def _dashboard(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_dashboard(value)
+        return value
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """``ray.dashboard`` as the URL Ray's ``JobSubmissionClient`` takes, or None."""
+        return None if self.dashboard is None else dashboard_url(self.dashboard)
 
     @field_validator("address")
     @classmethod
@@ -242,7 +328,17 @@ class ClusterSpec(_Model):
     chief: ChiefSpec = ChiefSpec()
     fleet: FleetSpec = FleetSpec()
     shared_path: str | None = None
+    # Where search directories live: read and written by the chief only, on the
+    # head (or storage the head mounts). A path there, never checked here.
+    storage: str | None = None
     nodes: tuple[NodeSpec, ...] = Field(default_factory=lambda: (_default_node(),), min_length=1)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _check_head_path(value, "storage", "the folder that holds search directories")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ClusterSpec:
@@ -270,6 +366,19 @@ class ClusterSpec(_Model):
     def is_multi_machine(self) -> bool:
         """True when the nodes name more than one distinct host."""
         return len(self.hosts) > 1
+
+    @property
+    def chief_paths(self) -> tuple[tuple[str, str], ...]:
+        """(key, path) of every path the chief itself reads or writes: the TLS files
+        and ``storage``. They are paths on the machine that runs the chief, the head
+        when the search runs as a Ray job, not on the machine that validated the file."""
+        out: list[tuple[str, str]] = []
+        if self.chief.tls is not None:
+            for key in ("cert", "key", "ca"):
+                out.append((f"chief.tls.{key}", str(getattr(self.chief.tls, key))))
+        if self.storage is not None:
+            out.append(("storage", self.storage))
+        return tuple(out)
 
     def node(self, name: str) -> NodeSpec:
         """The node called ``name``; ConfigError naming the known nodes otherwise."""
@@ -301,6 +410,15 @@ class ClusterSpec(_Model):
             )
         if self.chief.insecure and self.chief.tls is not None:
             out.append("chief.insecure is ignored because chief.tls is set.")
+        if self.ray.dashboard is not None:
+            host, _ = check_dashboard(self.ray.dashboard)
+            if dashboard_url(self.ray.dashboard).startswith("http://") and not is_loopback(host):
+                out.append(
+                    f"ray.dashboard {self.ray.dashboard!r} is plain HTTP beyond loopback: "
+                    "Ray's token travels in clear to it. On a network you do not trust, "
+                    "reach it through an SSH tunnel (ssh -L 8265:localhost:8265 HEAD, then "
+                    "ray.dashboard: 127.0.0.1:8265) or an https:// proxy."
+                )
         if self.is_local:
             for i, node in enumerate(self.nodes):
                 if not _is_local_host(node.host):

@@ -9,6 +9,7 @@ relative to the model, so the message names e.g. ``nodes[1].workers[0].gpus[1]``
 
 from __future__ import annotations
 
+import posixpath
 from typing import TYPE_CHECKING
 
 from orchestrator.config import limits
@@ -157,6 +158,9 @@ def cluster_problems(spec: ClusterSpec) -> list[Problem]:
     else:
         for i, node in enumerate(spec.nodes):
             problems.extend(_capacity_problems(spec, i, node))
+    overlap = _storage_overlap(spec)
+    if overlap is not None:
+        problems.append(overlap)
     refusal = spec.chief.plaintext_refusal()
     if refusal is not None:
         problems.append(Problem(("chief", "host"), refusal))
@@ -171,6 +175,36 @@ def cluster_problems(spec: ClusterSpec) -> list[Problem]:
             )
         )
     return problems
+
+
+def _storage_overlap(spec: ClusterSpec) -> Problem | None:
+    """``storage`` and ``shared_path`` must not be one folder, nor one inside the other.
+
+    Workers write their Keras Tuner files to ``<shared_path>/<search id>``; the
+    chief keeps private search directories (ledger, token; 0700) under
+    ``storage``. Nested, a worker's folder could be, or sit in, a search
+    directory that only the chief may write.
+    """
+    if spec.storage is None or spec.shared_path is None:
+        return None
+    storage = posixpath.normpath(spec.storage)
+    shared = posixpath.normpath(spec.shared_path)
+    if storage == shared:
+        relation = "is the same folder as"
+    elif storage.startswith(shared.rstrip("/") + "/"):
+        relation = "lies inside"
+    elif shared.startswith(storage.rstrip("/") + "/"):
+        relation = "contains"
+    else:
+        return None
+    return Problem(
+        ("storage",),
+        f"{spec.storage!r} {relation} shared_path {spec.shared_path!r}; expected "
+        "two separate folders: every worker writes to shared_path, while storage holds "
+        "search directories (ledger, token) that only the chief may write. Set storage to "
+        "a folder outside shared_path (for example a sibling: /shared/ktc-searches next to "
+        "/shared/ktc-scratch).",
+    )
 
 
 def _worker_count_problem(spec: ClusterSpec) -> Problem | None:

@@ -41,6 +41,8 @@ MAX_CPUS_PER_WORKER = float(MAX_NODE_CPUS)
 MAX_RECYCLE_AFTER_TRIALS = 1_000_000
 MAX_STARTUP_TIMEOUT_S = 86_400.0
 MAX_PORT = 65_535
+MAX_PATH_CHARS = 4_096
+"""A path in a cluster file (``storage``, ``shared_path``): Linux's PATH_MAX."""
 
 DEFAULT_MAX_WORKERS = 1_024
 """The default ``fleet.max_workers``: the most workers one search may run."""
