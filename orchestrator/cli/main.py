@@ -45,6 +45,7 @@ VERB_MODULES: tuple[str, ...] = (
     "orchestrator.cli.scale",
     "orchestrator.cli.cancel",
     "orchestrator.cli.cluster",
+    "orchestrator.cli.use",
 )
 
 EXIT_OK = 0
