@@ -12,6 +12,7 @@ import yaml
 
 from deploy.render_commands import render_commands
 from deploy.render_kuberay import render_kuberay
+from deploy.render_kuberay_job import render_kuberay_job
 from deploy.render_options import RenderFormat, RenderOptions
 from deploy.render_rayup import render_ray_up
 from orchestrator.config.cluster import ClusterSpec
@@ -19,12 +20,27 @@ from orchestrator.config.cluster import ClusterSpec
 __all__ = ["RenderFormat", "RenderOptions", "render", "render_data"]
 
 
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML, with multi-line strings (the files a RayJob ships) as ``|`` blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def render_data(spec: ClusterSpec, fmt: RenderFormat, options: RenderOptions) -> Any:
-    """The rendered artifact as data: a dict for ray-up/kuberay, a str for commands."""
+    """The rendered artifact as data: a dict for ray-up/kuberay, a list of dicts
+    (documents) for kuberay-job, a str for commands."""
     if fmt is RenderFormat.RAY_UP:
         return render_ray_up(spec, options)
     if fmt is RenderFormat.KUBERAY:
         return render_kuberay(spec, options)
+    if fmt is RenderFormat.KUBERAY_JOB:
+        return render_kuberay_job(spec, options)
     return render_commands(spec, options)
 
 
@@ -39,5 +55,8 @@ def render(spec: ClusterSpec, fmt: RenderFormat, options: RenderOptions | None =
         f"{spec.name!r}. Edit the cluster YAML and render again rather than this file.\n"
     )
     # width: never fold the long `ray start` lines.
-    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1 << 16)
+    documents = data if isinstance(data, list) else [data]
+    body = yaml.dump_all(
+        documents, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16
+    )
     return header + body

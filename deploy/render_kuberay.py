@@ -23,12 +23,30 @@ from orchestrator.errors import DeployError
 API_VERSION = "ray.io/v1"
 KIND = "RayCluster"
 GPU_RESOURCE = "nvidia.com/gpu"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "ktcluster"}
 
 
-def k8s_name(name: str) -> str:
-    """``name`` as a DNS-1123 label (lowercase alphanumerics and ``-``)."""
+# KubeRay's own limits (ray-operator/controllers/ray/utils/constant.go): it
+# appends a suffix to a RayCluster's name for its pods and services, and a RayJob's
+# RayCluster gets ``<job name>-<5 characters>``.
+MAX_RAYCLUSTER_NAME = 53
+MAX_RAYJOB_NAME = MAX_RAYCLUSTER_NAME - 6
+
+
+def k8s_name(name: str, max_length: int = 50) -> str:
+    """``name`` as a DNS-1123 label (lowercase alphanumerics and ``-``, at most
+    ``max_length`` characters, no ``-`` at either end)."""
     label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
-    return label[:50] or "ktc"
+    return label[:max_length].rstrip("-") or "ktc"
+
+
+def k8s_resource_name(name: str, max_length: int) -> str:
+    """``name`` as KubeRay wants a RayCluster's or RayJob's name: a DNS-1035 label
+    (a DNS-1123 label that starts with a letter) of at most ``max_length`` characters."""
+    label = k8s_name(name, max_length)
+    if not label[0].isalpha():
+        label = k8s_name(f"ktc-{label}", max_length)
+    return label
 
 
 def shape_of(node: NodeStart) -> str:
@@ -88,7 +106,23 @@ def _pod_template(container: str, node: NodeStart, image: str) -> dict[str, Any]
 
 
 def render_kuberay(spec: ClusterSpec, options: RenderOptions) -> dict[str, Any]:
-    """The ``RayCluster`` manifest (a dict ready for YAML) for ``spec``.
+    """The ``RayCluster`` manifest (a dict ready for YAML) for ``spec``."""
+    metadata_: dict[str, Any] = {
+        "name": k8s_resource_name(spec.name, MAX_RAYCLUSTER_NAME),
+        "labels": dict(MANAGED_BY),
+    }
+    if options.namespace:
+        metadata_["namespace"] = options.namespace
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": metadata_,
+        "spec": raycluster_spec(spec, options),
+    }
+
+
+def raycluster_spec(spec: ClusterSpec, options: RenderOptions) -> dict[str, Any]:
+    """A ``RayCluster``'s ``spec`` for ``spec``: also a ``RayJob``'s ``rayClusterSpec``.
 
     The first node is the head group; every other node gets its own worker
     group. With Ray auth on, ``spec.authOptions.mode: token`` makes KubeRay
@@ -117,12 +151,6 @@ def render_kuberay(spec: ClusterSpec, options: RenderOptions) -> dict[str, Any]:
                 "template": _pod_template("ray-worker", node, image),
             }
         )
-    metadata_: dict[str, Any] = {
-        "name": k8s_name(spec.name),
-        "labels": {"app.kubernetes.io/managed-by": "ktcluster"},
-    }
-    if options.namespace:
-        metadata_["namespace"] = options.namespace
     cluster_spec: dict[str, Any] = {"rayVersion": metadata.version("ray")}
     if ray_auth:
         cluster_spec["authOptions"] = {"mode": "token"}
@@ -131,4 +159,4 @@ def render_kuberay(spec: ClusterSpec, options: RenderOptions) -> dict[str, Any]:
         "template": _pod_template("ray-head", head, image),
     }
     cluster_spec["workerGroupSpecs"] = groups
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata_, "spec": cluster_spec}
+    return cluster_spec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
 
 from deploy.ray_start import DEFAULT_HEAD_PORT
@@ -14,6 +15,7 @@ class RenderFormat(str, enum.Enum):
 
     RAY_UP = "ray-up"
     KUBERAY = "kuberay"
+    KUBERAY_JOB = "kuberay-job"
     COMMANDS = "commands"
 
 
@@ -40,3 +42,8 @@ class RenderOptions:
     ray_auth: bool | None = None
     image: str | None = None
     namespace: str | None = None
+    # kuberay-job: the search file the RayJob runs, its name, and the render
+    # time that names the job and its search directory (now, in UTC, if None).
+    search_file: str | None = None
+    job_name: str | None = None
+    now: datetime | None = None

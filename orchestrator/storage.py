@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 from orchestrator.errors import ConfigError
@@ -87,3 +88,24 @@ def _check_root(storage: str, root: Path) -> None:
             "the chief can create search directories in. Fix its owner or permissions on "
             "the head."
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m orchestrator.storage STORAGE``: make (or check) the storage root
+    and print it. The RayJob that ``ktc cluster render --format kuberay-job``
+    writes runs this on the head before ``ktc submit``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m orchestrator.storage STORAGE", file=sys.stderr)
+        return 2
+    try:
+        root = ensure_storage_root(args[0])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -38,6 +38,8 @@ def _options(args: argparse.Namespace) -> RenderOptions:
         ray_auth=False if args.no_ray_auth else None,
         image=getattr(args, "image", None),
         namespace=getattr(args, "namespace", None),
+        search_file=getattr(args, "search", None),
+        job_name=getattr(args, "job_name", None),
     )
 
 
@@ -53,9 +55,18 @@ def _write_out(text: str, out: str | None) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    """``ktc cluster render CLUSTER.yaml --format ray-up|kuberay|commands``."""
+    """``ktc cluster render CLUSTER.yaml --format ray-up|kuberay|kuberay-job|commands``."""
+    fmt = RenderFormat(args.format)
+    if (fmt is RenderFormat.KUBERAY_JOB) != (args.search is not None) or (
+        args.job_name is not None and fmt is not RenderFormat.KUBERAY_JOB
+    ):
+        raise ConfigError(
+            f"ktc cluster render --format {fmt.value}: --search SEARCH.yaml (and --job-name) "
+            "go with --format kuberay-job only, which needs --search; expected both or "
+            "neither. Pass --search with --format kuberay-job, or drop it."
+        )
     spec = _load(args.cluster)
-    _write_out(render(spec, RenderFormat(args.format), _options(args)), args.out)
+    _write_out(render(spec, fmt, _options(args)), args.out)
     return 0
 
 
@@ -187,13 +198,22 @@ def register(subparsers: Any) -> None:
     sub = cluster.add_subparsers(dest="cluster_verb", metavar="ACTION")
     sub.required = True
 
-    p = sub.add_parser("render", help="render ray-up / kuberay / commands")
+    p = sub.add_parser("render", help="render ray-up / kuberay / kuberay-job / commands")
     p.add_argument("cluster", help="cluster YAML")
     p.add_argument(
         "--format", required=True, choices=[f.value for f in RenderFormat], help="what to render"
     )
     p.add_argument("--image", help="KubeRay container image (rayproject/ray:<version>-gpu)")
     p.add_argument("--namespace", help="KubeRay metadata.namespace")
+    p.add_argument(
+        "--search",
+        metavar="SEARCH.yaml",
+        help="kuberay-job: the search the RayJob runs (shipped in a ConfigMap)",
+    )
+    p.add_argument(
+        "--job-name",
+        help="kuberay-job: the RayJob's and ConfigMap's name (default: <search name>-<UTC time>)",
+    )
     _add_render_options(p)
     p.set_defaults(func=run_render)
 

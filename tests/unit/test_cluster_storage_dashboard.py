@@ -150,3 +150,14 @@ def test_storage_root_refuses_a_file_and_an_open_folder(tmp_path: Path) -> None:
         ensure_storage_root(str(open_dir))
     open_dir.chmod(0o1777)  # like /tmp: others cannot rename our entries
     assert ensure_storage_root(str(open_dir)) == open_dir
+
+
+def test_python_m_orchestrator_storage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.storage import main
+
+    assert main([str(tmp_path / "s")]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 's'}\n"
+    (tmp_path / "f").write_text("x")
+    assert main([str(tmp_path / "f")]) == 2
+    assert "is a file; expected a folder" in capsys.readouterr().err
+    assert main([]) == 2
