@@ -1,8 +1,17 @@
 """``ktc validate FILE...``: check cluster and search files and show what they resolve to.
 
 Every file is checked (one bad file does not hide the others). A cluster file
-prints its worker map; a search file a short summary. Exit 0 when all are
-valid, 2 when any is not. ``--json`` prints one JSON list instead.
+prints its worker map, and the paths the chief reads (TLS files, ``storage``),
+which are paths on the machine that runs the chief: the head, for a cluster
+the search reaches through ``ray.address``. A search file prints a short
+summary. ``--json`` prints one JSON list instead.
+
+Nothing is dialled unless asked: ``ray.dashboard`` is checked by its spelling;
+``--check-dashboard`` also asks the dashboard (Ray's Jobs API) for its version,
+with Ray's token when ``ray.auth`` is on, within ``--timeout`` seconds.
+
+Exit 0 when every file is valid (and every dashboard asked answered), 2 when a
+file is not, 1 when the files are valid but a dashboard did not answer.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich.console import Console
@@ -21,8 +30,15 @@ from orchestrator.config import ClusterSpec, SearchSpec
 from orchestrator.config.loader import load_document
 from orchestrator.config.preflight import check_search
 from orchestrator.errors import ConfigError
+from orchestrator.ray_dashboard import (
+    DEFAULT_TIMEOUT_S,
+    DashboardProbe,
+    find_ray_token,
+    probe_dashboard,
+)
 
 EXIT_OK = 0
+EXIT_UNREACHABLE = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -35,6 +51,7 @@ class FileReport:
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
     grid_points: int | None = None  # a grid search's size, when finite and counted
+    dashboard: DashboardProbe | None = None  # --check-dashboard's answer
 
     @property
     def valid(self) -> bool:
@@ -56,6 +73,19 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="cluster or search YAML files")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of tables")
+    parser.add_argument(
+        "--check-dashboard",
+        action="store_true",
+        help="also ask each cluster file's ray.dashboard (Ray's Jobs API) whether it answers "
+        "and accepts this machine's Ray token (off by default: validate dials nothing)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"how long --check-dashboard waits for an answer ({DEFAULT_TIMEOUT_S:g})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -79,6 +109,44 @@ def check_file(path: str) -> FileReport:
     if isinstance(spec, ClusterSpec):
         warnings = tuple(spec.warnings())
     return FileReport(file=path, spec=spec, warnings=warnings, grid_points=grid_points)
+
+
+def head_paths_note(spec: ClusterSpec) -> str | None:
+    """What to know about the paths the chief reads, when it may not run here."""
+    if not spec.chief_paths or spec.is_local:
+        return None
+    listed = ", ".join(f"{key} {path}" for key, path in spec.chief_paths)
+    tls = (
+        "; the TLS files were checked on this machine only, so put them at the same paths "
+        "on the head (docs/deploy.md)"
+        if spec.chief.tls is not None
+        else ""
+    )
+    return (
+        f"paths on the head: {listed}. The chief reads them where it runs, which for "
+        f"ray.address {spec.ray.address!r} is the head when the search runs there (as a Ray "
+        f"job, or with ktc submit on the head){tls}."
+    )
+
+
+def check_dashboard(report: FileReport, env: dict[str, str], timeout_s: float) -> FileReport:
+    """``report`` with the answer of its cluster's ``ray.dashboard`` (or an error
+    when a valid cluster file has none)."""
+    spec = report.spec
+    if not isinstance(spec, ClusterSpec) or not report.valid:
+        return report
+    url = spec.ray.dashboard_url
+    if url is None:
+        return replace(
+            report,
+            errors=(
+                f"{report.file}: ray.dashboard: --check-dashboard, but the file sets no "
+                "ray.dashboard; expected HOST:PORT of the Ray dashboard (e.g. 10.0.0.1:8265). "
+                "Add ray.dashboard to the cluster file.",
+            ),
+        )
+    token = find_ray_token(env) if spec.ray.auth else None
+    return replace(report, dashboard=probe_dashboard(url, token=token, timeout_s=timeout_s))
 
 
 def dataset_cache_warnings(spec: SearchSpec) -> tuple[str, ...]:
@@ -162,6 +230,16 @@ def _to_json(report: FileReport) -> dict[str, Any]:
     }
     if isinstance(report.spec, ClusterSpec):
         out["workers"] = [slot.to_dict() for slot in report.spec.worker_slots()]
+        out["dashboard"] = report.spec.ray.dashboard_url
+        out["storage"] = report.spec.storage
+        out["head_paths"] = [{"key": k, "path": p} for k, p in report.spec.chief_paths]
+        if report.dashboard is not None:
+            out["dashboard_check"] = {
+                "state": report.dashboard.state.value,
+                "ok": report.dashboard.ok,
+                "ray_version": report.dashboard.ray_version,
+                "message": report.dashboard.message(),
+            }
     elif isinstance(report.spec, SearchSpec):
         out["search"] = search_summary(report.spec)
         if report.grid_points is not None:
@@ -170,7 +248,10 @@ def _to_json(report: FileReport) -> dict[str, Any]:
 
 
 def _worker_table(spec: ClusterSpec) -> Table:
-    table = Table(title=f"cluster {spec.name!r}: ray {spec.ray.address}", title_justify="left")
+    title = f"cluster {spec.name!r}: ray {spec.ray.address}"
+    if spec.ray.dashboard_url is not None:
+        title += f", dashboard {spec.ray.dashboard_url}"
+    table = Table(title=title, title_justify="left")
     for column in ("worker", "node", "host", "GPUs", "GPU share", "memory cap", "CPUs"):
         table.add_column(column)
     for slot in spec.worker_slots():
@@ -196,6 +277,13 @@ def _render(report: FileReport, out: Console, err: Console) -> None:
         err.print(f"warning: {report.file}: {warning}", markup=False, highlight=False)
     if isinstance(report.spec, ClusterSpec):
         out.print(_worker_table(report.spec))
+        note = head_paths_note(report.spec)
+        if note is not None:
+            out.print(f"  note: {note}", markup=False, highlight=False)
+        if report.dashboard is not None:
+            stream = out if report.dashboard.ok else err
+            prefix = "  " if report.dashboard.ok else f"error: {report.file}: "
+            stream.print(prefix + report.dashboard.message(), markup=False, highlight=False)
     elif isinstance(report.spec, SearchSpec):
         for key, value in search_summary(report.spec).items():
             if value is None or (key == "overrides" and not value):
@@ -209,6 +297,9 @@ def _render(report: FileReport, out: Console, err: Console) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate every file in ``args.files``; 0 when all are valid, 2 otherwise."""
     reports = [check_file(path) for path in args.files]
+    if args.check_dashboard:
+        env = dict(os.environ)
+        reports = [check_dashboard(r, env, args.timeout) for r in reports]
     if args.json:
         sys.stdout.write(json.dumps([_to_json(r) for r in reports], indent=2) + "\n")
     else:
@@ -216,4 +307,8 @@ def run(args: argparse.Namespace) -> int:
         err = Console(file=sys.stderr, soft_wrap=True, emoji=False)
         for report in reports:
             _render(report, out, err)
-    return EXIT_OK if all(r.valid for r in reports) else EXIT_BAD_INPUT
+    if not all(r.valid for r in reports):
+        return EXIT_BAD_INPUT
+    if any(r.dashboard is not None and not r.dashboard.ok for r in reports):
+        return EXIT_UNREACHABLE
+    return EXIT_OK
