@@ -129,7 +129,10 @@ def probe_dashboard(
             )
         return DashboardProbe(url, DashboardState.NOT_RAY, f"HTTP {exc.code}", token_source=source)
     except http.client.HTTPException as exc:  # answered, but not in HTTP/1 (Ray's GCS port)
-        return DashboardProbe(url, DashboardState.NOT_RAY, f"{type(exc).__name__}: {exc}")
+        # The exception's text is the peer's bytes (binary for gRPC): name its type only.
+        return DashboardProbe(
+            url, DashboardState.NOT_RAY, f"it does not speak HTTP/1.1: {type(exc).__name__}"
+        )
     except (urllib.error.URLError, OSError) as exc:  # timeouts included
         reason = getattr(exc, "reason", exc)
         return DashboardProbe(url, DashboardState.UNREACHABLE, str(reason) or type(exc).__name__)

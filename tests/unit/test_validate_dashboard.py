@@ -173,3 +173,28 @@ def test_find_ray_token_looks_where_ray_looks(tmp_path: Path) -> None:
     )
     assert find_ray_token(home) == RayToken("from-home", str(tmp_path / ".ray" / "auth_token"))
     assert find_ray_token({"HOME": str(tmp_path / "none")}) is None
+
+
+def test_probe_of_a_port_that_is_not_http(closed_port: int) -> None:
+    """Ray's GCS port (gRPC) answers HTTP/1.1 with binary frames: named, not printed."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\xfe\xff binary")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        port = server.getsockname()[1]
+        probe = probe_dashboard(f"http://127.0.0.1:{port}", token=None, timeout_s=5)
+    finally:
+        thread.join(timeout=10)
+        server.close()
+    assert probe.state is DashboardState.NOT_RAY
+    assert "it does not speak HTTP/1.1: BadStatusLine" in probe.message()
+    assert "\x00" not in probe.message()
