@@ -184,13 +184,18 @@ def _cluster_text(spec: ClusterSpec, job_name: str) -> str:
         # from the image (or a remote working_dir URI, kept as it is).
         ray["working_dir"] = None
     data["ray"] = ray
+    if "chief" in data:
+        # The address workers dial is the head pod's IP, which the chief finds
+        # itself (bound to 0.0.0.0); the user's machine's idea of it is not the pod's.
+        data["chief"] = {k: v for k, v in data["chief"].items() if k != "advertise"}
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     parse_cluster(text, f"{CLUSTER_FILE} of RayJob {job_name}")  # it must load in the pod
     return (
         f"# The cluster file of RayJob {job_name}, rendered by ktcluster from cluster "
         f"{spec.name!r}.\n# In the head pod: ray.address is auto (the chief runs as a Ray "
-        "job in the cluster), ray.working_dir is not a local folder (user code comes from "
-        "the image),\n# and paths (chief.tls, storage) are paths in the head pod.\n" + text
+        "job in the cluster), no ray.dashboard nor chief.advertise (the chief advertises "
+        "its pod's IP),\n# ray.working_dir is not a local folder (user code comes from the "
+        "image), and paths (chief.tls, storage) are paths in the head pod.\n" + text
     )
 
 

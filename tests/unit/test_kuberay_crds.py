@@ -267,14 +267,21 @@ def test_a_home_storage_expands_in_the_pods_shell(search_file: Path, tmp_path: P
 
 
 def test_the_configmap_ships_both_files(search_file: Path, tmp_path: Path) -> None:
-    spec = _spec(ray={"address": "10.0.0.1:6379", "dashboard": "10.0.0.1:8265"})
+    spec = _spec(
+        ray={"address": "10.0.0.1:6379", "dashboard": "10.0.0.1:8265"},
+        chief={"host": "0.0.0.0", "port": 50051, "advertise": "10.0.0.1", "insecure": True},
+    )
     config_map, _ = _job(spec, search_file)
     data = config_map["data"]
     assert data["search.yaml"] == SEARCH  # byte for byte, comments included
     shipped = parse_cluster(data["cluster.yaml"], "cluster.yaml")
     assert shipped.ray.address == "auto" and shipped.ray.dashboard is None
     assert shipped.ray.working_dir is None
-    assert shipped.model_copy(update={"ray": spec.ray}) == spec
+    assert shipped.chief.advertise is None and shipped.chief.port == 50051
+    assert shipped.model_copy(update={"ray": spec.ray, "chief": spec.chief}) == spec
+    kept = _spec(ray={"working_dir": "s3://bucket/code.zip"})
+    shipped = parse_cluster(_job(kept, search_file)[0]["data"]["cluster.yaml"], "c.yaml")
+    assert shipped.ray.working_dir == "s3://bucket/code.zip"
     # The text survives YAML as a block and round-trips.
     options = RenderOptions(search_file=str(search_file), now=NOW)
     text = render(spec, RenderFormat.KUBERAY_JOB, options)
