@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from orchestrator.config.user_settings import (
+    RememberedCluster,
     choice_file,
     forget_cluster,
     remember_cluster,
@@ -54,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.cluster:
         chosen = remember_cluster(args.cluster, env)
-        print(f"using cluster {chosen.spec.name!r} ({chosen.path}) from now on.")
+        print(f"using cluster {chosen.spec.name!r} ({chosen.path}) from now on: {_where(chosen)}.")
         print(f"remembered in {choice_file(env)}; `ktc use --clear` forgets it.")
+        for warning in chosen.spec.warnings():
+            print(f"warning: {chosen.path}: {warning}", file=sys.stderr)
         return 0
     current = remembered_cluster(env)
     if current is None:
@@ -66,4 +70,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     note = " (the file changed since `ktc use`; it is used as it is now)" if current.changed else ""
     print(f"cluster {current.spec.name!r}: {current.path}{note}")
+    print(f"  {_where(current)}")
     return 0
+
+
+def _where(chosen: RememberedCluster) -> str:
+    ray = chosen.spec.ray
+    dashboard = ray.dashboard_url or "none (ray.dashboard is not set)"
+    return f"ray {ray.address}, dashboard {dashboard}"

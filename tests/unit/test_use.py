@@ -57,7 +57,10 @@ def test_use_remembers_the_absolute_path_privately(
         os.umask(old)
     out = capsys.readouterr().out
     target = home / ".config" / "ktcluster" / "cluster.json"
-    assert f"using cluster 'lab' ({Path.cwd() / 'lab.yaml'}) from now on." in out
+    assert (
+        f"using cluster 'lab' ({Path.cwd() / 'lab.yaml'}) from now on: ray local, dashboard "
+        "none (ray.dashboard is not set)." in out
+    )
     assert str(target) in out
     assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
@@ -68,7 +71,10 @@ def test_use_remembers_the_absolute_path_privately(
     # Shown from anywhere, and used by later verbs unless --cluster says otherwise.
     os.chdir(home)
     assert main(["use"]) == 0
-    assert capsys.readouterr().out == f"cluster 'lab': {Path(data['path'])}\n"
+    assert capsys.readouterr().out == (
+        f"cluster 'lab': {Path(data['path'])}\n"
+        "  ray local, dashboard none (ray.dashboard is not set)\n"
+    )
     assert cluster_file_for(None, _env()) == data["path"]
     assert cluster_file_for("other.yaml", _env()) == "other.yaml"
 
@@ -161,3 +167,14 @@ def test_a_relative_path_in_the_record_is_refused(home: Path) -> None:
     target.write_text(json.dumps({"version": 1, "path": "lab.yaml", "name": "x", "sha256": ""}))
     with pytest.raises(ConfigError, match=r"is not an absolute path"):
         read_choice(_env())
+
+
+def test_use_prints_the_files_warnings(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Path("remote.yaml").write_text(
+        "ray: {address: '10.0.0.1:6379', dashboard: '10.0.0.1:8265'}\n"
+        "nodes:\n  - {name: a, cpus: 2}\n"
+    )
+    assert main(["use", "remote.yaml"]) == 0
+    out, err = capsys.readouterr()
+    assert "ray 10.0.0.1:6379, dashboard http://10.0.0.1:8265." in out
+    assert "warning: " in err and "plain HTTP beyond loopback" in err
