@@ -1,0 +1,340 @@
+"""Issue 15, item 3: what the trial runner adds to one trial, against a plain script.
+
+``python -m bench.runner_overhead [--trials 5] [--epochs 15] [--profile DIR] [--output PATH]``
+
+- **ktc**: a real chief (:mod:`bench.chief_proc`) and one worker process
+  running the real :class:`workers.runner.TrialRunner` (what a fleet actor
+  runs) on the digits CNN search of ``configs/digits-cnn.yaml``, for
+  ``--trials`` trials. A trial's time is its ASSIGNED to COMPLETED in the
+  ledger: the CreateTrial answer, Keras Tuner's trial machinery (its
+  checkpoint callback), the per-epoch Report RPCs, the checkpoint upload and
+  the EndTrial.
+- **plain**: one process that, for each of those trials, takes the same
+  hyperparameters (the ledger's trial state), then builds, compiles and fits
+  the same model (``hypermodel.build(hp)``, ``model.fit``) on the same data,
+  batch size and epochs, timed from before the build to after the fit.
+
+Both processes get the worker's environment (``WORKER_PROCESS_ENV``) and the
+same TensorFlow set-up (``workers.devices.configure_tensorflow`` with a
+one-CPU plan, as a CPU worker slot gets). EarlyStopping is removed from the
+search so both train exactly ``--epochs`` epochs. The plain script needs the
+trials' hyperparameters, which exist once the chief made them, so it runs
+after the ktc search, twice (two fresh processes), and a trial's plain time is
+the mean of the two. The overhead of trial i is
+``ktc_i / plain_i - 1``; the figure is its median over the trials (issue:
+median of 5, target <= 3 %).
+
+``--profile DIR`` records the worker process with py-spy (``py-spy record
+--pid``, raw folded stacks and an SVG) for the whole ktc search.
+
+Process entry points: ``python -m bench.runner_overhead worker|plain ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.chief_proc import start_chief_process
+from bench.cnn_side_by_side import digits_search
+from bench.procs import emit, spawn, wait_for_go
+from bench.recovery import ledger_events
+
+TOKEN_ENV = "KTC_BENCH_TOKEN"
+
+
+@dataclass(frozen=True)
+class TrialPair:
+    """One trial: its time on the ktc worker and the plain script's, in seconds."""
+
+    trial_id: str
+    ktc_s: float
+    plain_first_s: float
+    plain_second_s: float
+
+    @property
+    def plain_s(self) -> float:
+        """The mean of the two plain runs."""
+        return (self.plain_first_s + self.plain_second_s) / 2.0
+
+    @property
+    def overhead(self) -> float:
+        """``ktc / plain - 1``."""
+        return self.ktc_s / self.plain_s - 1.0
+
+
+@dataclass(frozen=True)
+class OverheadResult:
+    """Every trial's pair, and the load at each phase's start."""
+
+    epochs: int
+    pairs: tuple[TrialPair, ...]
+    loads: tuple[float, float, float]  # ktc, first plain, second plain
+    profile: str = ""
+
+    @property
+    def median_overhead(self) -> float:
+        """The median of the per-trial overheads."""
+        return statistics.median(p.overhead for p in self.pairs)
+
+
+def overhead_search(trials: int, epochs: int) -> dict[str, Any]:
+    """The digits CNN search with a fixed epoch count (no EarlyStopping)."""
+    search = digits_search(trials=trials, epochs=epochs, name="bench-runner-overhead")
+    search["training"] = {k: v for k, v in search["training"].items() if k != "early_stopping"}
+    return search
+
+
+def _plain(
+    search: dict[str, Any], states: list[dict[str, Any]], work_dir: Path, name: str
+) -> list[float]:
+    from workers.actor import WORKER_PROCESS_ENV
+
+    proc = spawn(
+        name,
+        ["-m", "bench.runner_overhead", "plain", "--search-json", json.dumps(search),
+         "--states-json", json.dumps(states)],
+        work_dir / "logs",
+        dict(WORKER_PROCESS_ENV),
+    )  # fmt: skip
+    try:
+        result = proc.wait_result(1800)
+        proc.popen.wait(timeout=60)
+    finally:
+        proc.kill()
+    return [float(s) for s in result["seconds"]]
+
+
+def _ktc(
+    search: dict[str, Any], work_dir: Path, profile_dir: Path | None
+) -> tuple[list[tuple[str, float, dict[str, Any]]], str]:
+    """Run the search on one real runner; per trial (id, ASSIGNED to COMPLETED, trial state)."""
+    from orchestrator.chief.events import EventKind
+    from workers.actor import WORKER_PROCESS_ENV
+
+    chief = start_chief_process(search, work_dir / "search", hold=True)
+    profile_note = ""
+    try:
+        ready = chief.ready or {}
+        worker = spawn(
+            "runner",
+            ["-m", "bench.runner_overhead", "worker", "--address", str(ready["address"]),
+             "--search-json", json.dumps(search)],
+            work_dir / "logs",
+            {**WORKER_PROCESS_ENV, TOKEN_ENV: str(ready["token"])},
+        )  # fmt: skip
+        spy: subprocess.Popen[bytes] | None = None
+        try:
+            pid = int(worker.wait_ready(600)["pid"])
+            if profile_dir is not None:
+                spy, profile_note = _start_py_spy(pid, profile_dir)
+            worker.go()
+            worker.wait_result(3600)
+            worker.popen.wait(timeout=60)
+        finally:
+            if spy is not None:
+                try:
+                    spy.wait(timeout=60)  # py-spy stops when its target exits
+                except subprocess.TimeoutExpired:
+                    spy.terminate()
+            worker.kill()
+        chief.go()
+        chief.popen.wait(timeout=60)
+    finally:
+        chief.kill()
+    events = ledger_events(work_dir / "search")
+    created = {e.trial_id: e.event.trial_state for e in events if e.kind is EventKind.CREATED}
+    assigned = {(e.trial_id, e.attempt): e.ts for e in events if e.kind is EventKind.ASSIGNED}
+    trials = [
+        (str(e.trial_id), e.ts - assigned[(e.trial_id, e.attempt)], created[e.trial_id])
+        for e in events
+        if e.kind is EventKind.COMPLETED
+    ]
+    return trials, profile_note
+
+
+def _start_py_spy(pid: int, profile_dir: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
+    py_spy = Path(sys.executable).with_name("py-spy")
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    out = profile_dir / "runner.folded"
+    try:
+        spy = subprocess.Popen(
+            [str(py_spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+             "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=(profile_dir / "py-spy.log").open("w"),
+        )  # fmt: skip
+    except OSError as exc:
+        return None, f"py-spy did not start: {exc}"
+    time.sleep(1.0)  # let it attach before the first trial
+    return spy, f"py-spy raw stacks: {out}"
+
+
+def run_runner_overhead(
+    *,
+    trials: int = 5,
+    epochs: int = 15,
+    work_dir: Path | None = None,
+    profile_dir: Path | None = None,
+) -> OverheadResult:
+    """The ktc search, then the plain script twice on its trials' hyperparameters."""
+    base = Path(work_dir or tempfile.mkdtemp(prefix="bench-runner-overhead-"))
+    search = overhead_search(trials, epochs)
+    load_ktc = os.getloadavg()[0]
+    ktc, note = _ktc(search, base / "ktc", profile_dir)
+    states = [state for _, _, state in ktc]
+    load_first = os.getloadavg()[0]
+    first = _plain(search, states, base, "plain-1")
+    load_second = os.getloadavg()[0]
+    second = _plain(search, states, base, "plain-2")
+    pairs = tuple(
+        TrialPair(trial_id, ktc_s, a, b)
+        for (trial_id, ktc_s, _), a, b in zip(ktc, first, second, strict=True)
+    )
+    return OverheadResult(epochs, pairs, (load_ktc, load_first, load_second), note)
+
+
+# ------------------------------------------------------------ process side
+
+
+def _worker_main(address: str, token: str, search_json: str) -> None:
+    from orchestrator.config import parse_search, spec_json
+    from workers.runner import TrialRunner, WorkerConfig
+
+    search = parse_search(json.loads(search_json), check_paths=False)
+    config = WorkerConfig(
+        worker_id="runner-w0",
+        chief_address=address,
+        token=token,
+        search_json=spec_json(search),
+        reconnect_timeout_s=5.0,
+    )
+    emit("READY", {"pid": os.getpid()})
+    wait_for_go()
+    summary = TrialRunner(config).run()
+    emit("RESULT", {"trials_run": summary.trials_run, "reason": summary.reason.value})
+
+
+def _plain_main(search_json: str, states_json: str) -> None:
+    import gc
+
+    from orchestrator.config import parse_search
+    from workers.devices import DevicePlan, configure_tensorflow
+
+    configure_tensorflow(DevicePlan())  # what the runner does for a one-CPU worker
+    import keras
+    from keras_tuner.src.engine import trial as kt_trial
+
+    from workers.datasets import load_dataset
+    from workers.hypermodels import resolve_hypermodel
+
+    spec = parse_search(json.loads(search_json), check_paths=False)
+    assert spec.dataset is not None  # the digits search has one
+    data = load_dataset(spec.dataset)
+    hypermodel = resolve_hypermodel(
+        spec.hypermodel, data.input_shape, data.num_classes, label_mode=data.label_mode
+    )
+    seconds = []
+    for state in json.loads(states_json):
+        hp = kt_trial.Trial.from_state(copy.deepcopy(state)).hyperparameters
+        started = time.perf_counter()
+        model = hypermodel.build(hp)
+        model.fit(
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_val, data.y_val),
+            epochs=spec.training.epochs,
+            batch_size=spec.training.batch_size,
+            verbose=0,
+        )
+        seconds.append(time.perf_counter() - started)
+        del model
+        keras.backend.clear_session()  # as the runner does between trials
+        gc.collect()
+    emit("RESULT", {"seconds": seconds})
+
+
+# ------------------------------------------------------------------ report
+
+
+def markdown(result: OverheadResult, command: str) -> list[str]:
+    """The section's table: one row per trial, then the median."""
+    ktc, first, second = result.loads
+    lines = [
+        "### Inside one trial: the runner against a plain script",
+        "",
+        f"`{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+        f"(1 min) {ktc:.2f} at the ktc search's start, {first:.2f} and {second:.2f} at the "
+        f"plain runs'. Digits CNN, {result.epochs} epochs, batch 16, no EarlyStopping; ktc "
+        "= ASSIGNED to COMPLETED in the ledger (one TrialRunner process); plain = build + "
+        "fit of the same hyperparameters, the mean of two runs (two processes) after the "
+        "ktc search; both with the worker's environment and one TF thread.",
+        "",
+        "| trial | ktc s | plain s (two runs) | overhead |",
+        "|---|---|---|---|",
+    ]
+    for p in result.pairs:
+        lines.append(
+            f"| {p.trial_id} | {p.ktc_s:.2f} | {p.plain_s:.2f} ({p.plain_first_s:.2f}, "
+            f"{p.plain_second_s:.2f}) | {100 * p.overhead:+.1f} % |"
+        )
+    lines += [
+        "",
+        f"Median overhead over {len(result.pairs)} trials: **{100 * result.median_overhead:+.1f} %** "
+        "(target <= 3 %).",
+        "",
+    ]
+    if result.profile:
+        lines += [result.profile, ""]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Harness (default) or a process (``worker``/``plain``)."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["worker"]:
+        parser = argparse.ArgumentParser(prog="python -m bench.runner_overhead worker")
+        parser.add_argument("--address", required=True)
+        parser.add_argument("--search-json", required=True)
+        args = parser.parse_args(args_in[1:])
+        _worker_main(args.address, os.environ[TOKEN_ENV], args.search_json)
+        return 0
+    if args_in[:1] == ["plain"]:
+        parser = argparse.ArgumentParser(prog="python -m bench.runner_overhead plain")
+        parser.add_argument("--search-json", required=True)
+        parser.add_argument("--states-json", required=True)
+        args = parser.parse_args(args_in[1:])
+        _plain_main(args.search_json, args.states_json)
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.runner_overhead", description=__doc__)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy the worker into DIR")
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(args_in)
+    result = run_runner_overhead(
+        trials=args.trials, epochs=args.epochs, work_dir=args.work_dir, profile_dir=args.profile
+    )
+    shown = [a for a in args_in if a != str(args.output) and a != "--output"]
+    command = "RAY_AUTH_MODE=disabled .venv/bin/python -m bench.runner_overhead " + " ".join(shown)
+    text = "\n".join(markdown(result, command.strip()))
+    print(text)
+    if args.output is not None:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
