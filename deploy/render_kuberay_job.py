@@ -53,6 +53,7 @@ from orchestrator.config.hosts import is_loopback
 from orchestrator.config.loader import load_search_document, parse_cluster
 from orchestrator.config.yaml_source import YamlDocument
 from orchestrator.errors import DeployError
+from orchestrator.storage import search_dir_name
 
 JOB_KIND = "RayJob"
 JOB_FILES_DIR = "/etc/ktcluster/job"
@@ -78,7 +79,7 @@ def render_kuberay_job(spec: ClusterSpec, options: RenderOptions) -> list[dict[s
     stamp = f"{now:%Y%m%d-%H%M%S}"
     job_name = options.job_name or _default_job_name(search.name, stamp)
     _check_job_name(job_name)
-    dir_name = f"{search.name}-{stamp}"
+    dir_name = search_dir_name(search.name, now)
     files = {
         SEARCH_FILE: Path(options.search_file).read_text(encoding="utf-8-sig"),
         CLUSTER_FILE: _cluster_text(spec, job_name),

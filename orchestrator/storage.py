@@ -18,11 +18,19 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from orchestrator.errors import ConfigError
 
 STORAGE_DIR_MODE = 0o700  # orchestrator.search_dir.SEARCH_DIR_MODE (not imported: psutil)
+
+
+def search_dir_name(search_name: str, now: datetime) -> str:
+    """The name of a search's directory under the storage root: ``<name>-<YYYYmmdd-HHMMSS>``,
+    like the default ``./searches/<name>-<stamp>`` of a foreground submit. Every writer
+    under ``storage`` (the RayJob render, detached submits) names directories this way."""
+    return f"{search_name}-{now:%Y%m%d-%H%M%S}"
 
 
 def storage_root(storage: str) -> Path:

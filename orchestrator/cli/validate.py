@@ -146,7 +146,25 @@ def check_dashboard(report: FileReport, env: dict[str, str], timeout_s: float) -
             ),
         )
     token = find_ray_token(env) if spec.ray.auth else None
-    return replace(report, dashboard=probe_dashboard(url, token=token, timeout_s=timeout_s))
+    probe = probe_dashboard(url, token=token, timeout_s=timeout_s)
+    warnings = report.warnings
+    local = _local_ray_version()
+    if probe.ok and local is not None and probe.ray_version != local:
+        warnings += (
+            f"ray.dashboard: the cluster runs Ray {probe.ray_version}, this machine Ray "
+            f"{local}; Ray's client and Jobs API expect the same version on both sides. "
+            f"Install ray=={probe.ray_version} here, or run that version on the cluster.",
+        )
+    return replace(report, dashboard=probe, warnings=warnings)
+
+
+def _local_ray_version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ray")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def dataset_cache_warnings(spec: SearchSpec) -> tuple[str, ...]:

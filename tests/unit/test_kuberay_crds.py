@@ -335,3 +335,26 @@ def test_cli_render_kuberay_job(
     assert (
         ktc_main(["cluster", "render", str(cluster), "--format", "kuberay", "--search", "x"]) == 2
     )
+
+
+def test_tls_files_ship_as_absolute_paths_in_the_head_pod(
+    search_file: Path, tmp_path: Path
+) -> None:
+    for name in ("s.pem", "s.key", "ca.pem"):
+        (tmp_path / name).write_text("x")
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text(
+        "name: lab\nstorage: /mnt/ktc\nchief: {host: 0.0.0.0, tls: {cert: s.pem, key: s.key, "
+        "ca: ca.pem}}\nnodes:\n  - {name: a, cpus: 2}\n  - {name: b, cpus: 2}\n"
+    )
+    config_map, job = _job(load_cluster(cluster), search_file)
+    assert crd_errors(job) == []
+    shipped = yaml.safe_load(config_map["data"]["cluster.yaml"])
+    assert shipped["chief"]["tls"] == {
+        "cert": str(tmp_path / "s.pem"),
+        "key": str(tmp_path / "s.key"),
+        "ca": str(tmp_path / "ca.pem"),
+    }
+    assert (
+        "paths (chief.tls, storage) are paths in the head pod" in config_map["data"]["cluster.yaml"]
+    )

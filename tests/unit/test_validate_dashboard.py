@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ class _FakeDashboard(BaseHTTPRequestHandler):
     """Ray's dashboard as far as /api/version goes: 401 without a token, 403 with a wrong one."""
 
     seen: list[str | None] = []
+    ray_version = "2.60.0"
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         auth = self.headers.get("Authorization")
@@ -40,7 +42,8 @@ class _FakeDashboard(BaseHTTPRequestHandler):
         elif auth != f"Bearer {TOKEN}":
             self._answer(403, "Forbidden: Invalid authentication token")
         else:
-            body = {"version": "3", "ray_version": "2.60.0", "ray_commit": "x", "session_name": "s"}
+            version = type(self).ray_version
+            body = {"version": "3", "ray_version": version, "ray_commit": "x", "session_name": "s"}
             self._answer(200, json.dumps(body))
 
     def _answer(self, code: int, text: str) -> None:
@@ -58,6 +61,7 @@ class _FakeDashboard(BaseHTTPRequestHandler):
 def dashboard() -> Iterator[str]:
     """A stand-in dashboard on a free port of 127.0.0.1; yields HOST:PORT."""
     _FakeDashboard.seen = []
+    _FakeDashboard.ray_version = metadata.version("ray")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeDashboard)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -112,7 +116,8 @@ def test_check_dashboard_with_the_token(
     path = _cluster(env, dashboard)
     assert main(["validate", str(path), "--check-dashboard"]) == 0
     out, err = capsys.readouterr()
-    assert f"ray.dashboard http://{dashboard}: Ray 2.60.0 answers, with the token from " in out
+    local = metadata.version("ray")
+    assert f"ray.dashboard http://{dashboard}: Ray {local} answers, with the token from " in out
     assert TOKEN not in out + err
     assert _FakeDashboard.seen == [f"Bearer {TOKEN}"]
     assert main(["validate", str(path), "--check-dashboard", "--json"]) == 0
@@ -198,3 +203,15 @@ def test_probe_of_a_port_that_is_not_http(closed_port: int) -> None:
     assert probe.state is DashboardState.NOT_RAY
     assert "it does not speak HTTP/1.1: BadStatusLine" in probe.message()
     assert "\x00" not in probe.message()
+
+
+def test_check_dashboard_warns_about_another_ray_version(
+    env: Path, dashboard: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _FakeDashboard.ray_version = "2.1.0"
+    (env / ".ray").mkdir()
+    (env / ".ray" / "auth_token").write_text(TOKEN)
+    path = _cluster(env, dashboard)
+    assert main(["validate", str(path), "--check-dashboard"]) == 0
+    err = capsys.readouterr().err
+    assert f"the cluster runs Ray 2.1.0, this machine Ray {metadata.version('ray')}" in err
