@@ -1,8 +1,13 @@
-"""The Ray worker actor: one per worker slot, pinned to its node and GPUs.
+"""The Ray worker actor: one process of a worker slot, pinned to its node and GPUs.
 
-The fleet creates it with ``num_cpus`` always set (an actor that names any
-resource would otherwise hold a hidden CPU for life), ``num_gpus`` = the slot's
-GPU share and a tiny share of the node's label resource. ``__init__`` pins
+The slot's CPUs, GPU share and a sliver of its node's label resource are
+reserved by the slot's placement group (``orchestrator/fleet/placement.py``),
+for as long as the slot is wanted. Each worker process is an actor inside that
+group's bundle that reserves nothing itself (``num_cpus=0``, ``num_gpus=0``),
+so a recycled process's replacement (a *warm spare*) can start beside it on a
+full node, import TensorFlow during the old process's last trial and take over
+the moment it exits, while no other search can take the slot's GPUs in
+between. ``__init__`` pins
 ``CUDA_VISIBLE_DEVICES`` to the cluster file's physical GPUs before anything
 imports TensorFlow. Ray would set it to the GPU ids *it* picked; the process
 environment (``WORKER_PROCESS_ENV``) tells it not to
@@ -20,12 +25,17 @@ carry no runtime env and Ray can start them from its worker pool.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
+import threading
+import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.config import WorkerSlot
 from orchestrator.protocol.failures import CRASH_TRACEBACK_MARK, strip_ansi
 from workers.failures import classify
 from workers.runner import RunSummary, TrialRunner, WorkerConfig
@@ -33,20 +43,48 @@ from workers.runner import RunSummary, TrialRunner, WorkerConfig
 log = logging.getLogger(__name__)
 
 
-class WorkerProcess:
-    """The actor's body (``ray.remote`` is applied by :func:`remote_worker_class`)."""
+@dataclass(frozen=True)
+class ProcessSetup:
+    """What a worker process needs before it knows its trial protocol settings:
+    its slot (GPUs, CPUs) and where it logs. A warm spare is created from this
+    alone; the :class:`WorkerConfig` (with the credential) comes when it runs."""
 
-    def __init__(self, config: WorkerConfig, dataset: Any = None) -> None:
+    worker_id: str
+    slot: WorkerSlot | None = None
+    log_dir: str | None = None
+
+    @classmethod
+    def of(cls, config: WorkerConfig) -> ProcessSetup:
+        return cls(worker_id=config.worker_id, slot=config.slot, log_dir=config.log_dir)
+
+
+class WorkerProcess:
+    """The actor's body (``ray.remote`` is applied by :func:`remote_worker_class`).
+
+    Its life: ``info()`` once it is placed, optionally ``warm()`` (a spare
+    waiting to take over its slot), then one ``run(config)``. ``recycle_due()``
+    returns once ``run`` has started the last trial of its recycle quota, so the
+    fleet can warm this process's replacement during that trial.
+    """
+
+    def __init__(self, setup: ProcessSetup) -> None:
         # Before anything imports TensorFlow: this process sees exactly its GPUs
         # (none for a CPU worker). On our embedded Ray this is the only place
         # it is set: the process came from the raylet's pool with no env vars.
         os.environ["CUDA_VISIBLE_DEVICES"] = (
-            config.slot.cuda_visible_devices if config.slot is not None else ""
+            setup.slot.cuda_visible_devices if setup.slot is not None else ""
         )
-        self.config = config
-        self.dataset = dataset
-        if config.log_dir:
-            log_to_file(Path(config.log_dir) / f"worker-{config.worker_id}.log", config.worker_id)
+        if setup.slot is not None:
+            # The actor reserves no CPU itself (its slot's placement group
+            # does), so Ray set OMP_NUM_THREADS=1; the slot's CPUs are the right count.
+            os.environ["OMP_NUM_THREADS"] = str(max(1, math.floor(setup.slot.cpus)))
+        self.setup = setup
+        self._dataset: Any = None
+        self._warm_lock = threading.Lock()  # run() waits for a warm() in progress
+        self._last_trial = threading.Event()
+        self._runner: TrialRunner | None = None
+        if setup.log_dir:
+            log_to_file(Path(setup.log_dir) / f"worker-{setup.worker_id}.log", setup.worker_id)
 
     def info(self) -> dict[str, Any]:
         """Where this worker runs and what it sees (placement checks, status)."""
@@ -54,7 +92,7 @@ class WorkerProcess:
 
         context = ray.get_runtime_context()
         return {
-            "worker_id": self.config.worker_id,
+            "worker_id": self.setup.worker_id,
             "pid": os.getpid(),
             "hostname": socket.gethostname(),
             "node_id": context.get_node_id(),
@@ -66,24 +104,122 @@ class WorkerProcess:
             ),
         }
 
-    def run(self) -> RunSummary:
-        """Run trials until STOP or the recycle quota (then the fleet starts a fresh process)."""
-        dataset = self.dataset
-        if dataset is not None and type(dataset).__name__ == "ObjectRef":
-            import ray
+    def warm(self, needs_tensorflow: bool, dataset_box: list[Any] | None = None) -> float:
+        """Do what a worker does before its first trial, short of touching a
+        device: import TensorFlow, Keras, Keras Tuner and our runner's modules,
+        and fetch the dataset from Ray's object store. Returns the seconds it
+        took. No tensor, model or device listing happens here, so TensorFlow
+        creates no CUDA context and takes no GPU memory (``devices_touched``
+        tells); that waits for :meth:`run`, when this process owns the slot.
+        """
+        started = time.monotonic()
+        with self._warm_lock:
+            if needs_tensorflow:
+                import keras  # noqa: F401
+                import keras_tuner  # noqa: F401
+                import tensorflow  # noqa: F401
 
-            dataset = ray.get(dataset, timeout=600)
+                import orchestrator.protocol.oracle_client  # noqa: F401
+                import workers.datasets  # noqa: F401
+                import workers.devices  # noqa: F401
+                import workers.hypermodels  # noqa: F401
+                from workers.runner import ktc_tuner_class
+
+                ktc_tuner_class()
+            if dataset_box:
+                self._dataset = _fetch_dataset(dataset_box[0])
+        log.info(
+            "worker %s: spare process %d warm in %.1f s",
+            self.setup.worker_id,
+            os.getpid(),
+            time.monotonic() - started,
+        )
+        return time.monotonic() - started
+
+    def devices_touched(self) -> bool:
+        """Whether TensorFlow in this process has listed or initialised its
+        devices (the CPU stand-in for "holds a CUDA context")."""
+        import sys
+
+        if "tensorflow" not in sys.modules:
+            return False
+        from tensorflow.python.eager import context
+
+        ctx = context.context()
+        return bool(ctx._initialized or ctx._physical_devices is not None)
+
+    def run(
+        self,
+        config: WorkerConfig,
+        dataset_box: list[Any] | None = None,
+        predecessor_pid: int | None = None,
+    ) -> RunSummary:
+        """Run trials until STOP or the recycle quota (then the fleet starts a fresh process).
+
+        ``predecessor_pid`` is the slot's previous process on this node: a GPU
+        worker waits for it to exit before TensorFlow touches the GPU, so two
+        processes never hold one GPU's memory.
+        """
         try:
-            return TrialRunner(self.config, dataset=dataset).run()
+            if predecessor_pid is not None and config.slot is not None and config.slot.gpus:
+                wait_for_exit(predecessor_pid, PREDECESSOR_EXIT_TIMEOUT_S, config.worker_id)
+            with self._warm_lock:  # a spare's warm() finishes first
+                dataset = self._dataset
+                if dataset is None and dataset_box:
+                    dataset = _fetch_dataset(dataset_box[0])
+            self._runner = TrialRunner(config, dataset=dataset, on_last_trial=self._last_trial.set)
+            return self._runner.run()
         except Exception as exc:
             # Re-raise as a plain RuntimeError: some exceptions (pydantic's, TF's)
             # do not survive Ray's pickling. Its first line is the real cause in
             # one line (what the fleet shows: placement.death_reason); the
             # traceback follows after CRASH_TRACEBACK_MARK.
-            log.exception("worker %s crashed", self.config.worker_id)
+            log.exception("worker %s crashed", config.worker_id)
             tail = strip_ansi(traceback.format_exc())[-3000:]
             failure = classify(exc)
             raise RuntimeError(f"{failure.message}\n{CRASH_TRACEBACK_MARK}\n{tail}") from None
+        finally:
+            self._last_trial.set()
+
+    def recycle_due(self) -> bool:
+        """Block until :meth:`run` starts the last trial of its recycle quota
+        (True), or returns first (False)."""
+        self._last_trial.wait()
+        runner = self._runner
+        return runner is not None and runner.on_last_trial_started
+
+
+PREDECESSOR_EXIT_TIMEOUT_S = 60.0
+
+
+def wait_for_exit(pid: int, timeout_s: float, worker_id: str) -> bool:
+    """Wait until process ``pid`` (on this machine) is gone; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return True  # someone else's process under a reused pid: ours is gone
+        if time.monotonic() >= deadline:
+            log.warning(
+                "worker %s: its previous process %d is still alive after %.0f s; "
+                "using the GPU anyway",
+                worker_id,
+                pid,
+                timeout_s,
+            )
+            return False
+        time.sleep(0.05)
+
+
+def _fetch_dataset(dataset: Any) -> Any:
+    if dataset is not None and type(dataset).__name__ == "ObjectRef":
+        import ray
+
+        return ray.get(dataset, timeout=600)
+    return dataset
 
 
 def log_to_file(path: Path, worker_id: str) -> None:
@@ -123,8 +259,8 @@ def remote_worker_class() -> Any:
     if not _REMOTE:
         import ray
 
-        # max_concurrency=2: info() answers while run() is busy.
-        decorator: Any = ray.remote(max_restarts=0, max_concurrency=2)  # type: ignore[call-overload]
+        # max_concurrency=4: info() and recycle_due() answer while run() is busy.
+        decorator: Any = ray.remote(max_restarts=0, max_concurrency=4)  # type: ignore[call-overload]
         _REMOTE.append(decorator(WorkerProcess))
     return _REMOTE[0]
 
@@ -140,11 +276,11 @@ WORKER_PROCESS_ENV: dict[str, str] = {
 }
 
 
-def actor_env(config: WorkerConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
+def actor_env(slot: WorkerSlot | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment variables for the actor's process."""
     env = {
         **WORKER_PROCESS_ENV,
-        "CUDA_VISIBLE_DEVICES": config.slot.cuda_visible_devices if config.slot else "",
+        "CUDA_VISIBLE_DEVICES": slot.cuda_visible_devices if slot else "",
     }
     env.update(extra or {})
     return env

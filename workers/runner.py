@@ -23,6 +23,7 @@ import shutil
 import socket
 import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -165,8 +166,17 @@ class TrialRunner:
     here) returns ExitReason.FATAL before its first trial instead.
     """
 
-    def __init__(self, config: WorkerConfig, dataset: Any = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        dataset: Any = None,
+        on_last_trial: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
+        # Called once the last trial of the recycle quota starts (the fleet
+        # then warms this process's replacement during that trial).
+        self.on_last_trial = on_last_trial
+        self.on_last_trial_started = False
         self.search = config.search
         self.dataset = dataset
         self.client = TrialClient(
@@ -255,6 +265,13 @@ class TrialRunner:
     def _quota_reached(self) -> bool:
         return self.config.max_trials > 0 and self.trials_run >= self.config.max_trials
 
+    def _trial_started(self) -> None:
+        self.trials_run += 1
+        if self._quota_reached() and not self.on_last_trial_started:
+            self.on_last_trial_started = True
+            if self.on_last_trial is not None:
+                self.on_last_trial()
+
     def _summary(self, reason: ExitReason, detail: str = "") -> RunSummary:
         return RunSummary(self.config.worker_id, self.trials_run, reason, detail)
 
@@ -278,7 +295,7 @@ class TrialRunner:
             if assignment.trial is None:
                 continue
             trial = assignment.trial
-            self.trials_run += 1
+            self._trial_started()
             first, last = _epoch_range(trial.values, self.search.training.epochs)
             best: tuple[float, int, dict[str, float]] | None = None
             with LeaseKeeper(self.client, trial) as keeper:
@@ -346,7 +363,7 @@ class TrialRunner:
                 return self._summary(ExitReason.STOP, remote.stop_reason)
             if trial.status == "IDLE":
                 continue
-            self.trials_run += 1
+            self._trial_started()
             tuner.on_trial_begin(trial)
             tuner._try_run_and_update_trial(trial, **fit_kwargs)
             uploaded = self._upload_artifacts(tuner, remote, trial.trial_id)

@@ -1,7 +1,13 @@
 """Where a worker's Ray actor may run, and why it does not run yet.
 
-Each slot's actor asks Ray for the slot's CPUs and GPU share plus a sliver of
-its node's label resource (``ktc_node_<name>``), which pins it to that node.
+A worker slot reserves the slot's CPUs and GPU share plus a sliver of its
+node's label resource (``ktc_node_<name>``, which pins it to that node) in a
+one-bundle placement group, held for as long as the slot is wanted. Its
+worker processes are actors inside that bundle that reserve nothing
+themselves: a process and its warm spare fit side by side, and the slot's
+resources stay reserved while one process hands over to the next. (The
+evaluation worker, a single process, asks for the same resources directly:
+:func:`actor_options`.)
 An actor Ray cannot place is reported with a reason computed from the alive
 nodes' resources; on an autoscaling cluster the fleet asks for the missing
 resources instead of waiting. Every function here that talks to Ray is called
@@ -35,6 +41,51 @@ def actor_options(slot: WorkerSlot, *, name: str, runtime_env: dict[str, Any]) -
         "num_cpus": slot.cpus,
         "num_gpus": slot.gpu_share,
         "resources": {slot.node_resource: NODE_LABEL_SHARE},
+        "runtime_env": runtime_env,
+        "name": name,
+        "namespace": "ktcluster",
+    }
+
+
+def reservation_bundle(slot: WorkerSlot) -> dict[str, float]:
+    """The slot's resources as a placement-group bundle (Ray refuses zero entries)."""
+    bundle = {"CPU": slot.cpus, "GPU": slot.gpu_share, slot.node_resource: NODE_LABEL_SHARE}
+    return {name: amount for name, amount in bundle.items() if amount > 0}
+
+
+def reserve_slot(slot: WorkerSlot, *, name: str) -> Any:
+    """Create the slot's placement group (asynchronous: its actors wait until Ray places it)."""
+    from ray.util.placement_group import placement_group
+
+    return placement_group([reservation_bundle(slot)], strategy="STRICT_PACK", name=name)
+
+
+def release_slot(group: Any) -> None:
+    """Remove a slot's placement group; Ray kills any actor still inside it."""
+    from ray.util.placement_group import remove_placement_group
+
+    try:
+        remove_placement_group(group)
+    except Exception as exc:  # already removed, or Ray is going away
+        log.info("could not remove placement group %s: %s", getattr(group, "id", group), exc)
+
+
+def process_options(group: Any, *, name: str, runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """The ``.options(...)`` of a worker process inside its slot's placement group.
+
+    ``num_cpus=0`` is explicit: an actor that names no CPU would still hold one
+    for scheduling. Its GPUs are the cluster file's, set in ``__init__``.
+    """
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return {
+        "num_cpus": 0,
+        "num_gpus": 0,
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(
+            placement_group=group,
+            placement_group_bundle_index=0,
+            placement_group_capture_child_tasks=False,
+        ),
         "runtime_env": runtime_env,
         "name": name,
         "namespace": "ktcluster",

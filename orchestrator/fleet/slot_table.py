@@ -29,6 +29,20 @@ _RETIRE_ORDER = {
 
 
 @dataclass
+class Spare:
+    """A slot's warm spare: the next worker process, started during the current
+    one's last trial, warming up (imports, dataset) until it takes over."""
+
+    actor: Any  # the Ray actor handle
+    slot: WorkerSlot  # the shape it was started for (a changed slot discards it)
+    incarnation: int
+    info_ref: Any = None  # ObjectRef of info(), until it answered
+    warm_ref: Any = None  # ObjectRef of warm(), until it is warm
+    info: dict[str, Any] | None = None
+    warm: bool = False
+
+
+@dataclass
 class SlotRuntime:
     """A slot and its current actor (monitor thread only).
 
@@ -51,6 +65,12 @@ class SlotRuntime:
     trials_run: int = 0
     recent_deaths: list[float] = field(default_factory=list)
     preempt: bool = False
+    launched: int = 0  # worker processes started for the slot (spares included)
+    previous_pid: int | None = None  # the slot's last process, until its successor runs
+    group: Any = None  # the slot's placement group: its reserved resources
+    group_slot: WorkerSlot | None = None  # the shape the group reserves
+    due_ref: Any = None  # ObjectRef of actor.recycle_due(), while run() runs
+    spare: Spare | None = None
 
     @property
     def worker_id(self) -> str:

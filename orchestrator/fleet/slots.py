@@ -32,13 +32,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from orchestrator.config import ClusterSpec, WorkerSlot
 from orchestrator.errors import ConfigError, FleetError
 from orchestrator.fleet.placement import (
-    actor_options,
     death_reason,
     pending_reason,
+    process_options,
+    release_slot,
     request_resources,
+    reserve_slot,
     resources_by_label,
 )
-from orchestrator.fleet.slot_table import SlotRuntime, SlotTable
+from orchestrator.fleet.slot_table import SlotRuntime, SlotTable, Spare
 from orchestrator.protocol.status_document import WorkerState, WorkerStatus
 from workers.runner import ExitReason
 
@@ -125,6 +127,7 @@ class Fleet:
         self._thread: threading.Thread | None = None
         self._rows_lock = threading.Lock()
         self._rows: list[WorkerStatus] = []
+        self._tensorflow: bool | None = None  # whether the hypermodel needs it (spares import it)
 
     @property
     def cluster(self) -> ClusterSpec:
@@ -172,10 +175,14 @@ class Fleet:
         import ray
 
         for rt in self._slots:
+            self._drop_spare(rt, "the fleet shut down")
             if rt.actor is not None:
                 with contextlib.suppress(Exception):  # already gone
                     ray.kill(rt.actor, no_restart=True)
                 rt.actor = None
+            if rt.group is not None:
+                release_slot(rt.group)
+                rt.group = None
             self._revoke(rt.slot.worker_id)
         self._publish()
 
@@ -293,6 +300,7 @@ class Fleet:
         for wid in worker_ids:
             rt = self._slots[wid]
             rt.wanted = False
+            log.info("retiring %s (%s)", wid, "preempt" if now else "drain")
             if rt.actor is None:
                 rt.state = WorkerState.STOPPED
             elif rt.state in (WorkerState.PENDING, WorkerState.STARTING):
@@ -316,7 +324,7 @@ class Fleet:
         while not self._stop.is_set():
             self._run_commands()
             self._reconcile()
-            refs = [r for rt in self._slots for r in (rt.info_ref, rt.run_ref) if r is not None]
+            refs = [r for rt in self._slots for r in _watched(rt) if r is not None]
             if refs:
                 ready, _ = ray.wait(refs, num_returns=1, timeout=0.5)
                 for ref in ready:
@@ -338,40 +346,157 @@ class Fleet:
                 future.set_exception(exc)
 
     def _reconcile(self) -> None:
-        """Start an actor for every wanted slot that has none (while trials are handed out)."""
-        if not self.hooks.dispatching():
-            return
+        """Give every wanted slot a process (its warm spare first) while trials
+        are handed out; drop spares and release reservations nobody needs."""
+        dispatching = self.hooks.dispatching()
         for rt in self._slots:
-            if rt.wanted and rt.actor is None and rt.state is not WorkerState.DEAD:
-                self._start_actor(rt)
+            if rt.spare is not None and not self._spare_wanted(rt, dispatching):
+                self._drop_spare(rt, "no longer needed")
+            if rt.actor is not None:
+                continue
+            if dispatching and rt.wanted and rt.state is not WorkerState.DEAD:
+                if rt.spare is not None:
+                    self._promote_spare(rt)
+                else:
+                    self._start_actor(rt)
+            elif rt.group is not None and rt.spare is None:
+                release_slot(rt.group)
+                rt.group = rt.group_slot = None
 
-    def _start_actor(self, rt: SlotRuntime) -> None:
-        from workers.actor import actor_env, remote_worker_class
+    def _spares_on(self) -> bool:
+        fleet = self.cluster.fleet
+        return fleet.warm_spares and fleet.recycle_after_trials > 0
+
+    def _spare_wanted(self, rt: SlotRuntime, dispatching: bool) -> bool:
+        return (
+            dispatching
+            and rt.wanted
+            and rt.spare is not None
+            and rt.spare.slot == rt.slot
+            and rt.state not in (WorkerState.DEAD, WorkerState.DRAINING)
+        )
+
+    def _create_process(self, rt: SlotRuntime) -> tuple[Any, int]:
+        """A new worker process for the slot, inside its placement group
+        (reserved first if the slot has none, or had one of another shape)."""
+        from workers.actor import ProcessSetup, actor_env, remote_worker_class
 
         slot = rt.slot
-        self.hooks.forget(slot.worker_id)  # clear a drain mark from an earlier scale-down
-        # A fresh credential per process: registering again revokes the one a
-        # recycled or dead predecessor in this slot held.
-        credential = self.credentials.register(slot.worker_id) if self.credentials else ""
-        config = self.make_config(slot, credential)
+        rt.launched += 1
+        if rt.group is not None and rt.group_slot != slot:
+            release_slot(rt.group)  # its shape changed (scale --apply); nothing runs in it
+            rt.group = None
+            rt.previous_pid = None  # the next process may land on another node
+        if rt.group is None:
+            rt.group = reserve_slot(
+                slot, name=f"{self.actor_name_prefix}-{slot.worker_id}-slot{rt.launched}"
+            )
+            rt.group_slot = slot
+        setup = ProcessSetup.of(self.make_config(slot, ""))
         runtime_env = dict(self.runtime_env)
         if not self.env_from_raylet:
-            runtime_env["env_vars"] = actor_env(config, dict(runtime_env.get("env_vars", {})))
-        rt.incarnation += 1
-        options = actor_options(
-            slot,
-            name=f"{self.actor_name_prefix}-{slot.worker_id}-{rt.incarnation}",
+            runtime_env["env_vars"] = actor_env(slot, dict(runtime_env.get("env_vars", {})))
+        options = process_options(
+            rt.group,
+            name=f"{self.actor_name_prefix}-{slot.worker_id}-{rt.launched}",
             runtime_env=runtime_env,
         )
-        actor = remote_worker_class().options(**options).remote(config, self.dataset_ref)
-        rt.actor = actor
-        rt.info_ref = actor.info.remote()
+        return remote_worker_class().options(**options).remote(setup), rt.launched
+
+    def _start_actor(self, rt: SlotRuntime) -> None:
+        """A cold start: a new process that imports everything when it runs."""
+        rt.actor, rt.incarnation = self._create_process(rt)
+        rt.info_ref = rt.actor.info.remote()
         rt.run_ref = None
+        rt.due_ref = None
         rt.state = WorkerState.STARTING
         rt.created_at = time.monotonic()
         rt.pending_reason = None
         rt.preempt = False
-        log.info("started actor for %s (incarnation %d)", slot.worker_id, rt.incarnation)
+        log.info("started actor for %s (incarnation %d)", rt.worker_id, rt.incarnation)
+
+    def _start_spare(self, rt: SlotRuntime) -> None:
+        """Start the slot's next process now, during the current one's last trial."""
+        actor, incarnation = self._create_process(rt)
+        rt.spare = Spare(
+            actor=actor,
+            slot=rt.slot,
+            incarnation=incarnation,
+            info_ref=actor.info.remote(),
+            warm_ref=actor.warm.remote(self._needs_tensorflow(), [self.dataset_ref]),
+        )
+        log.info("warming a spare for %s (incarnation %d)", rt.worker_id, incarnation)
+
+    def _promote_spare(self, rt: SlotRuntime) -> None:
+        """The slot's process is gone: its spare takes over (warm, or still warming)."""
+        spare = rt.spare
+        assert spare is not None
+        rt.spare = None
+        rt.actor = spare.actor
+        rt.incarnation = spare.incarnation
+        rt.run_ref = None
+        rt.due_ref = None
+        rt.created_at = time.monotonic()
+        rt.pending_reason = None
+        rt.preempt = False
+        log.info(
+            "spare for %s takes over (incarnation %d, %s)",
+            rt.worker_id,
+            rt.incarnation,
+            "warm" if spare.warm else "still warming",
+        )
+        if spare.info is not None:
+            self._begin_run(rt, spare.info)
+        else:
+            rt.info_ref = spare.info_ref
+            rt.state = WorkerState.STARTING
+
+    def _drop_spare(self, rt: SlotRuntime, why: str) -> None:
+        import ray
+
+        spare = rt.spare
+        rt.spare = None
+        if spare is not None:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(spare.actor, no_restart=True)
+            log.info("spare for %s stopped: %s", rt.worker_id, why)
+
+    def _needs_tensorflow(self) -> bool:
+        if self._tensorflow is None:
+            from workers.hypermodels import needs_tensorflow
+
+            any_slot = next(iter(self._slots)).slot
+            self._tensorflow = needs_tensorflow(self.make_config(any_slot, "").search.hypermodel)
+        return self._tensorflow
+
+    def _begin_run(self, rt: SlotRuntime, info: dict[str, Any]) -> None:
+        """The process is placed: register it (a fresh credential, revoking its
+        predecessor's) and start its trials."""
+        rt.pid = info.get("pid")
+        rt.node_id = info.get("node_id")
+        rt.cuda_visible_devices = info.get("cuda_visible_devices")
+        rt.pending_reason = None
+        if self.on_actor_started is not None:
+            try:
+                self.on_actor_started(
+                    {
+                        **info,
+                        "node": rt.slot.node,
+                        "gpus": list(rt.slot.gpus),
+                        "incarnation": rt.incarnation,
+                    }
+                )
+            except OSError as exc:
+                log.warning("could not record worker %s: %s", rt.slot.worker_id, exc)
+        if rt.state is not WorkerState.DRAINING:
+            rt.state = WorkerState.IDLE
+        self.hooks.forget(rt.worker_id)  # clear a drain mark from an earlier scale-down
+        credential = self.credentials.register(rt.worker_id) if self.credentials else ""
+        config = self.make_config(rt.slot, credential)
+        # The predecessor's pid: on its node, the new process waits for it to be
+        # gone before touching a GPU, so two processes never hold one GPU's memory.
+        rt.run_ref = rt.actor.run.remote(config, [self.dataset_ref], rt.previous_pid)
+        rt.due_ref = rt.actor.recycle_due.remote() if self._spares_on() else None
 
     def _on_ready(self, ref: Any) -> None:
         import ray
@@ -384,25 +509,30 @@ class Fleet:
                 except Exception as exc:
                     self._on_death(rt, f"failed to start: {death_reason(exc)}")
                     return
-                rt.pid = info.get("pid")
-                rt.node_id = info.get("node_id")
-                rt.cuda_visible_devices = info.get("cuda_visible_devices")
-                rt.pending_reason = None
-                if self.on_actor_started is not None:
-                    try:
-                        self.on_actor_started(
-                            {
-                                **info,
-                                "node": rt.slot.node,
-                                "gpus": list(rt.slot.gpus),
-                                "incarnation": rt.incarnation,
-                            }
-                        )
-                    except OSError as exc:
-                        log.warning("could not record worker %s: %s", rt.slot.worker_id, exc)
-                if rt.state is not WorkerState.DRAINING:
-                    rt.state = WorkerState.IDLE
-                rt.run_ref = rt.actor.run.remote()
+                self._begin_run(rt, info)
+                return
+            if ref is rt.due_ref or ref == rt.due_ref:
+                rt.due_ref = None
+                try:
+                    due = ray.get(ref, timeout=5)
+                except Exception:  # the process died: run_ref says so
+                    due = False
+                if due and rt.spare is None and self._spare_wanted_for(rt):
+                    self._start_spare(rt)
+                return
+            spare = rt.spare
+            if spare is not None and ref in (spare.info_ref, spare.warm_ref):
+                try:
+                    value = ray.get(ref, timeout=5)
+                except Exception as exc:
+                    self._drop_spare(rt, f"died while warming: {death_reason(exc)}")
+                    return
+                if ref == spare.info_ref:
+                    spare.info_ref = None
+                    spare.info = value
+                else:
+                    spare.warm_ref = None
+                    spare.warm = True
                 return
             if ref is rt.run_ref or ref == rt.run_ref:
                 rt.run_ref = None
@@ -421,10 +551,23 @@ class Fleet:
                     self._kill(rt, "cannot run the search")
                     return
                 # Recycled, drained or the search is over: this process is done.
-                # _reconcile starts a fresh one if the slot is still wanted and
-                # trials are still being handed out.
+                # _reconcile hands the slot to its spare, or starts a fresh
+                # process, if the slot is still wanted and trials are still
+                # being handed out.
                 self._kill(rt, f"finished ({summary.reason.value})")
                 return
+
+    def _spare_wanted_for(self, rt: SlotRuntime) -> bool:
+        return (
+            self._spares_on()
+            and rt.wanted
+            and rt.state
+            not in (
+                WorkerState.DEAD,
+                WorkerState.DRAINING,
+            )
+            and self.hooks.dispatching()
+        )
 
     def _on_death(self, rt: SlotRuntime, reason: str) -> None:
         wid = rt.slot.worker_id
@@ -434,7 +577,8 @@ class Fleet:
         rt.actor = None
         rt.info_ref = None
         rt.run_ref = None
-        rt.pid = None
+        rt.due_ref = None
+        rt.previous_pid, rt.pid = rt.pid, None
         now = time.monotonic()
         rt.recent_deaths = [t for t in rt.recent_deaths if now - t < CRASH_LOOP_WINDOW_S] + [now]
         if len(rt.recent_deaths) >= CRASH_LOOP_LIMIT:
@@ -460,7 +604,8 @@ class Fleet:
         rt.actor = None
         rt.info_ref = None
         rt.run_ref = None
-        rt.pid = None
+        rt.due_ref = None
+        rt.previous_pid, rt.pid = rt.pid, None
         rt.state = WorkerState.STOPPED
         log.info("actor for %s stopped: %s", rt.slot.worker_id, why)
 
@@ -492,3 +637,10 @@ class Fleet:
         rows = self._slots.rows()
         with self._rows_lock:
             self._rows = rows
+
+
+def _watched(rt: SlotRuntime) -> tuple[Any, ...]:
+    """The slot's outstanding Ray calls the monitor waits on."""
+    spare = rt.spare
+    spare_refs = (spare.info_ref, spare.warm_ref) if spare is not None else ()
+    return (rt.info_ref, rt.run_ref, rt.due_ref, *spare_refs)

@@ -173,9 +173,8 @@ def test_real_tensorflow_in_a_fresh_process() -> None:
 def test_worker_process_env_pins_gpus_and_caps_malloc_arenas() -> None:
     """Every worker actor runs with its YAML GPUs, Ray's GPU masking off, and
     glibc's malloc arenas capped (the worker-memory fix in BENCHMARKS.md)."""
-    from orchestrator.config import parse_cluster
+    from orchestrator.config import WorkerSlot, parse_cluster
     from workers.actor import actor_env
-    from workers.runner import WorkerConfig
 
     cluster = parse_cluster(
         {
@@ -191,11 +190,8 @@ def test_worker_process_env_pins_gpus_and_caps_malloc_arenas() -> None:
     )
     gpu_slot, cpu_slot = cluster.worker_slots()
 
-    def env(slot: object) -> dict[str, str]:
-        config = WorkerConfig(
-            worker_id="w", chief_address="x:1", token="t", search_json="{}", slot=slot
-        )  # type: ignore[arg-type]
-        return actor_env(config)
+    def env(slot: WorkerSlot) -> dict[str, str]:
+        return actor_env(slot)
 
     assert env(gpu_slot)["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert env(cpu_slot)["CUDA_VISIBLE_DEVICES"] == ""

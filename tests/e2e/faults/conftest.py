@@ -73,8 +73,14 @@ def cluster_yaml(
     *,
     address: str = "local",
     name: str = "faults",
+    recycle_after_trials: int = 100,
 ) -> dict[str, Any]:
-    """A cluster file; default one local node with 4 logical CPUs and 2 CPU workers."""
+    """A cluster file; default one local node with 4 logical CPUs and 2 CPU workers.
+
+    ``recycle_after_trials=1`` recycles each worker process after every trial,
+    with a warm spare (the default ``fleet.warm_spares``) started beside it
+    during every trial: a fault then also hits a slot that has a spare.
+    """
     ray: dict[str, Any] = {"address": address}
     if address != "local":
         ray |= {"auth": False, "working_dir": None}
@@ -83,7 +89,7 @@ def cluster_yaml(
         "name": name,
         "ray": ray,
         "chief": {"host": "127.0.0.1", "port": 0},
-        "fleet": {"cpus_per_worker": 1, "recycle_after_trials": 100},
+        "fleet": {"cpus_per_worker": 1, "recycle_after_trials": recycle_after_trials},
         "nodes": [dict(n) for n in (nodes or [{"name": "local", "cpus": 4, "cpu_workers": 2}])],
     }
 

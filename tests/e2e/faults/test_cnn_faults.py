@@ -17,7 +17,9 @@ three faults share one search, and each is checked when it happens:
    again (a resume of a resumed search).
 
 After each fault, the trials it interrupted run exactly once more, as their
-next attempt, and the trials finished before it never run again.
+next attempt, and the trials finished before it never run again. Each worker
+process is recycled after every trial with a warm spare beside it, so the
+faults also hit the hand-over from a process to its spare.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def test_cnn_search_survives_worker_kill_ctrl_c_and_chief_kill(ktc: KtcRunner) -
     # Ctrl-C lands with 3 or 4 trials created (5 if the workers' trials are
     # badly out of step), and the chief kill needs 2 more.
     max_trials = 7
-    run = ktc.submit(cnn_search(max_trials), cluster_yaml())
+    run = ktc.submit(cnn_search(max_trials), cluster_yaml(recycle_after_trials=1))
     directory = run.search_dir
 
     # 1. SIGKILL a worker early in its trial: Ray's actor-death signal requeues

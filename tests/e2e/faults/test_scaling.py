@@ -55,7 +55,12 @@ def _cancel_and_check(directory: Path, run: Any) -> list[Any]:
 def test_scale_up_then_drain_down(ktc: KtcRunner) -> None:
     # A long lease: on 2 loaded cores an 8-s lease can expire while `ktc scale`
     # starts actors, and an expiry requeue is not what this test is about.
-    run = ktc.submit(search_yaml(max_trials=60, epochs=6, lease_timeout_s=60.0), cluster_yaml())
+    # Recycled after every trial: each busy worker has a warm spare, which a
+    # drain must stop with it.
+    run = ktc.submit(
+        search_yaml(max_trials=60, epochs=6, lease_timeout_s=60.0),
+        cluster_yaml(recycle_after_trials=1),
+    )
     directory = run.search_dir
     wait_status(directory, lambda d: len(_live(d)) == 2, STARTUP_S, "2 live workers", run)
 
@@ -93,10 +98,20 @@ def test_scale_up_then_drain_down(ktc: KtcRunner) -> None:
         if trial_id:
             done = [e for e in events if e.kind is EventKind.COMPLETED and e.trial_id == trial_id]
             assert done and done[0].worker_id == worker_id
+    # A drained slot's spare is stopped, never promoted: no process of a drained
+    # worker took over after its retirement.
+    log = _chief_log(directory)
+    for worker_id in drained:
+        after = log.split(f"retiring {worker_id} (drain)", 1)[1]
+        assert f"spare for {worker_id} takes over" not in after, after[-3000:]
+
+
+def _chief_log(directory: Path) -> str:
+    return (directory / "chief.log").read_text()
 
 
 def test_scale_down_now_preempts(ktc: KtcRunner) -> None:
-    run = ktc.submit(search_yaml(max_trials=6, epochs=6), cluster_yaml())
+    run = ktc.submit(search_yaml(max_trials=6, epochs=6), cluster_yaml(recycle_after_trials=1))
     directory = run.search_dir
     wait_status(
         directory,
@@ -120,6 +135,13 @@ def test_scale_down_now_preempts(ktc: KtcRunner) -> None:
     requeue = preempted()[0]
     assert requeue.worker_id != doc["workers"][0]["worker_id"]
     assert requeue.payload["failures"] == 0  # not counted as a failure
+    # The preempted slot's spare (warming since its trial began) went with it.
+    wait_until(
+        lambda: f"spare for {requeue.worker_id} stopped" in _chief_log(directory),
+        10.0,
+        interval_s=0.2,
+        what=f"the spare of {requeue.worker_id} stopped",
+    )
 
     assert run.wait(120.0) == 0, run.output()[-3000:]
     events = assert_no_duplicate_or_lost(directory, expected_trials=6)
