@@ -208,13 +208,13 @@ def run_runner_overhead(
 # ------------------------------------------------------------ process side
 
 
-def _worker_main(address: str, token: str, search_json: str) -> None:
+def _worker_main(address: str, token: str, search_json: str, worker_id: str) -> None:
     from orchestrator.config import parse_search, spec_json
     from workers.runner import TrialRunner, WorkerConfig
 
     search = parse_search(json.loads(search_json), check_paths=False)
     config = WorkerConfig(
-        worker_id="runner-w0",
+        worker_id=worker_id,
         chief_address=address,
         token=token,
         search_json=spec_json(search),
@@ -307,8 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog="python -m bench.runner_overhead worker")
         parser.add_argument("--address", required=True)
         parser.add_argument("--search-json", required=True)
+        parser.add_argument("--worker-id", default="runner-w0")
         args = parser.parse_args(args_in[1:])
-        _worker_main(args.address, os.environ[TOKEN_ENV], args.search_json)
+        _worker_main(args.address, os.environ[TOKEN_ENV], args.search_json, args.worker_id)
         return 0
     if args_in[:1] == ["plain"]:
         parser = argparse.ArgumentParser(prog="python -m bench.runner_overhead plain")
