@@ -19,8 +19,8 @@ same TensorFlow set-up (``workers.devices.configure_tensorflow`` with a
 one-CPU plan, as a CPU worker slot gets). EarlyStopping is removed from the
 search so both train exactly ``--epochs`` epochs. The plain script needs the
 trials' hyperparameters, which exist once the chief made them, so it runs
-after the ktc search, twice (two fresh processes), and a trial's plain time is
-the mean of the two. The overhead of trial i is
+after the ktc search, ``--plain-runs`` times (default 2, a fresh process
+each), and a trial's plain time is the mean of its runs. The overhead of trial i is
 ``ktc_i / plain_i - 1``; the figure is its median over the trials (issue:
 median of 5, target <= 3 %).
 
@@ -60,13 +60,12 @@ class TrialPair:
 
     trial_id: str
     ktc_s: float
-    plain_first_s: float
-    plain_second_s: float
+    plain_runs_s: tuple[float, ...]  # one per plain process
 
     @property
     def plain_s(self) -> float:
-        """The mean of the two plain runs."""
-        return (self.plain_first_s + self.plain_second_s) / 2.0
+        """The mean of the plain runs."""
+        return statistics.fmean(self.plain_runs_s)
 
     @property
     def overhead(self) -> float:
@@ -80,7 +79,7 @@ class OverheadResult:
 
     epochs: int
     pairs: tuple[TrialPair, ...]
-    loads: tuple[float, float, float]  # ktc, first plain, second plain
+    loads: tuple[float, ...]  # at the start of the ktc search, then of each plain run
     profile: str = ""
 
     @property
@@ -185,24 +184,25 @@ def run_runner_overhead(
     *,
     trials: int = 5,
     epochs: int = 15,
+    plain_runs: int = 2,
     work_dir: Path | None = None,
     profile_dir: Path | None = None,
 ) -> OverheadResult:
-    """The ktc search, then the plain script twice on its trials' hyperparameters."""
+    """The ktc search, then the plain script ``plain_runs`` times on its trials' hyperparameters."""
     base = Path(work_dir or tempfile.mkdtemp(prefix="bench-runner-overhead-"))
     search = overhead_search(trials, epochs)
-    load_ktc = os.getloadavg()[0]
+    loads = [os.getloadavg()[0]]
     ktc, note = _ktc(search, base / "ktc", profile_dir)
     states = [state for _, _, state in ktc]
-    load_first = os.getloadavg()[0]
-    first = _plain(search, states, base, "plain-1")
-    load_second = os.getloadavg()[0]
-    second = _plain(search, states, base, "plain-2")
+    plain: list[list[float]] = []
+    for i in range(plain_runs):
+        loads.append(os.getloadavg()[0])
+        plain.append(_plain(search, states, base, f"plain-{i + 1}"))
     pairs = tuple(
-        TrialPair(trial_id, ktc_s, a, b)
-        for (trial_id, ktc_s, _), a, b in zip(ktc, first, second, strict=True)
+        TrialPair(trial_id, ktc_s, tuple(run[i] for run in plain))
+        for i, (trial_id, ktc_s, _) in enumerate(ktc)
     )
-    return OverheadResult(epochs, pairs, (load_ktc, load_first, load_second), note)
+    return OverheadResult(epochs, pairs, tuple(loads), note)
 
 
 # ------------------------------------------------------------ process side
@@ -270,24 +270,24 @@ def _plain_main(search_json: str, states_json: str) -> None:
 
 def markdown(result: OverheadResult, command: str) -> list[str]:
     """The section's table: one row per trial, then the median."""
-    ktc, first, second = result.loads
+    ktc, *plain = result.loads
     lines = [
         "### Inside one trial: the runner against a plain script",
         "",
         f"`{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
-        f"(1 min) {ktc:.2f} at the ktc search's start, {first:.2f} and {second:.2f} at the "
-        f"plain runs'. Digits CNN, {result.epochs} epochs, batch 16, no EarlyStopping; ktc "
-        "= ASSIGNED to COMPLETED in the ledger (one TrialRunner process); plain = build + "
-        "fit of the same hyperparameters, the mean of two runs (two processes) after the "
-        "ktc search; both with the worker's environment and one TF thread.",
+        f"(1 min) {ktc:.2f} at the ktc search's start, {', '.join(f'{v:.2f}' for v in plain)} "
+        f"at the plain runs'. Digits CNN, {result.epochs} epochs, batch 16, no EarlyStopping; "
+        "ktc = ASSIGNED to COMPLETED in the ledger (one TrialRunner process); plain = build + "
+        f"fit of the same hyperparameters, the mean of {len(plain)} runs (one process each) "
+        "after the ktc search; both with the worker's environment and one TF thread.",
         "",
-        "| trial | ktc s | plain s (two runs) | overhead |",
+        "| trial | ktc s | plain s (each run) | overhead |",
         "|---|---|---|---|",
     ]
     for p in result.pairs:
         lines.append(
-            f"| {p.trial_id} | {p.ktc_s:.2f} | {p.plain_s:.2f} ({p.plain_first_s:.2f}, "
-            f"{p.plain_second_s:.2f}) | {100 * p.overhead:+.1f} % |"
+            f"| {p.trial_id} | {p.ktc_s:.2f} | {p.plain_s:.2f} "
+            f"({', '.join(f'{v:.2f}' for v in p.plain_runs_s)}) | {100 * p.overhead:+.1f} % |"
         )
     lines += [
         "",
@@ -321,12 +321,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.runner_overhead", description=__doc__)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--plain-runs", type=int, default=2)
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the worker into DIR")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(args_in)
     result = run_runner_overhead(
-        trials=args.trials, epochs=args.epochs, work_dir=args.work_dir, profile_dir=args.profile
+        trials=args.trials,
+        epochs=args.epochs,
+        plain_runs=args.plain_runs,
+        work_dir=args.work_dir,
+        profile_dir=args.profile,
     )
     shown = [a for a in args_in if a != str(args.output) and a != "--output"]
     command = "RAY_AUTH_MODE=disabled .venv/bin/python -m bench.runner_overhead " + " ".join(shown)
