@@ -22,6 +22,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -346,6 +347,7 @@ class TrialRunner:
     # ------------------------------------------------------ keras tuner path
 
     def _run_keras_tuner(self) -> RunSummary:
+        started = time.monotonic()
         try:
             tuner, remote, fit_kwargs = self._set_up_keras_tuner()
         except (ChiefUnavailableError, DatasetUnavailableError):
@@ -355,6 +357,13 @@ class TrialRunner:
                 raise
             raise failed from exc
         import keras
+
+        log.info(
+            "worker %s (pid %d): devices, dataset and tuner set up in %.2f s",
+            self.config.worker_id,
+            os.getpid(),
+            time.monotonic() - started,
+        )
 
         tuner.on_search_begin()
         while not self._quota_reached():

@@ -119,20 +119,25 @@ def best_line(document: StatusDocument) -> Text:
 
 
 def workers_table(workers: Sequence[WorkerStatus]) -> Table:
-    """One row per worker slot: node, GPUs, state, trial, epoch, pending reason."""
+    """One row per worker slot: node, GPUs, state, trial, epoch, its warm spare
+    (a column only while some slot has one), pending reason."""
     table = Table(title="workers", title_justify="left", expand=False)
-    for column in ("worker", "node", "GPUs", "state", "trial", "epoch", "pending reason"):
+    spares = any(worker.spare for worker in workers)  # the column only while one exists
+    columns = ("worker", "node", "GPUs", "state", "trial", "epoch")
+    for column in (*columns, *(("spare",) if spares else ()), "pending reason"):
         table.add_column(column, no_wrap=column != "pending reason")
     for worker in workers:
-        table.add_row(
+        cells: list[str | Text] = [
             worker.worker_id,
             worker.node,
             ",".join(str(g) for g in worker.gpus) if worker.gpus else "cpu",
             Text(worker.state.value, style=WORKER_STATE_STYLES[worker.state]),
             worker.trial_id or "-",
             "-" if worker.epoch is None else str(worker.epoch),
-            worker.pending_reason or "",
-        )
+        ]
+        if spares:
+            cells.append(Text(worker.spare or "-", style="dim"))
+        table.add_row(*cells, worker.pending_reason or "")
     return table
 
 

@@ -89,6 +89,7 @@ class SlotRuntime:
             trials_run=self.trials_run,
             cuda_visible_devices=self.cuda_visible_devices,
             ray_node_id=self.node_id,
+            spare=None if self.spare is None else ("warm" if self.spare.warm else "warming"),
         )
 
 

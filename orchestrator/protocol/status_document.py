@@ -24,7 +24,8 @@ they do not know)::
       "trials": [{"trial_id", "status", "attempts", "score", "worker", "epoch", "error"}],
       "workers": [{"worker_id", "node", "gpus", "state", "trial_id", "epoch",
                    "pending_reason", "pid", "incarnation", "trials_run",
-                   "cuda_visible_devices", "ray_node_id"}],
+                   "cuda_visible_devices", "ray_node_id",
+                   "spare": null | "warming" | "warm"}],
       "best": null | {"trial_id", "score", "hyperparameters"},
       "chief": null | {"address", "pid"},
       "last_failure": null | {"trial_id", "error"}
@@ -80,6 +81,9 @@ class WorkerStatus:
     trials_run: int = 0
     cuda_visible_devices: str | None = None  # as the worker process sees it
     ray_node_id: str | None = None
+    # The slot's next process, started during this one's last trial before it
+    # is recycled: "warming" (importing TensorFlow), "warm", or None.
+    spare: str | None = None
 
     def holding(self, trial_id: str | None, epoch: int | None) -> WorkerStatus:
         """This row with the trial its worker holds now, by the chief's leases.
@@ -108,6 +112,7 @@ class WorkerStatus:
             "trials_run": self.trials_run,
             "cuda_visible_devices": self.cuda_visible_devices,
             "ray_node_id": self.ray_node_id,
+            "spare": self.spare,
         }
 
     @classmethod
@@ -128,7 +133,14 @@ class WorkerStatus:
             trials_run=int(data.get("trials_run", 0)),
             cuda_visible_devices=data.get("cuda_visible_devices"),
             ray_node_id=data.get("ray_node_id"),
+            spare=_spare(data.get("spare"), where),
         )
+
+
+def _spare(value: Any, where: str) -> str | None:
+    if value is None or value in ("warming", "warm"):
+        return value  # type: ignore[no-any-return]
+    raise KtClusterError(f"{where}: spare: expected null, 'warming' or 'warm', got {value!r}")
 
 
 @dataclass(frozen=True)

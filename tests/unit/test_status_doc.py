@@ -116,6 +116,7 @@ def test_live_document_has_the_schema(live_search: Any, search_dir: Path) -> Non
             "trials_run": 0,
             "cuda_visible_devices": None,
             "ray_node_id": None,
+            "spare": None,
         },
         {
             "worker_id": "w1",
@@ -130,6 +131,7 @@ def test_live_document_has_the_schema(live_search: Any, search_dir: Path) -> Non
             "trials_run": 0,
             "cuda_visible_devices": None,
             "ray_node_id": None,
+            "spare": None,
         },
     ]
     assert StatusDocument.from_json(json.loads(json.dumps(doc))) == document
@@ -286,7 +288,15 @@ def _sample_document() -> StatusDocument:
             TrialEntry("3", TrialStatus.RUNNING, 2, None, "gpu-a-w0", 4, "lost its lease"),
         ),
         workers=(
-            WorkerStatus("gpu-a-w0", "gpu-a", (0, 1), WorkerState.RUNNING, trial_id="3", epoch=4),
+            WorkerStatus(
+                "gpu-a-w0",
+                "gpu-a",
+                (0, 1),
+                WorkerState.RUNNING,
+                trial_id="3",
+                epoch=4,
+                spare="warm",
+            ),
             WorkerStatus(
                 "gpu-b-w0",
                 "gpu-b",
@@ -309,6 +319,10 @@ def test_status_document_json_round_trip() -> None:
     data["added_later"] = 1
     data["workers"][0]["added_later"] = 1
     assert StatusDocument.from_json(data) == document
+    # A spare is null, "warming" or "warm"; anything else is named.
+    data["workers"][0]["spare"] = "hot"
+    with pytest.raises(KtClusterError, match="worker gpu-a-w0: spare: expected null"):
+        StatusDocument.from_json(data)
 
 
 def test_chief_info_shape_unchanged() -> None:
@@ -331,6 +345,12 @@ def test_render_status_shows_workers_and_best() -> None:
     for needle in ("gpu-a-w0", "0,1", "pending", "no node has 1 free GPU", "draining", "cpu"):
         assert needle in text
     assert "no completed trial yet" in text
+    assert "spare" in text and "warm" in text
+    # No slot has a spare: no spare column.
+    workers = tuple(replace(w, spare=None) for w in document.workers)
+    console = Console(record=True, width=160)
+    console.print(render_status(replace(document, workers=workers)))
+    assert "spare" not in console.export_text()
 
 
 def test_the_progress_displays_document_agrees_with_the_full_one(make_broker: Any) -> None:
