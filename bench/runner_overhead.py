@@ -80,7 +80,11 @@ class OverheadResult:
     epochs: int
     pairs: tuple[TrialPair, ...]
     loads: tuple[float, ...]  # at the start of the ktc search, then of each plain run
-    profile: str = ""
+    profile: str = ""  # why there is no profile, when asked for one
+    profile_path: str = ""  # py-spy's raw (folded) stacks
+    # The plain script's clear_session() + gc.collect() after a trial (median): what
+    # Keras Tuner's Tuner._try_build does again inside each ktc trial.
+    plain_cleanup_s: float = 0.0
 
     @property
     def median_overhead(self) -> float:
@@ -97,7 +101,8 @@ def overhead_search(trials: int, epochs: int) -> dict[str, Any]:
 
 def _plain(
     search: dict[str, Any], states: list[dict[str, Any]], work_dir: Path, name: str
-) -> list[float]:
+) -> tuple[list[float], list[float]]:
+    """Seconds per trial (build + fit), and of the clean-up after each (clear_session + gc)."""
     from workers.actor import WORKER_PROCESS_ENV
 
     proc = spawn(
@@ -112,7 +117,7 @@ def _plain(
         proc.popen.wait(timeout=60)
     finally:
         proc.kill()
-    return [float(s) for s in result["seconds"]]
+    return [float(s) for s in result["seconds"]], [float(s) for s in result["cleanup_s"]]
 
 
 def _ktc(
@@ -195,14 +200,78 @@ def run_runner_overhead(
     ktc, note = _ktc(search, base / "ktc", profile_dir)
     states = [state for _, _, state in ktc]
     plain: list[list[float]] = []
+    cleanup: list[float] = []
     for i in range(plain_runs):
         loads.append(os.getloadavg()[0])
-        plain.append(_plain(search, states, base, f"plain-{i + 1}"))
+        seconds, cleanup_s = _plain(search, states, base, f"plain-{i + 1}")
+        plain.append(seconds)
+        cleanup += cleanup_s
     pairs = tuple(
         TrialPair(trial_id, ktc_s, tuple(run[i] for run in plain))
         for i, (trial_id, ktc_s, _) in enumerate(ktc)
     )
-    return OverheadResult(epochs, pairs, tuple(loads), note)
+    folded = profile_dir / "runner.folded" if profile_dir is not None else None
+    path = str(folded) if folded is not None and folded.is_file() else ""
+    return OverheadResult(
+        epochs, pairs, tuple(loads), note, path, statistics.median(cleanup) if cleanup else 0.0
+    )
+
+
+# ---------------------------------------------------------------- profile
+
+# (bucket, test on one stack's frames), first match wins; "in trial" buckets first.
+PROFILE_BUCKETS: tuple[tuple[str, str, bool], ...] = (
+    ("per-epoch Report RPC (on_epoch_end)", "report_epoch", True),
+    ("KT's best-epoch checkpoint (save_weights)", "save_weights", True),
+    ("KT's clear_session() before the build", "Tuner._try_build;clear_session", True),
+    ("build + compile", "_build_hypermodel", True),
+    ("KT's gc.collect() (and size check) before the build", "Tuner._try_build", True),
+    ("fit (train + validation steps)", "TensorFlowTrainer.fit", True),
+    ("other work inside the trial", "_try_run_and_update_trial", True),
+    ("checkpoint upload", "_upload_artifacts", True),
+    ("on_trial_end (EndTrial)", "on_trial_end", True),
+    ("CreateTrial", "create_trial", False),
+    ("set-up, once (TF import, dataset, tuner)", "_set_up_keras_tuner", False),
+    ("between trials (runner's clear_session, gc, malloc_trim)", "_run_keras_tuner", False),
+)
+
+
+def summarize_profile(folded: Path) -> list[tuple[str, int, bool]]:
+    """py-spy raw (folded) stacks -> samples per bucket (name, samples, inside a trial)."""
+    import re
+
+    counts: dict[str, int] = {}
+    frame_name = re.compile(r" \([^()]*:\d+\)$")
+    for line in folded.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        names = ";".join(frame_name.sub("", f) for f in stack.split(";"))
+        bucket = next(
+            (name for name, needle, _ in PROFILE_BUCKETS if needle in names), "other threads"
+        )
+        counts[bucket] = counts.get(bucket, 0) + int(n)
+    inside = {name: flag for name, _, flag in PROFILE_BUCKETS}
+    return [(name, counts.get(name, 0), inside.get(name, False))
+            for name in [*inside, "other threads"]]  # fmt: skip
+
+
+def profile_lines(folded: Path) -> list[str]:
+    """The profile as a table: samples per bucket, and their share of the trials' samples."""
+    rows = summarize_profile(folded)
+    in_trial = sum(n for _, n, inside in rows if inside) or 1
+    lines = [
+        f"Where the worker's time went (py-spy, {folded}): samples per part; the share is of "
+        "the samples inside trials (ASSIGNED to COMPLETED).",
+        "",
+        "| part | samples | share of in-trial |",
+        "|---|---|---|",
+    ]
+    for name, n, inside in rows:
+        share = f"{100 * n / in_trial:.1f} %" if inside else "-"
+        lines.append(f"| {name} | {n} | {share} |")
+    lines.append("")
+    return lines
 
 
 # ------------------------------------------------------------ process side
@@ -245,7 +314,8 @@ def _plain_main(search_json: str, states_json: str) -> None:
     hypermodel = resolve_hypermodel(
         spec.hypermodel, data.input_shape, data.num_classes, label_mode=data.label_mode
     )
-    seconds = []
+    seconds: list[float] = []
+    cleanup: list[float] = []  # clear_session + gc.collect, outside the timed window
     for state in json.loads(states_json):
         hp = kt_trial.Trial.from_state(copy.deepcopy(state)).hyperparameters
         started = time.perf_counter()
@@ -260,9 +330,11 @@ def _plain_main(search_json: str, states_json: str) -> None:
         )
         seconds.append(time.perf_counter() - started)
         del model
+        started = time.perf_counter()
         keras.backend.clear_session()  # as the runner does between trials
         gc.collect()
-    emit("RESULT", {"seconds": seconds})
+        cleanup.append(time.perf_counter() - started)
+    emit("RESULT", {"seconds": seconds, "cleanup_s": cleanup})
 
 
 # ------------------------------------------------------------------ report
@@ -294,8 +366,16 @@ def markdown(result: OverheadResult, command: str) -> list[str]:
         f"Median overhead over {len(result.pairs)} trials: **{100 * result.median_overhead:+.1f} %** "
         "(target <= 3 %).",
         "",
+        f"For scale: in the plain process, `keras.backend.clear_session()` + `gc.collect()` "
+        f"after a trial took {result.plain_cleanup_s:.2f} s (median); Keras Tuner's "
+        "`Tuner._try_build` runs both again at the start of every trial, inside ASSIGNED to "
+        "COMPLETED, after the runner already ran them at the end of the previous trial.",
+        "",
     ]
-    if result.profile:
+    if result.profile_path:
+        folded = Path(result.profile_path)
+        lines += profile_lines(folded) if folded.is_file() else [f"No profile: {folded}", ""]
+    elif result.profile:
         lines += [result.profile, ""]
     return lines
 

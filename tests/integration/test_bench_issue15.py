@@ -141,3 +141,26 @@ def test_runner_overhead_pairs_each_trial_with_a_plain_fit(tmp_path: Path) -> No
     assert pair.ktc_s > 0 and len(pair.plain_runs_s) == 1 and pair.plain_s > 0
     assert not math.isnan(result.median_overhead)
     assert "Median overhead over 1 trials" in "\n".join(overhead_markdown(result, "cmd"))
+
+
+def test_the_profile_summary_buckets_py_spy_stacks(tmp_path: Path) -> None:
+    from bench.runner_overhead import profile_lines, summarize_profile
+
+    folded = tmp_path / "runner.folded"
+    trial = "run (r.py:1);TrialRunner._run_keras_tuner (workers/runner.py:9);_KtcTuner._try_run_and_update_trial (workers/runner.py:3);Tuner._try_build (kt/tuner.py:162)"  # noqa: E501
+    folded.write_text(
+        f"{trial} 30\n"
+        f"{trial};clear_session (keras/global_state.py:98) 10\n"
+        f"{trial};_KtcTuner._build_hypermodel (workers/runner.py:549) 5\n"
+        "run (r.py:1);TrialRunner._run_keras_tuner (workers/runner.py:9);"
+        "TrialRunner._set_up_keras_tuner (workers/runner.py:385) 7\n"
+        "heartbeat (client.py:5) 2\n"
+    )
+    rows = {name: n for name, n, _ in summarize_profile(folded)}
+    assert rows["KT's gc.collect() (and size check) before the build"] == 30
+    assert rows["KT's clear_session() before the build"] == 10
+    assert rows["build + compile"] == 5
+    assert rows["set-up, once (TF import, dataset, tuner)"] == 7
+    assert rows["other threads"] == 2
+    text = "\n".join(profile_lines(folded))
+    assert "| KT's gc.collect() (and size check) before the build | 30 | 66.7 % |" in text
