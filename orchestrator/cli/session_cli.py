@@ -7,13 +7,26 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.limits import MAX_MAX_WORKERS
 from orchestrator.protocol.status_document import StatusDocument
 from orchestrator.protocol.trials import SearchState, TrialView
+
+if TYPE_CHECKING:
+    from orchestrator.config import ClusterSpec, SearchSpec
+
+# What the chief imports before it can create a search: Keras Tuner (Keras,
+# TensorFlow) for its oracle, and the chief and session modules themselves.
+CHIEF_MODULES: tuple[str, ...] = (
+    "keras_tuner",
+    "orchestrator.chief.chief",
+    "orchestrator.fleet.session",
+    "workers.hypermodels.sleep",
+)
 
 EXIT_CODES = {
     SearchState.COMPLETED: 0,
@@ -28,6 +41,35 @@ def hide_gpus_from_chief() -> None:
     Must run before anything imports TensorFlow."""
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # "3" unless -v: cli/quiet_terminal.py
+
+
+def connect_ray_while_importing(cluster: ClusterSpec, search: SearchSpec) -> bool:
+    """Start the embedded Ray (or connect to the cluster) for ``search`` while
+    :data:`CHIEF_MODULES` are imported in a thread (see
+    ``orchestrator/cli/background_imports.py``); returns True if Ray was
+    started here. Ray is stopped again when the imports fail or on Ctrl-C."""
+    from orchestrator.cli.background_imports import BackgroundImports
+    from orchestrator.fleet.embedded_ray import connect_ray, search_uses_user_code
+
+    settled = threading.Event()
+    imports = BackgroundImports(CHIEF_MODULES, after=settled).start()
+    started = connect_ray(
+        cluster, user_code=search_uses_user_code(search), environment_settled=settled
+    )
+    try:
+        imports.wait()
+    except BaseException:
+        stop_ray(started)
+        raise
+    return started
+
+
+def stop_ray(started: bool) -> None:
+    """``ray.shutdown()`` when this process started (or connected to) Ray."""
+    import ray
+
+    if started or ray.is_initialized():
+        ray.shutdown()
 
 
 def add_session_arguments(parser: Any) -> None:
@@ -51,6 +93,9 @@ def add_session_arguments(parser: Any) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="no live display (for logs and CI)"
     )
+    # A session's process ends without the interpreter's finalisation once
+    # everything is closed (orchestrator/cli/main.py, end_process).
+    parser.set_defaults(end_process_fast=True)
 
 
 def _worker_count(text: str) -> int:
@@ -66,12 +111,21 @@ def _worker_count(text: str) -> int:
     return value
 
 
-def run_in_foreground(chief: Any, args: argparse.Namespace) -> int:
-    """Run a started chief's search with its fleet until it ends (submit and resume)."""
+def run_in_foreground(
+    chief: Any, args: argparse.Namespace, *, ray_started: bool | None = None
+) -> int:
+    """Run a started chief's search with its fleet until it ends (submit and resume).
+
+    ``ray_started``: None when the session is to connect Ray itself; else the
+    caller connected it, True meaning it started the embedded Ray (the session
+    then stops it).
+    """
     from orchestrator.fleet.session import SearchSession, SessionOptions
 
     session = SearchSession(
-        chief, SessionOptions(workers=args.workers, on_interrupt=args.on_interrupt)
+        chief,
+        SessionOptions(workers=args.workers, on_interrupt=args.on_interrupt),
+        ray_started=ray_started,
     )
     code = start_session(session)
     if code is not None:

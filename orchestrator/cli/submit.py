@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 
 from orchestrator.cli.session_cli import (
     add_session_arguments,
+    connect_ray_while_importing,
     hide_gpus_from_chief,
     run_in_foreground,
+    stop_ray,
 )
 
 
@@ -50,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         search_path=[os.getcwd()],
     )
-    from orchestrator.chief.chief import Chief
     from orchestrator.chief.prometheus import check_metrics_port
 
     cluster = plan.cluster
@@ -58,10 +59,20 @@ def run(args: argparse.Namespace) -> int:
         cluster = with_metrics_port(cluster, args.metrics_port)
     check_metrics_port(cluster.chief.metrics_host, cluster.chief.metrics_port)
     search, search_dir = plan.search, plan.search_dir
-    print(f"search directory: {search_dir}", flush=True)
-    chief = Chief.create(search, search_dir, cluster=cluster, initial_space=_initial_space(search))
-    chief.start()
-    return run_in_foreground(chief, args)
+    # Ray starts while the chief's imports (TensorFlow among them) run in a thread.
+    ray_started = connect_ray_while_importing(cluster, search)
+    try:
+        from orchestrator.chief.chief import Chief
+
+        print(f"search directory: {search_dir}", flush=True)
+        chief = Chief.create(
+            search, search_dir, cluster=cluster, initial_space=_initial_space(search)
+        )
+        chief.start()
+    except BaseException:
+        stop_ray(ray_started)
+        raise
+    return run_in_foreground(chief, args, ray_started=ray_started)
 
 
 def with_metrics_port(cluster: ClusterSpec, port: int) -> ClusterSpec:

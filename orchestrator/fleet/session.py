@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.chief.chief import Chief
 from orchestrator.config import ClusterSpec, SearchSpec, WorkerSlot, parse_cluster, spec_json
 from orchestrator.errors import ConfigError, FleetError, KtClusterError
-from orchestrator.fleet.embedded_ray import connect_ray, user_pythonpath
+from orchestrator.fleet.embedded_ray import connect_ray, search_uses_user_code, user_pythonpath
 from orchestrator.fleet.ray_processes import reap_leftover_ray_processes, record_ray_processes
 from orchestrator.fleet.slots import BrokerHooks, Fleet
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
@@ -110,15 +111,24 @@ def live_document(
 
 
 class SearchSession:
-    """Chief + fleet for one search. ``run`` blocks until the search ends."""
+    """Chief + fleet for one search. ``run`` blocks until the search ends.
 
-    def __init__(self, chief: Chief, options: SessionOptions) -> None:
+    ``ray_started``: None (the default) when :meth:`start` connects Ray itself;
+    True or False when the caller already connected it (``ktc submit`` starts
+    Ray while the chief's imports run), True meaning the caller started an
+    embedded Ray that this session now owns and stops at :meth:`close`.
+    """
+
+    def __init__(
+        self, chief: Chief, options: SessionOptions, *, ray_started: bool | None = None
+    ) -> None:
         self.chief = chief
         self.search: SearchSpec = chief.search
         self.cluster: ClusterSpec = chief.cluster
         self.options = options
         self.fleet: Fleet | None = None
-        self._started_ray = False
+        self._ray_connected = ray_started is not None
+        self._started_ray = bool(ray_started)
         self._nonce = uuid.uuid4().hex[:6]
         self._interrupts = 0
         self.report: ReportRefresher | None = None
@@ -133,7 +143,11 @@ class SearchSession:
         """Connect Ray, ship the dataset if needed, start the fleet."""
         if self.chief.resumed:
             reap_leftover_ray_processes(self.chief.search_dir)
-        self._started_ray = connect_ray(self.cluster, user_code=self._uses_user_code())
+        if not self._ray_connected:
+            self._started_ray = connect_ray(
+                self.cluster, user_code=search_uses_user_code(self.search)
+            )
+            self._ray_connected = True
         if self._started_ray:
             record_ray_processes(self.chief.search_dir)
         if self.chief.resumed:
@@ -227,14 +241,9 @@ class SearchSession:
             if self._started_ray:
                 return {}  # the raylet's environment has it (embedded_worker_env)
             return {"env_vars": {"PYTHONPATH": user_pythonpath()}}
-        if self._uses_user_code() and self.cluster.ray.working_dir:
+        if search_uses_user_code(self.search) and self.cluster.ray.working_dir:
             return {"working_dir": self.cluster.ray.working_dir}
         return {}
-
-    def _uses_user_code(self) -> bool:
-        return not self.search.hypermodel.is_builtin or (
-            self.search.dataset is not None and self.search.dataset.is_user_function
-        )
 
     def _dataset_ref(self) -> Any:
         """Load the dataset once here: record its shape for export, and ship it
@@ -310,17 +319,30 @@ class SearchSession:
         )
 
     def close(self) -> None:
-        """Stop the fleet, the chief, and Ray if we started it."""
+        """Stop the fleet, the chief, and Ray if we started it.
+
+        The report's final render (a child process: 1.4 to 1.9 s here) reads
+        only the ledger, which is complete once the chief is closed, so it runs
+        while Ray shuts down instead of after it; both are waited for.
+        """
         if self.fleet is not None:
             self.fleet.wait_idle(3.0)
             self.fleet.shutdown()
         self.chief.close()
-        if self._started_ray:
-            import ray
-
-            ray.shutdown()
+        final_render: threading.Thread | None = None
         if self.report is not None:
-            self.report.close()  # the final render: the ledger now holds the search's end
+            final_render = threading.Thread(
+                target=self.report.close, name="ktc-final-report", daemon=True
+            )
+            final_render.start()
+        try:
+            if self._started_ray:
+                import ray
+
+                ray.shutdown()
+        finally:
+            if final_render is not None:
+                final_render.join()
 
     # ------------------------------------------------- control RPC handler
 
