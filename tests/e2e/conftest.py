@@ -14,7 +14,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,37 @@ def private_ray_tmpdir() -> str:
         _RAY_TMPDIRS.append(path)
         atexit.register(shutil.rmtree, path, True)
     return _RAY_TMPDIRS[0]
+
+
+@contextmanager
+def ray_test_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+    prefix: str,
+    head: Mapping[str, Any],
+    nodes: Sequence[Mapping[str, Any]] = (),
+) -> Iterator[Any]:
+    """A ``ray.cluster_utils.Cluster`` of its own: a head node with ``head``'s
+    arguments (no dashboard) plus ``nodes``; shut down on exit.
+
+    ``RAY_TMPDIR`` points at a private short folder (Ray's unix sockets live
+    under it), so the cluster's address file never captures other processes'
+    ``ray.init()``; GPUs are not hidden, or Ray would refuse logical ones.
+    """
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # tests/conftest.py hides GPUs (""); Ray then refuses to advertise logical GPUs.
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    cluster = Cluster(initialize_head=True, head_node_args={"include_dashboard": False, **head})
+    try:
+        for node in nodes:
+            cluster.add_node(**node)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
 
 
 def ktc_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tests.e2e.conftest import (
     RunKtc,
     WriteYaml,
     ktc_env,
+    ray_test_cluster,
     read_workers,
     results_json,
     sleep_search,
@@ -37,30 +37,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def two_node_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A head node ``a`` (1 CPU, 2 GPUs) and a node ``b`` (2 CPUs, 2 GPUs)."""
-    from ray.cluster_utils import Cluster
-
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    # tests/conftest.py hides GPUs (""); Ray then refuses to advertise logical GPUs.
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    # Short path: Ray's unix sockets live under it.
-    ray_tmp = tempfile.mkdtemp(prefix="ktcmn-", dir="/tmp")
-    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "num_gpus": 2,
-            "include_dashboard": False,
-            "resources": {"ktc_node_a": 1000},
-        },
-    )
-    try:
-        cluster.add_node(num_cpus=2, num_gpus=2, resources={"ktc_node_b": 1000})
-        cluster.wait_for_nodes()
+    with ray_test_cluster(
+        monkeypatch,
+        "ktcmn-",
+        {"num_cpus": 1, "num_gpus": 2, "resources": {"ktc_node_a": 1000}},
+        [{"num_cpus": 2, "num_gpus": 2, "resources": {"ktc_node_b": 1000}}],
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.shutdown()
 
 
 def _label_to_node_id(address: str) -> dict[str, str]:

@@ -16,7 +16,6 @@ worker SIGKILLed while its spare warms, Ctrl-C and a chief SIGKILL, then resume.
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.e2e.conftest import (
     WriteYaml,
     assert_ok,
     local_cluster,
+    ray_test_cluster,
     read_workers,
     results_json,
     sleep_search,
@@ -41,28 +41,14 @@ pytestmark = pytest.mark.slow
 def one_gpu_node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A Ray node with exactly 1 CPU and 1 (logical) GPU: full once a slot reserves them."""
     import ray
-    from ray.cluster_utils import Cluster
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    # tests/conftest.py hides GPUs (""); Ray then refuses to advertise logical GPUs.
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="ktcws-", dir="/tmp"))
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "num_gpus": 1,
-            "include_dashboard": False,
-            "resources": {"ktc_node_g": 1000},
-        },
-    )
-    try:
+    head = {"num_cpus": 1, "num_gpus": 1, "resources": {"ktc_node_g": 1000}}
+    with ray_test_cluster(monkeypatch, "ktcws-", head) as cluster:
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+        try:
+            yield cluster
+        finally:
+            ray.shutdown()
 
 
 def test_spare_fits_beside_its_worker_and_touches_no_device(one_gpu_node: Any) -> None:
