@@ -99,6 +99,7 @@ class Chief:
         self.search_id = search_id
         self.clock = clock
         self.resumed = resumed
+        self._resume_message: str | None = None  # see resume() and start()
         self.token = create_token(search_dir)
         # The workers the fleet started, each with its own credential; enforced
         # once a session starts a fleet (registry.py, docs/security.md).
@@ -226,11 +227,7 @@ class Chief:
         broker.restore(replayed, keep_leases=keep_leases)
         previous = replayed.state.value
         done = replayed.book.finished()
-        broker.set_running(
-            f"resumed after {previous} with {done} finished trial(s) and "
-            f"{len(replayed.in_flight)} in flight"
-        )
-        return cls(
+        chief = cls(
             search=search,
             cluster=cluster,
             search_dir=search_dir,
@@ -240,6 +237,13 @@ class Chief:
             clock=clock,
             resumed=True,
         )
+        # Committed by start() once the server is bound: a resume that cannot
+        # serve (its port taken, say) leaves the ledger as it found it.
+        chief._resume_message = (
+            f"resumed after {previous} with {done} finished trial(s) and "
+            f"{len(replayed.in_flight)} in flight"
+        )
+        return chief
 
     # -------------------------------------------------------------- serving
 
@@ -286,6 +290,9 @@ class Chief:
                     lambda: self.worker_states() if self.worker_states is not None else {},
                 )
                 self.metrics.serve(chief.metrics_host, chief.metrics_port)
+            if self._resume_message is not None:
+                self.broker.set_running(self._resume_message)  # the resume is committed here
+                self._resume_message = None
         except BaseException:
             server.stop(0)  # a no-op when it never started
             pools.shutdown()
