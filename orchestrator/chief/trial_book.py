@@ -127,6 +127,7 @@ class TrialRecord:
             current_epoch=self.current_epoch,
             best_step=self.best_step,
             trial_state=self.trial_state,
+            stopped_early=self.stopped_early,
         )
 
 

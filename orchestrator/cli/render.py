@@ -195,9 +195,12 @@ def trials_table(
             error = trial.error_message.strip().splitlines()[-1][:400]
             hp_text.append("\nerror: ", style="bold red")
             hp_text.append(error, style="red")
+        status = Text(trial.status.value, style=TRIAL_STATUS_STYLES[trial.status])
+        if trial.stopped_early:
+            status.append("\nstopped early", style="dim")
         row: list[Any] = [
             trial.trial_id,
-            Text(trial.status.value, style=TRIAL_STATUS_STYLES[trial.status]),
+            status,
             format_score(trial.score),
             hp_text,
             str(trial.attempts),

@@ -21,7 +21,8 @@ they do not know)::
       "search_dir": str, "search_id": str,
       "objective": str, "direction": "max" | "min", "max_trials": int | null,
       "counts": {"PENDING": n, "RUNNING": n, "COMPLETED": n, "FAILED": n},
-      "trials": [{"trial_id", "status", "attempts", "score", "worker", "epoch", "error"}],
+      "trials": [{"trial_id", "status", "attempts", "score", "worker", "epoch", "error",
+                  "stopped_early"}],
       "workers": [{"worker_id", "node", "gpus", "state", "trial_id", "epoch",
                    "pending_reason", "pid", "incarnation", "trials_run",
                    "cuda_visible_devices", "ray_node_id",
@@ -154,6 +155,7 @@ class TrialEntry:
     worker: str | None
     epoch: int | None  # only a running attempt has a current epoch worth showing
     error: str | None
+    stopped_early: bool = False  # COMPLETED: the trial scheduler stopped it
 
     @classmethod
     def of(cls, trial: TrialView) -> TrialEntry:
@@ -167,6 +169,7 @@ class TrialEntry:
             worker=trial.worker_id,
             epoch=trial.current_epoch if running else None,
             error=trial.error_message,
+            stopped_early=trial.stopped_early,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -178,6 +181,7 @@ class TrialEntry:
             "worker": self.worker,
             "epoch": self.epoch,
             "error": self.error,
+            "stopped_early": self.stopped_early,
         }
 
     @classmethod
@@ -192,7 +196,14 @@ class TrialEntry:
             worker=data.get("worker"),
             epoch=data.get("epoch"),
             error=data.get("error"),
+            stopped_early=_flag(data.get("stopped_early", False), f"{where}: stopped_early"),
         )
+
+
+def _flag(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise KtClusterError(f"{where}: expected true or false, got {value!r}")
 
 
 @dataclass(frozen=True)

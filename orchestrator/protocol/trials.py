@@ -60,6 +60,9 @@ class TrialView:
     current_epoch: int | None
     best_step: int
     trial_state: dict[str, Any]
+    # COMPLETED because the chief's trial scheduler (ASHA, median) stopped it,
+    # with its best epoch so far as its score.
+    stopped_early: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The `ktc results --json` shape."""
@@ -73,6 +76,7 @@ class TrialView:
             "worker": self.worker_id,
             "duration_s": self.duration_s,
             "best_step": self.best_step,
+            "stopped_early": self.stopped_early,
             "error": self.error_message,
         }
 

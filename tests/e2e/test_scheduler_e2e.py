@@ -5,6 +5,7 @@ ledger's progress events give when folded through a fresh scheduler."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,14 @@ from orchestrator.chief.replay import replay
 from orchestrator.chief.schedulers import build_scheduler
 from orchestrator.config import SearchSpec
 from orchestrator.protocol.trials import SearchState, TrialStatus
-from tests.e2e.conftest import RunKtc, WriteYaml, assert_ok, local_cluster, sleep_search
+from tests.e2e.conftest import (
+    RunKtc,
+    WriteYaml,
+    assert_ok,
+    local_cluster,
+    results_json,
+    sleep_search,
+)
 from workers.hypermodels.sleep import sleep_score
 
 pytestmark = pytest.mark.slow
@@ -71,3 +79,14 @@ def test_asha_stops_sleep_trials_through_ktc_submit(
         # Its score: the best epoch so far, as the sleep curve gives it.
         assert rec.score == max(scores)
         assert rec.score == pytest.approx(sleep_score(rec.values, epochs[-1]))
+
+    # The user sees which trials the scheduler stopped: results and status say so.
+    rows = results_json(run_ktc, search_dir)
+    assert {r["trial_id"] for r in rows if r["stopped_early"]} == set(stopped_at)
+    status = run_ktc("status", search_dir, "--json", timeout=120)
+    assert_ok(status)
+    entries = json.loads(status.stdout)["trials"]
+    assert {t["trial_id"] for t in entries if t["stopped_early"]} == set(stopped_at)
+    table = run_ktc("results", search_dir, timeout=120)
+    assert_ok(table)
+    assert table.stdout.count("stopped early") == len(stopped_at)
