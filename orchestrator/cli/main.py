@@ -58,6 +58,8 @@ VERB_MODULES: tuple[str, ...] = (
     "orchestrator.cli.cancel",
     "orchestrator.cli.cluster",
     "orchestrator.cli.use",
+    "orchestrator.cli.list_cmd",
+    "orchestrator.cli.logs",
 )
 
 EXIT_OK = 0

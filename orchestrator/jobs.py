@@ -1,0 +1,587 @@
+"""Searches as Ray jobs: the chief submitted to a cluster's head through Ray's Jobs API.
+
+A detached ``ktc submit`` runs the chief as a Ray job (the head's dashboard,
+``ray.dashboard``, serves the Jobs API): the job's entrypoint makes the
+storage root (``python -m orchestrator.storage``) and runs ``ktc submit
+--no-progress --dir <storage>/<search id>`` on the head, as the KubeRay
+``RayJob`` does (``deploy/render_kuberay_job.py``). The user's machine holds
+nothing of the search; every later verb finds it by its id.
+
+**The search id is the job's submission id**, ``<search name>-<UTC
+YYYYmmdd-HHMMSS>`` (:func:`orchestrator.storage.search_dir_name`), with
+``-2``, ``-3``... when a search of that name was submitted in the same
+second; the search directory under ``storage`` has the same name. The job's
+metadata names the search and its directory (:data:`META_SEARCH`,
+:data:`META_SEARCH_DIR`, the keys the RayJob render writes too), which is how
+:meth:`ClusterJobs.searches` tells searches from the cluster's other jobs.
+
+**What the job ships** (its ``runtime_env``): one zip, built here and
+uploaded by Ray's client as the job's ``working_dir``. It holds the folder
+``ray.working_dir`` names (the user's ``build_model``; Ray's own rules
+leave out ``.git``, ``.venv``, ``__pycache__`` and what ``.gitignore`` and
+``.rayignore`` list) and :data:`JOB_FILES_DIR` with the search file, byte for
+byte, and a copy of the cluster file with ``ray.address: auto`` (the Ray
+cluster the job runs in), no ``ray.dashboard`` and ``ray.working_dir: null``:
+the worker actors the chief starts inherit the job's ``working_dir``, so the
+code is uploaded once. Building the zip here gives its exact size before
+anything is uploaded: the dashboard refuses a request body over
+``DASHBOARD_CLIENT_MAX_SIZE`` (100 MiB, ``ray/_private/ray_constants.py``) and
+the GCS a package over ``GCS_STORAGE_MAX_SIZE`` (512 MiB,
+``ray/_private/runtime_env/packaging.py``); the smaller one is the limit.
+
+**The head runs this ktcluster version**, or nothing is submitted:
+:meth:`ClusterJobs.head_environment` runs a tiny job first (no
+``runtime_env``: the head's own Python) that prints the head's ktcluster, Ray
+and Python versions and where ``ktc`` is. Ray's ``/api/version`` knows only
+Ray's version. It costs one short job (about 2 s); it is deleted after.
+
+**Ray's token** is found where Ray looks (:func:`orchestrator.ray_dashboard.find_ray_token`;
+the environment is passed in) and sent as ``Authorization: Bearer`` on every
+request, whatever ``RAY_AUTH_MODE`` says on this machine; it is never logged.
+Ray's client has no timeouts, so a bounded probe of ``/api/version`` runs first
+and names what failed (no answer, no token, token refused, not Ray).
+
+Ray is imported only inside these functions: the CLI imports verb modules at
+start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import posixpath
+import shlex
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator import __version__
+from orchestrator.config import ClusterSpec, spec_data
+from orchestrator.config.loader import parse_cluster
+from orchestrator.errors import ConfigError, KtClusterError, NotFoundError
+from orchestrator.ray_dashboard import find_ray_token, probe_dashboard
+from orchestrator.storage import search_dir_name
+
+log = logging.getLogger(__name__)
+
+META_SEARCH = "ktcluster-search"
+META_SEARCH_DIR = "ktcluster-search-dir"
+META_VERSION = "ktcluster-version"
+META_CLUSTER = "ktcluster-cluster"
+META_CHECK = "ktcluster-check"
+JOB_FILES_DIR = ".ktcluster-job"
+SEARCH_FILE = "search.yaml"
+CLUSTER_FILE = "cluster.yaml"
+HEAD_CHECK_MARK = "ktcluster-head "
+HEAD_CHECK_TIMEOUT_S = 120.0
+MAX_SAME_SECOND = 9
+AGENT_WAIT_S = 30.0
+# No `import ray` (a second of the check's one): the probe has Ray's version.
+_HEAD_CHECK = (
+    "import json, platform, shutil; import orchestrator; "
+    f"print({HEAD_CHECK_MARK!r} + json.dumps({{'ktcluster': orchestrator.__version__, "
+    "'python': platform.python_version(), 'ktc': shutil.which('ktc')}))"
+)
+
+
+class JobsApiError(KtClusterError):
+    """The cluster's Ray Jobs API failed a request, or the head cannot run the search."""
+
+
+class JobState(str, enum.Enum):
+    """A search job's state, from Ray's job status."""
+
+    STARTING = "starting"  # PENDING: the job's environment is being set up
+    RUNNING = "running"  # the chief's process runs
+    FINISHED = "finished"  # SUCCEEDED: the chief exited 0 (completed or cancelled)
+    FAILED = "failed"  # the chief exited non-zero: the search failed, or its driver died
+    STOPPED = "stopped"  # the job was stopped through the Jobs API
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the chief's process is gone."""
+        return self not in (JobState.STARTING, JobState.RUNNING)
+
+
+_STATES = {
+    "PENDING": JobState.STARTING,
+    "RUNNING": JobState.RUNNING,
+    "SUCCEEDED": JobState.FINISHED,
+    "FAILED": JobState.FAILED,
+    "STOPPED": JobState.STOPPED,
+}
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """One search on the cluster: its job, as the Jobs API describes it."""
+
+    search_id: str
+    search_name: str
+    search_dir: str  # on the head
+    state: JobState
+    message: str  # Ray's status message
+    start_time_s: float | None  # Unix time
+    end_time_s: float | None
+    driver_exit_code: int | None
+    ktcluster_version: str | None
+    ray_job_id: str | None  # the driver's Ray job id (hex), once it connected
+
+    def age_s(self, now_s: float) -> float | None:
+        """Seconds since the job started."""
+        return None if self.start_time_s is None else max(0.0, now_s - self.start_time_s)
+
+
+@dataclass(frozen=True)
+class HeadEnvironment:
+    """What the head's own Python runs: the versions a search job will see."""
+
+    ktcluster_version: str
+    ray_version: str  # the dashboard's
+    python_version: str
+    ktc_path: str | None
+
+
+@dataclass(frozen=True)
+class SubmittedSearch:
+    """A search submitted as a job."""
+
+    search_id: str
+    search_name: str
+    search_dir: str  # on the head
+    package_bytes: int
+
+
+@dataclass(frozen=True)
+class JobPackage:
+    """The zip a search job ships as its ``working_dir``."""
+
+    path: Path
+    size_bytes: int
+
+
+def max_package_bytes() -> int:
+    """The largest package the Jobs API accepts: the dashboard's request limit or
+    the GCS's, whichever is smaller (the module docstring)."""
+    from ray._private import ray_constants
+    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+
+    return min(int(ray_constants.DASHBOARD_CLIENT_MAX_SIZE), int(GCS_STORAGE_MAX_SIZE))
+
+
+def build_package(
+    working_dir: Path | None,
+    files: Mapping[str, bytes],
+    target: Path,
+    *,
+    max_bytes: int,
+    include_gitignore: bool = True,
+) -> JobPackage:
+    """Zip ``working_dir`` (Ray's rules, as for any ``working_dir``) and ``files``
+    (under :data:`JOB_FILES_DIR`) into ``target``; ConfigError past ``max_bytes``."""
+    from ray._private import ray_constants
+    from ray._private.runtime_env.packaging import create_package
+
+    if working_dir is not None:
+        excludes = [*ray_constants.get_runtime_env_default_excludes(), JOB_FILES_DIR]
+        create_package(
+            str(working_dir), target, include_gitignore=include_gitignore, excludes=excludes
+        )
+    with zipfile.ZipFile(target, "a" if target.exists() else "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(f"{JOB_FILES_DIR}/{name}", data)
+    size = target.stat().st_size
+    if size >= max_bytes:
+        raise ConfigError(_too_big(working_dir, target, size, max_bytes))
+    return JobPackage(target, size)
+
+
+def _too_big(working_dir: Path | None, package: Path, size: int, max_bytes: int) -> str:
+    by_top: dict[str, int] = {}
+    with zipfile.ZipFile(package) as zf:
+        for info in zf.infolist():
+            top = info.filename.split("/", 1)[0]
+            by_top[top] = by_top.get(top, 0) + info.compress_size
+    largest = sorted(by_top.items(), key=lambda item: -item[1])[:3]
+    named = ", ".join(f"{name} ({_mib(n)})" for name, n in largest)
+    return (
+        f"ray.working_dir {working_dir}: the job's package is {_mib(size)} zipped; expected "
+        f"less than {_mib(max_bytes)}, the most Ray's Jobs API accepts (the dashboard's "
+        "DASHBOARD_CLIENT_MAX_SIZE, 100 MiB, and the GCS's GCS_STORAGE_MAX_SIZE, 512 MiB). "
+        f"Largest entries: {named}. Leave data and outputs out: list them in a .rayignore "
+        "(or .gitignore) file in that folder (Ray reads both; .git, .venv and __pycache__ "
+        "are left out already), point ray.working_dir at a smaller folder, or give "
+        "datasets as absolute paths on the cluster."
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024**2:.1f} MiB"
+
+
+def job_cluster_text(spec: ClusterSpec, search_id: str) -> str:
+    """The cluster file the chief reads on the head (the module docstring)."""
+    data = spec_data(spec)
+    ray = dict(data.get("ray", {}))
+    ray["address"] = "auto"
+    ray.pop("dashboard", None)
+    ray["working_dir"] = None  # the workers inherit the job's working_dir
+    data["ray"] = ray
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    parse_cluster(text, f"{CLUSTER_FILE} of search {search_id}")  # it must load on the head
+    return (
+        f"# The cluster file of search {search_id}, copied by `ktc submit` from cluster "
+        f"{spec.name!r}: ray.address auto (the chief runs as a Ray job on the head), no "
+        "ray.dashboard, ray.working_dir null (the workers inherit the job's).\n" + text
+    )
+
+
+def _shell_path(path: str) -> str:
+    """``path`` for a POSIX shell; a leading ``~`` becomes ``"$HOME"`` (quoted, ``~``
+    would not expand, and ``--dir`` takes its path as it is)."""
+    if path == "~" or path.startswith("~/"):
+        rest = path[2:]
+        return '"$HOME"' + (f"/{shlex.quote(rest)}" if rest else "")
+    return shlex.quote(path)
+
+
+def search_entrypoint(storage: str, search_id: str, *, workers: int | None = None) -> str:
+    """The job's shell command: make the storage root, then run the chief in it."""
+    root = storage.rstrip("/") or "/"
+    words = [
+        "python -m orchestrator.storage",
+        _shell_path(root),
+        "&& ktc submit",
+        f"{JOB_FILES_DIR}/{SEARCH_FILE}",
+        "--cluster",
+        f"{JOB_FILES_DIR}/{CLUSTER_FILE}",
+        "--no-progress",
+        "--dir",
+        _shell_path(posixpath.join(root, search_id)),
+    ]
+    if workers is not None:
+        words += ["--workers", str(workers)]
+    return " ".join(words)
+
+
+def search_dir_on_head(storage: str, search_id: str) -> str:
+    """``<storage>/<search id>``, as the job's metadata records it."""
+    return posixpath.join(storage.rstrip("/") or "/", search_id)
+
+
+class ClusterJobs:
+    """The Jobs API of one cluster (``ray.dashboard``), with Ray's token.
+
+    Each call is one or a few HTTP requests; nothing is cached but the connection.
+    """
+
+    def __init__(self, client: Any, url: str, ray_version: str) -> None:
+        self._client = client
+        self.url = url
+        self.ray_version = ray_version  # the cluster's, from its dashboard
+
+    @classmethod
+    def connect(
+        cls, cluster: ClusterSpec, env: Mapping[str, str], *, timeout_s: float = 10.0
+    ) -> ClusterJobs:
+        """Reach the cluster's dashboard; JobsApiError naming what failed."""
+        url = cluster.ray.dashboard_url
+        if url is None:
+            raise ConfigError(
+                f"cluster {cluster.name!r}: ray.dashboard is not set; expected HOST:PORT of "
+                "the head's Ray dashboard (its Jobs API), which searches submitted from this "
+                "machine go through. Set ray.dashboard in the cluster file (8265 unless `ray "
+                "start --dashboard-port` says otherwise)."
+            )
+        token = find_ray_token(env) if cluster.ray.auth else None
+        probe = probe_dashboard(url, token=token, timeout_s=timeout_s)
+        if not probe.ok:
+            raise JobsApiError(probe.message())
+        from ray.job_submission import JobSubmissionClient
+
+        headers = {"Authorization": f"Bearer {token.value}"} if token else {}
+        try:
+            client = JobSubmissionClient(url, headers=headers)
+        except (ConnectionError, RuntimeError) as exc:
+            raise JobsApiError(f"ray.dashboard {url}: {exc}") from None
+        return cls(client, url, probe.ray_version or "unknown")
+
+    # -- the head ---------------------------------------------------------
+
+    def head_environment(self, *, timeout_s: float = HEAD_CHECK_TIMEOUT_S) -> HeadEnvironment:
+        """Run the tiny version job on the head and read what it printed."""
+        from ray.job_submission import JobStatus
+
+        check_id = f"ktc-check-{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}"
+        try:
+            self._submit_job(
+                entrypoint=f"python -c {shlex.quote(_HEAD_CHECK)}",
+                submission_id=check_id,
+                metadata={META_CHECK: "head-environment"},
+            )
+        except RuntimeError as exc:
+            raise self._failed("submit the version check", exc) from None
+        try:
+            self.wait(check_id, timeout_s=timeout_s)
+            info = self._call("read the version check", lambda: self._client.get_job_info(check_id))
+            logs = self._call("read the version check", lambda: self._client.get_job_logs(check_id))
+        finally:
+            status = self._call(
+                "read the version check", lambda: self._client.get_job_status(check_id)
+            )
+            if status in (JobStatus.PENDING, JobStatus.RUNNING):
+                self._call("stop the version check", lambda: self._client.stop_job(check_id))
+            else:  # a finished check is clutter in `ray job list`
+                self._call("delete the version check", lambda: self._client.delete_job(check_id))
+        for line in str(logs).splitlines():
+            if line.startswith(HEAD_CHECK_MARK):
+                data = json.loads(line[len(HEAD_CHECK_MARK) :])
+                return HeadEnvironment(
+                    ktcluster_version=str(data["ktcluster"]),
+                    ray_version=self.ray_version,
+                    python_version=str(data["python"]),
+                    ktc_path=data.get("ktc"),
+                )
+        tail = "\n".join(str(logs).strip().splitlines()[-5:])
+        if "No module named 'orchestrator'" in str(logs):
+            raise JobsApiError(
+                f"ray.dashboard {self.url}: ktcluster is not installed in the head's Python "
+                f"(`python -c 'import orchestrator'` failed there); expected ktcluster "
+                f"{__version__}, as on this machine. Install it on the head (`pip install "
+                f"ktcluster=={__version__}`, or in its image)."
+            )
+        raise JobsApiError(
+            f"ray.dashboard {self.url}: the head's version check ended {info.status} without "
+            f"an answer; expected its ktcluster and Ray versions. Its output:\n{tail}"
+        )
+
+    def check_head(self, *, timeout_s: float = HEAD_CHECK_TIMEOUT_S) -> HeadEnvironment:
+        """:meth:`head_environment`, refused unless it runs this ktcluster with ``ktc``."""
+        head = self.head_environment(timeout_s=timeout_s)
+        if head.ktcluster_version != __version__:
+            raise JobsApiError(
+                f"ray.dashboard {self.url}: the head runs ktcluster {head.ktcluster_version}, "
+                f"this machine {__version__}; expected the same version on both (the chief "
+                "on the head and the verbs here speak one protocol and read one ledger). "
+                f"Install ktcluster {__version__} on the head, or submit with the head's "
+                "version from a machine that has it. Nothing was submitted."
+            )
+        if head.ktc_path is None:
+            raise JobsApiError(
+                f"ray.dashboard {self.url}: ktcluster {head.ktcluster_version} is installed "
+                "on the head but `ktc` is not on the PATH its jobs run with; expected the "
+                "`ktc` command there. Install ktcluster in the environment `ray start` ran "
+                "from. Nothing was submitted."
+            )
+        return head
+
+    # -- searches ---------------------------------------------------------
+
+    def submit_search(
+        self,
+        *,
+        cluster: ClusterSpec,
+        search_name: str,
+        search_file: Path,
+        working_dir: Path | None,
+        workers: int | None = None,
+        now: datetime | None = None,
+        max_bytes: int | None = None,
+    ) -> SubmittedSearch:
+        """Ship the files and submit the chief as a job; the caller checked them first."""
+        storage = cluster.storage
+        if storage is None:
+            raise ConfigError(
+                f"cluster {cluster.name!r}: storage is not set; expected storage: PATH, the "
+                "folder on the head that holds search directories (a search submitted from "
+                "this machine keeps its directory there). Set storage in the cluster file."
+            )
+        base = search_dir_name(search_name, now or datetime.now(timezone.utc))
+        limit = max_package_bytes() if max_bytes is None else max_bytes
+        with tempfile.TemporaryDirectory(prefix="ktc-job-") as tmp:
+            files = {
+                SEARCH_FILE: search_file.read_bytes(),
+                CLUSTER_FILE: job_cluster_text(cluster, base).encode(),
+            }
+            package = build_package(working_dir, files, Path(tmp) / f"{base}.zip", max_bytes=limit)
+            for attempt in range(1, MAX_SAME_SECOND + 1):
+                search_id = base if attempt == 1 else f"{base}-{attempt}"
+                search_dir = search_dir_on_head(storage, search_id)
+                try:
+                    self._submit_job(
+                        entrypoint=search_entrypoint(storage, search_id, workers=workers),
+                        submission_id=search_id,
+                        runtime_env={"working_dir": str(package.path)},
+                        metadata={
+                            META_SEARCH: search_name,
+                            META_SEARCH_DIR: search_dir,
+                            META_VERSION: __version__,
+                            META_CLUSTER: cluster.name,
+                        },
+                    )
+                except RuntimeError as exc:
+                    if "already exists" in str(exc) and attempt < MAX_SAME_SECOND:
+                        continue
+                    raise self._failed("submit the search", exc) from None
+                return SubmittedSearch(search_id, search_name, search_dir, package.size_bytes)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def searches(self) -> list[SearchJob]:
+        """Every search job on the cluster (jobs with our metadata), newest first."""
+        jobs = self._call("list the cluster's jobs", self._client.list_jobs)
+        out = [_search_job(job) for job in jobs if META_SEARCH in (job.metadata or {})]
+        return sorted(out, key=lambda job: -(job.start_time_s or 0.0))
+
+    def search(self, search_id: str) -> SearchJob:
+        """One search job; NotFoundError when the cluster has no such search."""
+        try:
+            info = self._client.get_job_info(search_id)
+        except RuntimeError as exc:
+            if "404" in str(exc) or "does not exist" in str(exc):
+                raise NotFoundError(
+                    f"search {search_id!r}: no such job on the cluster at {self.url}; expected "
+                    "the id `ktc submit` printed. `ktc list` shows the cluster's searches."
+                ) from None
+            raise self._failed(f"read search {search_id}", exc) from None
+        if META_SEARCH not in (info.metadata or {}):
+            raise NotFoundError(
+                f"search {search_id!r}: job {search_id} on {self.url} is not a ktcluster "
+                "search (its metadata names none); expected a search id. `ktc list` shows "
+                "the cluster's searches."
+            )
+        return _search_job(info, search_id)
+
+    def stop(self, search_id: str) -> bool:
+        """Ask Ray to stop the job (SIGTERM to the chief: it requeues running trials and
+        exits; SIGKILL after Ray's grace period). False when it had already ended."""
+        self.search(search_id)
+        return bool(
+            self._call(f"stop search {search_id}", lambda: self._client.stop_job(search_id))
+        )
+
+    def logs(self, search_id: str) -> str:
+        """The job's output so far: the chief's log lines."""
+        return str(
+            self._call(
+                f"read the logs of {search_id}", lambda: self._client.get_job_logs(search_id)
+            )
+        )
+
+    def follow_logs(
+        self, search_id: str, on_text: Callable[[str], None], *, timeout_s: float | None = None
+    ) -> None:
+        """Call ``on_text`` with each new piece of the job's output until the job ends."""
+
+        async def tail() -> None:
+            async for text in self._client.tail_job_logs(search_id):
+                on_text(text)
+
+        try:
+            asyncio.run(asyncio.wait_for(tail(), timeout_s))
+        except TimeoutError:
+            raise JobsApiError(
+                f"job {search_id}: still running after {timeout_s:g} s; expected it to end"
+            ) from None
+        except RuntimeError as exc:
+            raise self._failed(f"follow the logs of {search_id}", exc) from None
+
+    def wait(self, job_id: str, *, timeout_s: float) -> None:
+        """Return once the job ended; JobsApiError after ``timeout_s``.
+
+        The Jobs API has no call that blocks until a job ends, and its log stream
+        notices the end late (the server checks the status between reads, one
+        second apart: ``LOG_TAIL_SLEEP_S`` in Ray's ``job_manager.py``; the version
+        check took 6 s that way, 1 s this way). So the status is asked, 50 ms
+        apart at first, doubling up to 0.5 s.
+        """
+        deadline = time.monotonic() + timeout_s
+        pause_s = 0.05
+        while True:
+            status = self._call(f"read job {job_id}", lambda: self._client.get_job_status(job_id))
+            if status.is_terminal():
+                return
+            if time.monotonic() + pause_s > deadline:
+                raise JobsApiError(
+                    f"ray.dashboard {self.url}: job {job_id} is still {status} after "
+                    f"{timeout_s:g} s; expected it to end. The cluster may be busy: see "
+                    f"`ray job logs {job_id}` and try again."
+                )
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.5)
+
+    def _submit_job(self, **kwargs: Any) -> str:
+        """``submit_job``, again while the head has no job agent yet.
+
+        A head that has just started answers 500 "No available agent to submit
+        job" until its dashboard agent registered (a second or two); that is
+        not the user's error. Anything else is raised at once.
+        """
+        deadline = time.monotonic() + AGENT_WAIT_S
+        pause_s = 0.2
+        while True:
+            try:
+                return str(self._client.submit_job(**kwargs))
+            except RuntimeError as exc:
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                log.info("the head has no job agent yet; trying again in %.1f s", pause_s)
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 2.0)
+
+    # -- errors -----------------------------------------------------------
+
+    def _call(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except RuntimeError as exc:
+            raise self._failed(what, exc) from None
+
+    def _failed(self, what: str, exc: Exception) -> JobsApiError:
+        return JobsApiError(f"ray.dashboard {self.url}: could not {what}: {exc}")
+
+
+def cluster_jobs_for(explicit: str | None, env: Mapping[str, str]) -> ClusterJobs:
+    """The Jobs API of the cluster a remote verb names: ``--cluster``, else the file
+    ``ktc use`` remembered; ConfigError when there is neither."""
+    from orchestrator.config.loader import load_cluster
+    from orchestrator.config.user_settings import cluster_file_for
+
+    cluster_file = cluster_file_for(explicit, env)
+    if cluster_file is None:
+        raise ConfigError(
+            "no cluster file: expected --cluster CLUSTER.yaml, or one remembered with `ktc "
+            "use CLUSTER.yaml`, naming the cluster (its ray.dashboard) the search runs on. "
+            "Pass --cluster, or run `ktc use CLUSTER.yaml` once."
+        )
+    return ClusterJobs.connect(load_cluster(cluster_file), env)
+
+
+def _search_job(job: Any, search_id: str | None = None) -> SearchJob:
+    meta = job.metadata or {}
+    status = getattr(job.status, "value", str(job.status))
+    return SearchJob(
+        search_id=str(search_id or job.submission_id),
+        search_name=meta.get(META_SEARCH, ""),
+        search_dir=meta.get(META_SEARCH_DIR, ""),
+        state=_STATES.get(str(status), JobState.FAILED),
+        message=str(job.message or ""),
+        start_time_s=job.start_time / 1000 if job.start_time else None,
+        end_time_s=job.end_time / 1000 if job.end_time else None,
+        driver_exit_code=getattr(job, "driver_exit_code", None),
+        ktcluster_version=meta.get(META_VERSION),
+        ray_job_id=getattr(job, "job_id", None),
+    )
+
+
+def now_s() -> float:
+    """Wall-clock time for ages (a function, so tests may pass another)."""
+    return time.time()

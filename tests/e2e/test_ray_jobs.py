@@ -1,0 +1,299 @@
+"""Issue 16: searches submitted as Ray jobs, on a real Ray head with its dashboard
+and Ray's token auth on.
+
+One head for the module (:func:`ray_head`): a child process runs
+``ray.init(include_dashboard=True, dashboard_host="127.0.0.1")`` with
+``RAY_AUTH_MODE=token`` and a token of its own, in a private temp dir, and
+``ray.shutdown()`` when its stdin closes; any process of its tree that
+outlives that is killed by pid. ``make test`` sets ``RAY_AUTH_MODE=disabled``
+for everything else: the head turns token auth on itself, and every ``ktc``
+here sends the token it was given (``RAY_AUTH_TOKEN``), as a user's machine
+with a copy of the head's token would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.e2e.conftest import KTC, REPO, ktc_env, sleep_search
+
+pytestmark = pytest.mark.slow
+
+HEAD_START_TIMEOUT_S = 90.0
+
+# The head: a driver that started Ray (dashboard included) and holds it until
+# its stdin closes; ray.shutdown() then stops every process it started.
+_HEAD = """
+import json, sys
+import ray
+import ray._private.parameter as parameter
+
+# ray.init has no argument for the dashboard agent's HTTP port, and its
+# default (52365) is taken whenever another Ray with a dashboard runs on this
+# machine: the job server then has no agent and refuses every job. A free port.
+_init = parameter.RayParams.__init__
+def _own_agent_port(self, *args, **kwargs):
+    kwargs["dashboard_agent_listen_port"] = int(sys.argv[3])
+    _init(self, *args, **kwargs)
+parameter.RayParams.__init__ = _own_agent_port
+ray.init(
+    num_cpus=2,
+    resources={"ktc_node_head": 1000},
+    include_dashboard=True,
+    dashboard_host="127.0.0.1",
+    dashboard_port=int(sys.argv[1]),
+    _temp_dir=sys.argv[2],
+    logging_level="ERROR",
+)
+gcs = ray.get_runtime_context().gcs_address
+# What `ray start` does and ray.init does not: record this cluster in its temp
+# dir, where the job supervisor resolves "auto" for each job's driver. Without
+# it Ray falls back to any GCS process on the machine (another test's).
+ray._private.utils.write_ray_address(gcs, sys.argv[2])
+print(json.dumps({"gcs": gcs}), flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+@dataclass(frozen=True)
+class RayHead:
+    """The module's Ray head and what a ``ktc`` needs to reach it."""
+
+    gcs_address: str
+    dashboard: str
+    token: str
+    root: Path  # the module's folder (cluster file, storage)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """A ``ktc`` environment holding the head's token (auth stays on at the head)."""
+        return ktc_env({"RAY_AUTH_TOKEN": self.token, **extra})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
+    """A Ray head with its dashboard on 127.0.0.1 and token auth on, for this module."""
+    root = tmp_path_factory.mktemp("rayjobs")
+    temp_dir = tempfile.mkdtemp(prefix="ktcj-", dir="/tmp")  # short: Ray's sockets live here
+    token = secrets.token_hex(32)
+    port = _free_port()
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        # Job entrypoints run `python` and `ktc` from the head's PATH: this venv's.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        PYTHONPATH=str(REPO),
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HEAD, str(port), temp_dir, str(_free_port())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    tree: set[int] = set()
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, f"the Ray head did not start (exit {proc.poll()})"
+        gcs = json.loads(line)["gcs"]
+        yield RayHead(gcs, f"127.0.0.1:{port}", token, root)
+    finally:
+        # Every process the head started, recorded before it stops them.
+        with _suppress_gone():
+            tree = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for pid in tree:
+            with _suppress_gone():
+                psutil.Process(pid).kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+class _suppress_gone:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> bool:
+        return isinstance(exc, psutil.Error)
+
+
+def _cluster_file(head: RayHead, folder: Path, **ray: object) -> Path:
+    data = {
+        "kind": "cluster",
+        "name": "jobs-test",
+        "ray": {"address": head.gcs_address, "dashboard": head.dashboard, **ray},
+        "storage": str(head.root / "storage"),
+        "chief": {"host": "127.0.0.1", "port": 0},
+        "fleet": {"cpus_per_worker": 1, "recycle_after_trials": 0, "warm_spares": False},
+        "nodes": [{"name": "head", "host": "127.0.0.1", "cpus": 2, "cpu_workers": 1}],
+    }
+    path = folder / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _project(tmp_path: Path, name: str, *, max_trials: int = 2) -> Path:
+    """A user's project folder: the search file and a module of their own."""
+    project = tmp_path / "project"
+    project.mkdir()
+    search = sleep_search(name, max_trials=max_trials, epochs=1, epoch_s=0.05)
+    (project / "search.yaml").write_text(yaml.safe_dump(search, sort_keys=False))
+    (project / "notes.txt").write_text("shipped with the job\n")
+    return project
+
+
+def _ktc(
+    head: RayHead, *args: str | Path, cwd: Path, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(KTC), *(str(a) for a in args)],
+        cwd=cwd,
+        env=head.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# Until `ktc submit` dispatches to it (the --attach change in cli/submit.py),
+# the detached path is driven through its function, with submit's own parser.
+_SUBMIT = (
+    "import sys\n"
+    "from orchestrator.cli.main import build_parser\n"
+    "from orchestrator.cli.submit_job import submit_detached\n"
+    "from orchestrator.cli.main import _run\n"
+    "from orchestrator.cli.quiet_terminal import quiet_terminal\n"
+    "quiet_terminal(0)\n"
+    "args = build_parser().parse_args(['submit', *sys.argv[1:]])\n"
+    "args.func = submit_detached\n"
+    "sys.exit(_run(args))\n"
+)
+
+
+def _submit(head: RayHead, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _SUBMIT, *(str(a) for a in args)],
+        cwd=cwd,
+        env=head.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def _search_id(stdout: str) -> str:
+    first = stdout.splitlines()[0]
+    assert first.startswith("submitted search "), stdout
+    return first.split()[2]
+
+
+def test_submit_detached_list_logs_and_completion(ray_head: RayHead, tmp_path: Path) -> None:
+    project = _project(tmp_path, "sleepy")
+    cluster = _cluster_file(ray_head, tmp_path)
+    started = time.monotonic()
+    out = _ok(_submit(ray_head, "search.yaml", "--cluster", cluster, cwd=project))
+    submit_s = time.monotonic() - started
+    search_id = _search_id(out)
+    assert search_id.startswith("sleepy-")
+    # The CLI returned with the id and the commands that follow, long before the search ends.
+    assert f"ktc logs {search_id} --follow" in out and f"ktc cancel {search_id}" in out
+    assert submit_s < 30, f"the detached submit took {submit_s:.1f} s"
+
+    # From another folder, with no search directory here: the cluster file only.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    listed = json.loads(_ok(_ktc(ray_head, "list", "--cluster", cluster, "--json", cwd=elsewhere)))
+    mine = [row for row in listed if row["search_id"] == search_id]
+    assert mine and mine[0]["search"] == "sleepy", listed
+    assert mine[0]["search_dir"] == str(ray_head.root / "storage" / search_id)
+    assert not any(row["search_id"].startswith("ktc-check-") for row in listed)
+
+    # --follow prints the chief's output until the search ends.
+    follow = _ok(
+        _ktc(
+            ray_head,
+            "logs",
+            search_id,
+            "--follow",
+            "--cluster",
+            cluster,
+            cwd=elsewhere,
+            timeout=150,
+        )
+    )
+    assert "search directory:" in follow, follow
+    table = _ok(_ktc(ray_head, "list", "--cluster", cluster, cwd=elsewhere))
+    row = next(line for line in table.splitlines() if line.startswith(search_id))
+    assert " finished " in row, table
+    # The search ran on the head: its directory is under storage, its trials completed.
+    search_dir = ray_head.root / "storage" / search_id
+    assert (search_dir / "ledger.db").is_file()
+    status = json.loads(_ok(_ktc(ray_head, "status", search_dir, "--json", cwd=elsewhere)))
+    assert status["state"] == "completed", status
+    logs = _ok(_ktc(ray_head, "logs", search_id, "--cluster", cluster, cwd=elsewhere))
+    assert "search directory:" in logs
+
+
+def test_version_mismatch_is_refused_before_anything_starts(
+    ray_head: RayHead, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    from orchestrator import jobs
+    from orchestrator.config.loader import load_cluster
+
+    cluster = load_cluster(_cluster_file(ray_head, tmp_path))
+    client = jobs.ClusterJobs.connect(cluster, ray_head.env())
+    ray_jobs = JobSubmissionClient(
+        f"http://{ray_head.dashboard}", headers={"Authorization": f"Bearer {ray_head.token}"}
+    )
+    before = {job.submission_id for job in ray_jobs.list_jobs()}
+    head_version = re.escape(jobs.__version__)
+    monkeypatch.setattr(jobs, "__version__", "0.0.0-other")
+    with pytest.raises(
+        jobs.JobsApiError,
+        match=rf"the head runs ktcluster {head_version}, this machine 0\.0\.0-other; expected "
+        r"the same version.*Nothing was submitted",
+    ):
+        client.check_head()
+    # Nothing is left on the cluster: the check job is deleted, no search was submitted.
+    assert {job.submission_id for job in ray_jobs.list_jobs()} == before

@@ -1,0 +1,147 @@
+"""orchestrator/jobs.py and the detached submit's checks, without Ray's head:
+the job's entrypoint, its cluster file, its package, states, and what ``ktc
+submit`` refuses before it dials anything (the head is in tests/e2e/test_ray_jobs.py)."""
+
+from __future__ import annotations
+
+import argparse
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import jobs
+from orchestrator.cli.submit_job import detaches, submit_detached
+from orchestrator.config import parse_cluster
+from orchestrator.errors import ConfigError
+
+
+def _cluster(**extra: object) -> dict[str, object]:
+    return {
+        "kind": "cluster",
+        "name": "lab",
+        "ray": {"address": "10.0.0.1:6379", "dashboard": "127.0.0.1:8265"},
+        "storage": "/srv/ktc searches",
+        "chief": {"host": "0.0.0.0", "insecure": True, "advertise": "10.0.0.1"},
+        "nodes": [{"name": "a", "host": "10.0.0.1", "cpus": 4}],
+        **extra,
+    }
+
+
+def test_entrypoint_makes_storage_then_runs_the_chief_in_it() -> None:
+    entry = jobs.search_entrypoint("/srv/ktc searches/", "s-20261130-120000", workers=3)
+    assert entry == (
+        "python -m orchestrator.storage '/srv/ktc searches' && ktc submit "
+        ".ktcluster-job/search.yaml --cluster .ktcluster-job/cluster.yaml --no-progress "
+        "--dir '/srv/ktc searches/s-20261130-120000' --workers 3"
+    )
+    home = jobs.search_entrypoint("~/ktc", "s-1")
+    assert 'storage "$HOME"/ktc &&' in home and '--dir "$HOME"/ktc/s-1' in home
+
+
+def test_job_cluster_file_joins_the_cluster_it_runs_in() -> None:
+    spec = parse_cluster(_cluster())
+    text = jobs.job_cluster_text(spec, "s-1")
+    data = yaml.safe_load(text)
+    assert data["ray"]["address"] == "auto"
+    assert "dashboard" not in data["ray"]
+    assert data["ray"]["working_dir"] is None
+    assert data["chief"]["advertise"] == "10.0.0.1"  # the head's address as workers see it
+    assert data["storage"] == "/srv/ktc searches"
+    assert parse_cluster(data).ray.address == "auto"
+
+
+def test_package_holds_the_folder_and_the_job_files(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "HEAD").write_text("ref")
+    (project / "model.py").write_text("def build_model(hp): ...\n")
+    (project / "big.npz").write_bytes(b"x" * 1000)
+    (project / ".rayignore").write_text("*.npz\n")
+    package = jobs.build_package(
+        project, {"search.yaml": b"name: s\n"}, tmp_path / "p.zip", max_bytes=10**6
+    )
+    names = set(zipfile.ZipFile(package.path).namelist())
+    assert "model.py" in names and ".ktcluster-job/search.yaml" in names
+    assert not any(n.startswith(".git/") for n in names) and "big.npz" not in names
+    assert package.size_bytes == (tmp_path / "p.zip").stat().st_size
+    alone = jobs.build_package(None, {"search.yaml": b"x"}, tmp_path / "q.zip", max_bytes=10**6)
+    assert zipfile.ZipFile(alone.path).namelist() == [".ktcluster-job/search.yaml"]
+
+
+def test_too_big_package_names_the_limit_and_the_fix(tmp_path: Path) -> None:
+    import os
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "data.bin").write_bytes(os.urandom(300_000))
+    with pytest.raises(
+        ConfigError,
+        match=r"ray.working_dir .*project: the job's package is 0\.3 MiB zipped; expected less "
+        r"than 0\.2 MiB, the most Ray's Jobs API accepts.*Largest entries: data\.bin.*\.rayignore",
+    ):
+        jobs.build_package(project, {"search.yaml": b""}, tmp_path / "p.zip", max_bytes=200_000)
+    # Ray 2.60: the dashboard takes request bodies up to 100 MiB, the GCS 512 MiB.
+    assert jobs.max_package_bytes() == 100 * 1024**2
+
+
+def test_states_follow_rays_job_status() -> None:
+    assert {s.value for s in jobs.JobState} == {
+        "starting",
+        "running",
+        "finished",
+        "failed",
+        "stopped",
+    }
+    assert not jobs.JobState.RUNNING.is_terminal and jobs.JobState.STOPPED.is_terminal
+
+
+def test_only_a_remote_head_detaches(tmp_path: Path) -> None:
+    assert detaches(parse_cluster(_cluster()))
+    for address in ("local", "auto"):
+        assert not detaches(parse_cluster(_cluster(ray={"address": address})))
+
+
+def _args(search: Path, cluster: Path, **extra: object) -> argparse.Namespace:
+    base = {
+        "search": str(search),
+        "cluster": str(cluster),
+        "dir": None,
+        "metrics_port": None,
+        "on_interrupt": "requeue",
+        "workers": None,
+    }
+    return argparse.Namespace(**{**base, **extra})
+
+
+def test_detached_submit_refuses_foreground_options_before_dialling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    search = tmp_path / "search.yaml"
+    search.write_text(
+        yaml.safe_dump({"name": "s", "hypermodel": "sleep", "objective": "val_accuracy"})
+    )
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(_cluster(ray={"address": "10.0.0.1:6379"})))
+    with pytest.raises(ConfigError, match=r"--dir d: a search submitted to a remote cluster"):
+        submit_detached(_args(search, cluster, dir="d"))
+    with pytest.raises(ConfigError, match=r"ray.dashboard is not set; expected HOST:PORT"):
+        submit_detached(_args(search, cluster))
+    local = tmp_path / "local.yaml"
+    local.write_text(yaml.safe_dump(_cluster(ray={"address": "local"})))
+    assert submit_detached(_args(search, local)) is None
+
+
+def test_remote_working_dir_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    search = tmp_path / "search.yaml"
+    search.write_text(
+        yaml.safe_dump({"name": "s", "hypermodel": "sleep", "objective": "val_accuracy"})
+    )
+    cluster = tmp_path / "cluster.yaml"
+    ray = {"address": "10.0.0.1:6379", "dashboard": "127.0.0.1:1", "working_dir": "s3://b/c.zip"}
+    cluster.write_text(yaml.safe_dump(_cluster(ray=ray)))
+    with pytest.raises(ConfigError, match=r"ray.working_dir 's3://b/c.zip': a remote URI"):
+        submit_detached(_args(search, cluster))
