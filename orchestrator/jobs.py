@@ -284,10 +284,17 @@ class ClusterJobs:
     Each call is one or a few HTTP requests; nothing is cached but the connection.
     """
 
-    def __init__(self, client: Any, url: str, ray_version: str) -> None:
+    def __init__(
+        self, client: Any, url: str, ray_version: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         self._client = client
         self.url = url
         self.ray_version = ray_version  # the cluster's, from its dashboard
+        self._headers = dict(headers or {})
+
+    def auth_headers(self) -> dict[str, str]:
+        """The headers that carry Ray's token (for the dashboard's other APIs); never log them."""
+        return dict(self._headers)
 
     @classmethod
     def connect(
@@ -313,7 +320,7 @@ class ClusterJobs:
             client = JobSubmissionClient(url, headers=headers)
         except (ConnectionError, RuntimeError) as exc:
             raise JobsApiError(f"ray.dashboard {url}: {exc}") from None
-        return cls(client, url, probe.ray_version or "unknown")
+        return cls(client, url, probe.ray_version or "unknown", headers)
 
     # -- the head ---------------------------------------------------------
 

@@ -1,9 +1,14 @@
-"""``ktc logs ID [--follow] [--cluster CLUSTER.yaml]``: a search's log, from the cluster.
+"""``ktc logs ID [--follow] [--worker W [--stdout]] [--cluster CLUSTER.yaml]``: a
+search's logs, from the cluster.
 
 The chief's output is its Ray job's log (the job's driver is the chief), read
 through the cluster's Ray Jobs API (``ray.dashboard``) with Ray's token:
 everything so far, or with ``--follow`` every new line until the search
-ends. The cluster is ``--cluster``, else the file ``ktc use`` remembered.
+ends. ``--worker W`` reads worker W's newest process instead, from Ray's own
+log files on its node, through the same dashboard (Ray's State API): its
+stderr (warnings, tracebacks), or its stdout with ``--stdout``; ``--follow``
+then keeps printing until Ctrl-C. The cluster is ``--cluster``, else the file
+``ktc use`` remembered.
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ def register(subparsers: Any) -> None:
         "--follow", "-f", action="store_true", help="keep printing new lines until the search ends"
     )
     parser.add_argument(
+        "--worker", metavar="W", help="a worker's log (its id, as `ktc status` shows it)"
+    )
+    parser.add_argument(
+        "--stdout", action="store_true", help="with --worker: its stdout instead of its stderr"
+    )
+    parser.add_argument(
         "--cluster",
         metavar="CLUSTER.yaml",
         help="cluster file (default: the one `ktc use` remembered)",
@@ -40,14 +51,39 @@ def run(args: argparse.Namespace) -> int:
 
     jobs = cluster_jobs_for(args.cluster, dict(os.environ))
     job = jobs.search(args.search_id)
+    if args.worker is not None:
+        return _worker(jobs, job, args)
     if not args.follow or job.state.is_terminal:
         sys.stdout.write(jobs.logs(job.search_id))
         sys.stdout.flush()
         return 0
 
-    def write(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    jobs.follow_logs(job.search_id, _write)
+    return 0
 
-    jobs.follow_logs(job.search_id, write)
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _worker(jobs: Any, job: Any, args: argparse.Namespace) -> int:
+    from orchestrator.worker_logs import (
+        follow_worker_log,
+        latest_process,
+        worker_log,
+        worker_processes,
+    )
+
+    process = latest_process(worker_processes(jobs, job), args.worker, job.search_id)
+    stream = "out" if args.stdout else "err"
+    print(
+        f"# worker {process.worker_id}, process {process.incarnation} (pid {process.pid}, "
+        f"{process.state.lower()}): {'stdout' if args.stdout else 'stderr'}",
+        file=sys.stderr,
+    )
+    if args.follow and process.state == "ALIVE":
+        follow_worker_log(jobs, process, stream=stream, on_text=_write)
+    else:
+        _write(worker_log(jobs, process, stream=stream))
     return 0

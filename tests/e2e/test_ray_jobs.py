@@ -31,6 +31,7 @@ import psutil
 import pytest
 import yaml
 
+from orchestrator.errors import NotFoundError
 from tests.e2e.conftest import KTC, REPO, ktc_env, sleep_search
 
 pytestmark = pytest.mark.slow
@@ -271,6 +272,18 @@ def test_submit_detached_list_logs_and_completion(ray_head: RayHead, tmp_path: P
     assert status["state"] == "completed", status
     logs = _ok(_ktc(ray_head, "logs", search_id, "--cluster", cluster, cwd=elsewhere))
     assert "search directory:" in logs
+    # A worker's own log, from Ray's log files on its node, through the same dashboard.
+    worker = _ktc(
+        ray_head, "logs", search_id, "--worker", "head-w0", "--cluster", cluster, cwd=elsewhere
+    )
+    assert worker.returncode == 0 and ":actor_name:WorkerProcess" in worker.stdout, worker
+    assert "# worker head-w0, process 1 (pid " in worker.stderr
+    nosuch = _ktc(
+        ray_head, "logs", search_id, "--worker", "w9", "--cluster", cluster, cwd=elsewhere
+    )
+    assert nosuch.returncode == 1
+    assert f"--worker w9: search {search_id} has no such worker" in nosuch.stderr
+    assert "(head-w0)" in nosuch.stderr
 
 
 def test_version_mismatch_is_refused_before_anything_starts(
@@ -297,3 +310,27 @@ def test_version_mismatch_is_refused_before_anything_starts(
         client.check_head()
     # Nothing is left on the cluster: the check job is deleted, no search was submitted.
     assert {job.submission_id for job in ray_jobs.list_jobs()} == before
+
+
+def test_stop_ends_the_search_job(ray_head: RayHead, tmp_path: Path) -> None:
+    from orchestrator import jobs
+    from orchestrator.config.loader import load_cluster
+
+    project = _project(tmp_path, "stopme", max_trials=200)
+    cluster_file = _cluster_file(ray_head, tmp_path)
+    client = jobs.ClusterJobs.connect(load_cluster(cluster_file), ray_head.env())
+    submitted = client.submit_search(
+        cluster=load_cluster(cluster_file),
+        search_name="stopme",
+        search_file=project / "search.yaml",
+        working_dir=project,
+    )
+    assert client.search(submitted.search_id).state in (
+        jobs.JobState.STARTING,
+        jobs.JobState.RUNNING,
+    )
+    assert client.stop(submitted.search_id)
+    client.wait(submitted.search_id, timeout_s=60)
+    assert client.search(submitted.search_id).state is jobs.JobState.STOPPED
+    with pytest.raises(NotFoundError, match=r"search 'nosuch-1': no such job on the cluster"):
+        client.search("nosuch-1")
