@@ -136,8 +136,8 @@ def _describe(error: Any, root: type[BaseModel]) -> tuple[KeyPath, str]:
         key = short(str(loc[-1]))
         model = model_at(root, loc[:-1])
         allowed = sorted(model.model_fields) if model else []
-        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        close = close_match(key, allowed)
+        hint = f"did you mean '{close}'? " if close else ""
         return loc, (
             f"unknown key '{key}'; {hint}expected one of the keys allowed here: "
             f"{', '.join(allowed)}. "
@@ -233,3 +233,15 @@ def translate(exc: ValidationError, root: type[BaseModel], doc: YamlDocument) ->
         return ConfigError(lines[0])
     summary = f"{doc.source}: {len(lines)} problems:"
     return ConfigError("\n".join([summary, *("  " + line for line in lines)]))
+
+
+def close_match(name: str, known: Sequence[str]) -> str | None:
+    """The known name closest to ``name`` (a likely typo of it), or None."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def suggest(name: str, known: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` when a close name exists, else ``""``."""
+    close = close_match(name, known)
+    return f"; did you mean {close!r}?" if close else ""

@@ -11,35 +11,56 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from orchestrator.config.errors_format import suggest
 from orchestrator.config.search import DatasetSpec, HypermodelSpec, SearchSpec
 from orchestrator.config.yaml_source import YamlDocument
 from orchestrator.errors import ConfigError
 
 
-def _import_reference(reference: str) -> None:
-    """Import ``module:attribute``; a ValueError says what is wrong and the fix."""
+class UserCodeError(ValueError):
+    """A ``module:attribute`` reference that does not resolve; the message says
+    what is wrong and the fix, without the key (each caller names its key)."""
+
+
+def import_reference(reference: str) -> Any:
+    """Import ``module:attribute`` (the attribute may be dotted) and return it.
+
+    The one resolver of user code for ``ktc validate``, the hypermodel and the
+    dataset loaders: any failure while importing the user's module, or a
+    missing attribute, is a :class:`UserCodeError` chained to the real cause.
+    """
     module_name, _, attr_path = reference.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # any failure in user code is a config problem
-        raise ValueError(
+        raise UserCodeError(
             f"cannot import module {module_name!r} for {reference!r}: "
-            f"{type(exc).__name__}: {exc}; expected an importable module. Check the module "
-            "path and run from the folder that contains the package (it must be importable)."
-        ) from None
+            f"{type(exc).__name__}: {exc}. Add the module's folder to PYTHONPATH or run from it "
+            f"(cwd here is {os.getcwd()}; sys.path starts with {sys.path[:3]}): it must be "
+            "importable on every worker, and ktc ships the working directory to the cluster "
+            "with Ray's runtime_env."
+        ) from exc
+    target: Any = module
     for part in attr_path.split("."):
         if not hasattr(target, part):
-            raise ValueError(
-                f"module {module_name!r} has no attribute {attr_path!r}; "
-                f"expected a function or class named {attr_path!r}. Fix the name after ':'."
+            found = sorted(n for n in dir(module) if not n.startswith("_"))
+            raise UserCodeError(
+                f"module {module_name!r} has no attribute {attr_path!r}{suggest(part, found)} "
+                f"Found: {', '.join(found[:20]) or '(nothing)'}. Fix the name after ':'."
             )
         target = getattr(target, part)
+    return target
+
+
+def _import_callable(reference: str) -> None:
+    target = import_reference(reference)
     if not callable(target):
-        raise ValueError(
+        raise UserCodeError(
             f"{reference!r} is a {type(target).__name__}, not callable; "
             "expected a function or class. Name a function or class after ':'."
         )
@@ -85,7 +106,7 @@ def check_importable(
     with user_code_path(search_path):
         for reference, key in refs:
             try:
-                _import_reference(reference)
+                _import_callable(reference)
             except ValueError as exc:
                 if doc is not None:
                     raise doc.error(key, str(exc)) from None

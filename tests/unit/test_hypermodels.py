@@ -406,7 +406,7 @@ def test_user_reference_errors(user_module: str) -> None:
     with pytest.raises(
         ConfigError,
         match=r"cannot import module 'no_such_pkg_xyz' for 'no_such_pkg_xyz:build': "
-        r"ModuleNotFoundError: .*cwd here is .*PYTHONPATH",
+        r"ModuleNotFoundError: .*PYTHONPATH.*cwd here is ",
     ):
         resolve_hypermodel(spec("no_such_pkg_xyz:build"), (8, 8, 1), 10)
     with pytest.raises(ConfigError, match=r"options apply only to the built-in hypermodels"):

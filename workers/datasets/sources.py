@@ -9,9 +9,7 @@ split.
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from orchestrator.config.search import DIGITS_TEST_FRACTION, DIGITS_TEST_SEED
+from orchestrator.config.user_code import UserCodeError, import_reference
 from workers.datasets.dataset import DatasetError, RawData, as_array
 
 
@@ -192,24 +191,10 @@ def _same_classes(spec: DatasetSpecLike, train: Any, *others: Any) -> None:
 
 def load_user_function(reference: str) -> RawData:
     """Call the user's ``module:function`` and validate what it returns."""
-    module_name, _, attribute = reference.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise DatasetError(
-            f"search.yaml: dataset.source: cannot import module {module_name!r} for "
-            f"{reference!r}: {type(exc).__name__}: {exc}. It must be importable on every worker: "
-            f"run from its directory (cwd here is {os.getcwd()}) or add it to PYTHONPATH "
-            f"(sys.path starts with {sys.path[:3]})."
-        ) from exc
-    function: Any = module
-    for part in attribute.split("."):
-        if not hasattr(function, part):
-            raise DatasetError(
-                f"search.yaml: dataset.source: module {module_name!r} has no attribute "
-                f"{attribute!r}."
-            )
-        function = getattr(function, part)
+        function = import_reference(reference)
+    except UserCodeError as exc:
+        raise DatasetError(f"search.yaml: dataset.source: {exc}") from exc
     if not callable(function):
         raise DatasetError(
             f"search.yaml: dataset.source: {reference!r} is a {type(function).__name__}, "

@@ -7,12 +7,10 @@ files with them); :func:`resolve_hypermodel` imports them lazily.
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from orchestrator.config.user_code import UserCodeError, import_reference
 from orchestrator.errors import ConfigError
 from workers.hypermodels.catalog import SPACES, TransferOptions
 from workers.hypermodels.sleep import SleepOptions, declare_sleep_space
@@ -156,24 +154,9 @@ def load_user_hypermodel(module_name: str, attribute: str) -> keras_tuner.HyperM
 
     reference = f"{module_name}:{attribute}"
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any error while importing user code is a config problem
-        raise ConfigError(
-            f"search.yaml: hypermodel.name: cannot import module {module_name!r} for "
-            f"{reference!r}: {type(exc).__name__}: {exc}. The module must be importable on every "
-            f"worker: run from its directory (cwd here is {os.getcwd()}) or add it to PYTHONPATH "
-            f"(sys.path starts with {sys.path[:3]}); ktc ships the working directory to the "
-            "cluster with Ray's runtime_env."
-        ) from exc
-    obj: Any = module
-    for part in attribute.split("."):
-        if not hasattr(obj, part):
-            found = sorted(n for n in dir(module) if not n.startswith("_"))
-            raise ConfigError(
-                f"search.yaml: hypermodel.name: module {module_name!r} has no attribute "
-                f"{attribute!r}{suggest(part, found)} Found: {', '.join(found[:20]) or '(nothing)'}."
-            )
-        obj = getattr(obj, part)
+        obj = import_reference(reference)
+    except UserCodeError as exc:
+        raise ConfigError(f"search.yaml: hypermodel.name: {exc}") from exc
     if isinstance(obj, keras_tuner.HyperModel):
         return obj
     if isinstance(obj, type):

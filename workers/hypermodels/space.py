@@ -19,12 +19,12 @@ tries first); it must lie in the range or the values.
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from orchestrator.config.errors_format import suggest
 from orchestrator.errors import ConfigError
 
 HpKind = Literal["int", "float", "choice", "boolean", "fixed"]
@@ -107,12 +107,6 @@ def _is_int(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-
-
-def suggest(name: str, known: Sequence[str]) -> str:
-    """``"; did you mean 'x'?"`` when a close name exists, else ``""``."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def effective_def(space: SpaceSpec, name: str, override: Any) -> HpDef:
