@@ -187,7 +187,7 @@ def dataset_cache_warnings(spec: SearchSpec) -> tuple[str, ...]:
 def grid_check(spec: SearchSpec) -> tuple[int | None, tuple[str, ...]]:
     """A grid search's size, and warnings: Floats without a step, or a space that
     cannot be read (builds the hypermodel: imports TensorFlow)."""
-    from orchestrator.cli.space import (
+    from orchestrator.search_space import (
         KT_FLOAT_GRID_SAMPLES,
         floats_without_step,
         grid_size,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from orchestrator.cli.main import main
-from orchestrator.cli.space import grid_size, rows
 from orchestrator.cli.validate import check_file
+from orchestrator.search_space import grid_size, rows
 
 SLEEP_GRID = """\
 hypermodel:
