@@ -315,6 +315,7 @@ class ClusterJobs:
             raise JobsApiError(probe.message())
         from ray.job_submission import JobSubmissionClient
 
+        _quiet_ray_client()
         headers = {"Authorization": f"Bearer {token.value}"} if token else {}
         try:
             client = JobSubmissionClient(url, headers=headers)
@@ -554,6 +555,22 @@ class ClusterJobs:
 
     def _failed(self, what: str, exc: Exception) -> JobsApiError:
         return JobsApiError(f"ray.dashboard {self.url}: could not {what}: {exc}")
+
+
+# Ray's job client logs every upload, package and closed log stream at INFO,
+# and importing Ray sets its loggers to INFO whatever ours say.
+_RAY_CLIENT_LOGGERS = (
+    "ray.dashboard.modules.dashboard_sdk",
+    "ray.dashboard.modules.job.sdk",
+    "ray._private.runtime_env.packaging",
+)
+
+
+def _quiet_ray_client() -> None:
+    """Hold Ray's client loggers at ours (WARNING unless ``ktc -v``), never below INFO."""
+    level = max(logging.getLogger().getEffectiveLevel(), logging.INFO)
+    for name in _RAY_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def cluster_jobs_for(explicit: str | None, env: Mapping[str, str]) -> ClusterJobs:
