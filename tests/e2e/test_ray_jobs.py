@@ -272,6 +272,9 @@ def test_submit_detached_list_logs_and_completion(ray_head: RayHead, tmp_path: P
     assert status["state"] == "completed", status
     logs = _ok(_ktc(ray_head, "logs", search_id, "--cluster", cluster, cwd=elsewhere))
     assert "search directory:" in logs
+    # The search token stays on the head: not in the job's log, the one channel out.
+    search_token = (search_dir / "token").read_text().strip()
+    assert search_token and search_token not in logs and search_token not in follow
     # A worker's own log, from Ray's log files on its node, through the same dashboard.
     worker = _ktc(
         ray_head, "logs", search_id, "--worker", "head-w0", "--cluster", cluster, cwd=elsewhere
