@@ -121,7 +121,12 @@ def start_actor(
     import ray
 
     from orchestrator.fleet.embedded_ray import user_pythonpath
-    from orchestrator.fleet.placement import actor_options, pending_reason, resources_by_label
+    from orchestrator.fleet.placement import (
+        actor_options,
+        holders_by_label,
+        pending_reason,
+        resources_by_label,
+    )
     from workers.actor import WORKER_PROCESS_ENV
     from workers.evaluate import remote_evaluation_class
 
@@ -141,7 +146,7 @@ def start_actor(
         ray.kill(actor)
         raise FleetError(
             f"the evaluation worker (shaped like {slot.worker_id}) did not start within "
-            f"{start_timeout_s:g} s: {pending_reason(slot, resources_by_label())}"
+            f"{start_timeout_s:g} s: {pending_reason(slot, resources_by_label(), holders_by_label())}"
         ) from None
     return actor, {
         "worker_slot": slot.worker_id,

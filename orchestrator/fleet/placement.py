@@ -124,8 +124,47 @@ def resources_by_label() -> dict[str, dict[str, float]]:
     return out
 
 
-def pending_reason(slot: WorkerSlot, by_label: dict[str, dict[str, float]]) -> str:
-    """Why the slot's actor is not placed, from :func:`resources_by_label`."""
+def holders_by_label() -> dict[str, dict[str, dict[str, float]]]:
+    """Per node label: the CPUs and GPUs that ktcluster slots' placement groups
+    hold there, by search (the group name's ``ktc-<search id[:8]>`` prefix)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        from ray.util import placement_group_table
+
+        groups = placement_group_table().values()
+    except Exception:  # Ray going away: the reason goes without holders
+        return out
+    for group in groups:
+        name = str(group.get("name") or "")
+        if group.get("state") != "CREATED" or not name.startswith(GROUP_PREFIX):
+            continue
+        search = search_tag(name)
+        for bundle in (group.get("bundles") or {}).values():
+            label = next((r for r in bundle if r.startswith(NODE_LABEL_PREFIX)), None)
+            if label is None:
+                continue
+            held = out.setdefault(label, {}).setdefault(search, {"CPU": 0.0, "GPU": 0.0})
+            held["CPU"] += float(bundle.get("CPU", 0.0))
+            held["GPU"] += float(bundle.get("GPU", 0.0))
+    return out
+
+
+GROUP_PREFIX = "ktc-"
+
+
+def search_tag(name: str) -> str:
+    """``ktc-<search id[:8]>``: the search an actor or placement-group name belongs to."""
+    return "-".join(name.split("-")[:2])
+
+
+def pending_reason(
+    slot: WorkerSlot,
+    by_label: dict[str, dict[str, float]],
+    holders: dict[str, dict[str, dict[str, float]]] | None = None,
+    own: str | None = None,
+) -> str:
+    """Why the slot's actor is not placed, from :func:`resources_by_label` and,
+    when given, :func:`holders_by_label` (``own``: this search's tag)."""
     node = by_label.get(slot.node_resource)
     if node is None:
         return (
@@ -134,9 +173,19 @@ def pending_reason(slot: WorkerSlot, by_label: dict[str, dict[str, float]]) -> s
         )
     want = f"{slot.cpus:g} CPU" + (f", {slot.gpu_share:g} GPU" if slot.gpu_share else "")
     total = f"{node.get('CPU', 0):g} CPU, {node.get('GPU', 0):g} GPU"
+    held = []
+    for search, amounts in sorted((holders or {}).get(slot.node_resource, {}).items()):
+        who = (
+            "this search's other workers"
+            if search == own
+            else f"ktcluster search {search.removeprefix(GROUP_PREFIX)}"
+        )
+        what = f"{amounts['CPU']:g} CPU" + (f", {amounts['GPU']:g} GPU" if amounts["GPU"] else "")
+        held.append(f"{what} by {who}")
+    in_use = f"held: {'; '.join(held)}" if held else "the rest is in use"
     return (
         f"waiting for resources on node {slot.node!r}: the worker needs {want}; the node has "
-        f"{total} in total and the rest is in use"
+        f"{total} in total, {in_use}"
     )
 
 

@@ -33,12 +33,14 @@ from orchestrator.config import ClusterSpec, WorkerSlot
 from orchestrator.errors import ConfigError, FleetError
 from orchestrator.fleet.placement import (
     death_reason,
+    holders_by_label,
     pending_reason,
     process_options,
     release_slot,
     request_resources,
     reserve_slot,
     resources_by_label,
+    search_tag,
 )
 from orchestrator.fleet.slot_table import SlotRuntime, SlotTable, Spare
 from orchestrator.protocol.status_document import WorkerState, WorkerStatus
@@ -625,9 +627,11 @@ class Fleet:
         if not slow:
             return
         by_label = resources_by_label()
+        holders = holders_by_label()
+        own = search_tag(self.actor_name_prefix)
         for rt in slow:
             rt.state = WorkerState.PENDING
-            rt.pending_reason = pending_reason(rt.slot, by_label)
+            rt.pending_reason = pending_reason(rt.slot, by_label, holders, own)
 
     def _request_resources(self) -> None:
         if self.autoscale:
