@@ -15,25 +15,16 @@ metadata names the search and its directory (:data:`META_SEARCH`,
 :data:`META_SEARCH_DIR`, the keys the RayJob render writes too), which is how
 :meth:`ClusterJobs.searches` tells searches from the cluster's other jobs.
 
-**What the job ships** (its ``runtime_env``): one zip, built here and
-uploaded by Ray's client as the job's ``working_dir``. It holds the folder
-``ray.working_dir`` names (the user's ``build_model``; Ray's own rules
-leave out ``.git``, ``.venv``, ``__pycache__`` and what ``.gitignore`` and
-``.rayignore`` list) and :data:`JOB_FILES_DIR` with the search file, byte for
-byte, and a copy of the cluster file with ``ray.address: auto`` (the Ray
-cluster the job runs in), no ``ray.dashboard`` and ``ray.working_dir: null``:
-the worker actors the chief starts inherit the job's ``working_dir``, so the
-code is uploaded once. Building the zip here gives its exact size before
-anything is uploaded: the dashboard refuses a request body over
-``DASHBOARD_CLIENT_MAX_SIZE`` (100 MiB, ``ray/_private/ray_constants.py``) and
-the GCS a package over ``GCS_STORAGE_MAX_SIZE`` (512 MiB,
-``ray/_private/runtime_env/packaging.py``); the smaller one is the limit.
+**What the job ships and runs** is ``orchestrator/job_package.py``: one zip
+(the user's ``ray.working_dir``, the search file, a cluster-file copy with
+``ray.address: auto``) uploaded as the job's ``working_dir``, its size checked
+against the Jobs API's limit before the upload.
 
 **The head runs this ktcluster version**, or nothing is submitted:
 :meth:`ClusterJobs.head_environment` runs a tiny job first (no
-``runtime_env``: the head's own Python) that prints the head's ktcluster, Ray
-and Python versions and where ``ktc`` is. Ray's ``/api/version`` knows only
-Ray's version. It costs one short job (about 2 s); it is deleted after.
+``runtime_env``: the head's own Python) that prints the head's ktcluster
+and Python versions and where ``ktc`` is (Ray's ``/api/version`` knows only
+Ray's version). It costs one short job, about 1 s; it is deleted after.
 
 **Ray's token** is found where Ray looks (:func:`orchestrator.ray_dashboard.find_ray_token`;
 the environment is passed in) and sent as ``Authorization: Bearer`` on every
@@ -51,23 +42,27 @@ import asyncio
 import enum
 import json
 import logging
-import posixpath
 import shlex
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from orchestrator import __version__
-from orchestrator.config import ClusterSpec, spec_data
-from orchestrator.config.loader import parse_cluster
+from orchestrator.config import ClusterSpec
 from orchestrator.errors import ConfigError, KtClusterError, NotFoundError
+from orchestrator.job_package import (
+    CLUSTER_FILE,
+    SEARCH_FILE,
+    build_package,
+    job_cluster_text,
+    max_package_bytes,
+    search_dir_on_head,
+    search_entrypoint,
+)
 from orchestrator.ray_dashboard import find_ray_token, probe_dashboard
 from orchestrator.storage import search_dir_name
 
@@ -78,9 +73,6 @@ META_SEARCH_DIR = "ktcluster-search-dir"
 META_VERSION = "ktcluster-version"
 META_CLUSTER = "ktcluster-cluster"
 META_CHECK = "ktcluster-check"
-JOB_FILES_DIR = ".ktcluster-job"
-SEARCH_FILE = "search.yaml"
-CLUSTER_FILE = "cluster.yaml"
 HEAD_CHECK_MARK = "ktcluster-head "
 HEAD_CHECK_TIMEOUT_S = 120.0
 MAX_SAME_SECOND = 9
@@ -159,123 +151,6 @@ class SubmittedSearch:
     search_name: str
     search_dir: str  # on the head
     package_bytes: int
-
-
-@dataclass(frozen=True)
-class JobPackage:
-    """The zip a search job ships as its ``working_dir``."""
-
-    path: Path
-    size_bytes: int
-
-
-def max_package_bytes() -> int:
-    """The largest package the Jobs API accepts: the dashboard's request limit or
-    the GCS's, whichever is smaller (the module docstring)."""
-    from ray._private import ray_constants
-    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
-
-    return min(int(ray_constants.DASHBOARD_CLIENT_MAX_SIZE), int(GCS_STORAGE_MAX_SIZE))
-
-
-def build_package(
-    working_dir: Path | None,
-    files: Mapping[str, bytes],
-    target: Path,
-    *,
-    max_bytes: int,
-    include_gitignore: bool = True,
-) -> JobPackage:
-    """Zip ``working_dir`` (Ray's rules, as for any ``working_dir``) and ``files``
-    (under :data:`JOB_FILES_DIR`) into ``target``; ConfigError past ``max_bytes``."""
-    from ray._private import ray_constants
-    from ray._private.runtime_env.packaging import create_package
-
-    if working_dir is not None:
-        excludes = [*ray_constants.get_runtime_env_default_excludes(), JOB_FILES_DIR]
-        create_package(
-            str(working_dir), target, include_gitignore=include_gitignore, excludes=excludes
-        )
-    with zipfile.ZipFile(target, "a" if target.exists() else "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(f"{JOB_FILES_DIR}/{name}", data)
-    size = target.stat().st_size
-    if size >= max_bytes:
-        raise ConfigError(_too_big(working_dir, target, size, max_bytes))
-    return JobPackage(target, size)
-
-
-def _too_big(working_dir: Path | None, package: Path, size: int, max_bytes: int) -> str:
-    by_top: dict[str, int] = {}
-    with zipfile.ZipFile(package) as zf:
-        for info in zf.infolist():
-            top = info.filename.split("/", 1)[0]
-            by_top[top] = by_top.get(top, 0) + info.compress_size
-    largest = sorted(by_top.items(), key=lambda item: -item[1])[:3]
-    named = ", ".join(f"{name} ({_mib(n)})" for name, n in largest)
-    return (
-        f"ray.working_dir {working_dir}: the job's package is {_mib(size)} zipped; expected "
-        f"less than {_mib(max_bytes)}, the most Ray's Jobs API accepts (the dashboard's "
-        "DASHBOARD_CLIENT_MAX_SIZE, 100 MiB, and the GCS's GCS_STORAGE_MAX_SIZE, 512 MiB). "
-        f"Largest entries: {named}. Leave data and outputs out: list them in a .rayignore "
-        "(or .gitignore) file in that folder (Ray reads both; .git, .venv and __pycache__ "
-        "are left out already), point ray.working_dir at a smaller folder, or give "
-        "datasets as absolute paths on the cluster."
-    )
-
-
-def _mib(n: int) -> str:
-    return f"{n / 1024**2:.1f} MiB"
-
-
-def job_cluster_text(spec: ClusterSpec, search_id: str) -> str:
-    """The cluster file the chief reads on the head (the module docstring)."""
-    data = spec_data(spec)
-    ray = dict(data.get("ray", {}))
-    ray["address"] = "auto"
-    ray.pop("dashboard", None)
-    ray["working_dir"] = None  # the workers inherit the job's working_dir
-    data["ray"] = ray
-    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
-    parse_cluster(text, f"{CLUSTER_FILE} of search {search_id}")  # it must load on the head
-    return (
-        f"# The cluster file of search {search_id}, copied by `ktc submit` from cluster "
-        f"{spec.name!r}: ray.address auto (the chief runs as a Ray job on the head), no "
-        "ray.dashboard, ray.working_dir null (the workers inherit the job's).\n" + text
-    )
-
-
-def _shell_path(path: str) -> str:
-    """``path`` for a POSIX shell; a leading ``~`` becomes ``"$HOME"`` (quoted, ``~``
-    would not expand, and ``--dir`` takes its path as it is)."""
-    if path == "~" or path.startswith("~/"):
-        rest = path[2:]
-        return '"$HOME"' + (f"/{shlex.quote(rest)}" if rest else "")
-    return shlex.quote(path)
-
-
-def search_entrypoint(storage: str, search_id: str, *, workers: int | None = None) -> str:
-    """The job's shell command: make the storage root, then run the chief in it."""
-    root = storage.rstrip("/") or "/"
-    words = [
-        "python -m orchestrator.storage",
-        _shell_path(root),
-        "&& ktc submit",
-        f"{JOB_FILES_DIR}/{SEARCH_FILE}",
-        "--cluster",
-        f"{JOB_FILES_DIR}/{CLUSTER_FILE}",
-        "--no-progress",
-        "--dir",
-        _shell_path(posixpath.join(root, search_id)),
-    ]
-    if workers is not None:
-        words += ["--workers", str(workers)]
-    return " ".join(words)
-
-
-def search_dir_on_head(storage: str, search_id: str) -> str:
-    """``<storage>/<search id>``, as the job's metadata records it."""
-    return posixpath.join(storage.rstrip("/") or "/", search_id)
 
 
 class ClusterJobs:

@@ -1,4 +1,4 @@
-"""orchestrator/jobs.py and the detached submit's checks, without Ray's head:
+"""orchestrator/jobs.py, orchestrator/job_package.py and the detached submit's checks, without Ray's head:
 the job's entrypoint, its cluster file, its package, states, and what ``ktc
 submit`` refuses before it dials anything (the head is in tests/e2e/test_ray_jobs.py)."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import jobs
+from orchestrator import job_package, jobs
 from orchestrator.cli.submit_job import detaches, submit_detached
 from orchestrator.config import parse_cluster
 from orchestrator.errors import ConfigError
@@ -30,19 +30,19 @@ def _cluster(**extra: object) -> dict[str, object]:
 
 
 def test_entrypoint_makes_storage_then_runs_the_chief_in_it() -> None:
-    entry = jobs.search_entrypoint("/srv/ktc searches/", "s-20261130-120000", workers=3)
+    entry = job_package.search_entrypoint("/srv/ktc searches/", "s-20261130-120000", workers=3)
     assert entry == (
         "python -m orchestrator.storage '/srv/ktc searches' && ktc submit "
         ".ktcluster-job/search.yaml --cluster .ktcluster-job/cluster.yaml --no-progress "
         "--dir '/srv/ktc searches/s-20261130-120000' --workers 3"
     )
-    home = jobs.search_entrypoint("~/ktc", "s-1")
+    home = job_package.search_entrypoint("~/ktc", "s-1")
     assert 'storage "$HOME"/ktc &&' in home and '--dir "$HOME"/ktc/s-1' in home
 
 
 def test_job_cluster_file_joins_the_cluster_it_runs_in() -> None:
     spec = parse_cluster(_cluster())
-    text = jobs.job_cluster_text(spec, "s-1")
+    text = job_package.job_cluster_text(spec, "s-1")
     data = yaml.safe_load(text)
     assert data["ray"]["address"] == "auto"
     assert "dashboard" not in data["ray"]
@@ -59,14 +59,16 @@ def test_package_holds_the_folder_and_the_job_files(tmp_path: Path) -> None:
     (project / "model.py").write_text("def build_model(hp): ...\n")
     (project / "big.npz").write_bytes(b"x" * 1000)
     (project / ".rayignore").write_text("*.npz\n")
-    package = jobs.build_package(
+    package = job_package.build_package(
         project, {"search.yaml": b"name: s\n"}, tmp_path / "p.zip", max_bytes=10**6
     )
     names = set(zipfile.ZipFile(package.path).namelist())
     assert "model.py" in names and ".ktcluster-job/search.yaml" in names
     assert not any(n.startswith(".git/") for n in names) and "big.npz" not in names
     assert package.size_bytes == (tmp_path / "p.zip").stat().st_size
-    alone = jobs.build_package(None, {"search.yaml": b"x"}, tmp_path / "q.zip", max_bytes=10**6)
+    alone = job_package.build_package(
+        None, {"search.yaml": b"x"}, tmp_path / "q.zip", max_bytes=10**6
+    )
     assert zipfile.ZipFile(alone.path).namelist() == [".ktcluster-job/search.yaml"]
 
 
@@ -81,9 +83,11 @@ def test_too_big_package_names_the_limit_and_the_fix(tmp_path: Path) -> None:
         match=r"ray.working_dir .*project: the job's package is 0\.3 MiB zipped; expected less "
         r"than 0\.2 MiB, the most Ray's Jobs API accepts.*Largest entries: data\.bin.*\.rayignore",
     ):
-        jobs.build_package(project, {"search.yaml": b""}, tmp_path / "p.zip", max_bytes=200_000)
+        job_package.build_package(
+            project, {"search.yaml": b""}, tmp_path / "p.zip", max_bytes=200_000
+        )
     # Ray 2.60: the dashboard takes request bodies up to 100 MiB, the GCS 512 MiB.
-    assert jobs.max_package_bytes() == 100 * 1024**2
+    assert job_package.max_package_bytes() == 100 * 1024**2
 
 
 def test_states_follow_rays_job_status() -> None:
