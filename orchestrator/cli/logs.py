@@ -54,11 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if args.worker is not None:
         return _worker(jobs, job, args)
     if not args.follow or job.state.is_terminal:
-        sys.stdout.write(jobs.logs(job.search_id))
-        sys.stdout.flush()
-        return 0
-
-    jobs.follow_logs(job.search_id, _write)
+        _write(jobs.logs(job.search_id))
+    else:
+        jobs.follow_logs(job.search_id, _write)
+        job = jobs.search(job.search_id)
+    if job.state.value in ("failed", "stopped") and job.message:
+        # Ray's own word on the end (a runtime env that failed to set up, a dead
+        # driver) is not in the job's output.
+        print(f"# search {job.search_id} {job.state.value}: {job.message}", file=sys.stderr)
     return 0
 
 

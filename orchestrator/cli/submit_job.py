@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from orchestrator.config import ClusterSpec
@@ -63,6 +64,7 @@ def submit_detached(args: argparse.Namespace) -> int | None:
     from orchestrator.jobs import ClusterJobs
 
     jobs = ClusterJobs.connect(cluster, env)
+    _warn_ray_version(jobs.ray_version)
     jobs.check_head()
     submitted = jobs.submit_search(
         cluster=cluster,
@@ -87,6 +89,18 @@ def submit_detached(args: argparse.Namespace) -> int | None:
     ):
         print(f"  {command.ljust(width)}  # {what}")
     return 0
+
+
+def _warn_ray_version(cluster_version: str) -> None:
+    import ray
+
+    if cluster_version != ray.__version__:
+        print(
+            f"warning: the cluster runs Ray {cluster_version}, this machine Ray "
+            f"{ray.__version__}; Ray's Jobs API expects one version on both sides. Install "
+            f"Ray {cluster_version} here if the submit fails.",
+            file=sys.stderr,
+        )
 
 
 def _refuse_foreground_options(args: argparse.Namespace) -> None:

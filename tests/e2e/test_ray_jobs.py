@@ -337,3 +337,32 @@ def test_stop_ends_the_search_job(ray_head: RayHead, tmp_path: Path) -> None:
     assert client.search(submitted.search_id).state is jobs.JobState.STOPPED
     with pytest.raises(NotFoundError, match=r"search 'nosuch-1': no such job on the cluster"):
         client.search("nosuch-1")
+
+
+def test_a_search_that_cannot_start_shows_failed_with_its_cause(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    from orchestrator import jobs
+    from orchestrator.config.loader import load_cluster
+
+    project = _project(tmp_path, "nostore")
+    cluster_file = _cluster_file(ray_head, tmp_path)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where storage should be")
+    data = yaml.safe_load(cluster_file.read_text())
+    data["storage"] = str(blocked)
+    cluster_file.write_text(yaml.safe_dump(data))
+    client = jobs.ClusterJobs.connect(load_cluster(cluster_file), ray_head.env())
+    submitted = client.submit_search(
+        cluster=load_cluster(cluster_file),
+        search_name="nostore",
+        search_file=project / "search.yaml",
+        working_dir=project,
+    )
+    client.wait(submitted.search_id, timeout_s=60)
+    assert client.search(submitted.search_id).state is jobs.JobState.FAILED
+    logs = _ktc(ray_head, "logs", submitted.search_id, "--cluster", cluster_file, cwd=tmp_path)
+    assert logs.returncode == 0
+    assert f"{blocked} is a file; expected a folder" in logs.stdout
+    assert f"# search {submitted.search_id} failed: " in logs.stderr
+    assert "exit code 2" in logs.stderr
