@@ -149,3 +149,34 @@ def test_remote_working_dir_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
     cluster.write_text(yaml.safe_dump(_cluster(ray=ray)))
     with pytest.raises(ConfigError, match=r"ray.working_dir 's3://b/c.zip': a remote URI"):
         submit_detached(_args(search, cluster))
+
+
+def test_worker_actor_names_and_the_newest_process() -> None:
+    from orchestrator.errors import NotFoundError
+    from orchestrator.worker_logs import _NAME, WorkerProcess, latest_process
+
+    match = _NAME.match("ktc-0123abcd-a1b2c3-gpu-b-w2-3")
+    assert match is not None and match["worker"] == "gpu-b-w2" and match["incarnation"] == "3"
+    assert _NAME.match("JobSupervisor") is None
+    processes = [
+        WorkerProcess("a-w0", 1, "x1", "DEAD", 10, "n"),
+        WorkerProcess("a-w0", 2, "x2", "ALIVE", 11, "n"),
+        WorkerProcess("a-w1", 1, "x3", "ALIVE", 12, "n"),
+    ]
+    assert latest_process(processes, "a-w0", "s-1").actor_id == "x2"
+    with pytest.raises(
+        NotFoundError, match=r"--worker b-w0: search s-1 has no such worker; .*\(a-w0, a-w1\)"
+    ):
+        latest_process(processes, "b-w0", "s-1")
+
+
+def test_list_durations_read_at_a_glance() -> None:
+    from orchestrator.cli.list_cmd import _duration
+
+    assert [_duration(s) for s in (None, 5, 600, 3 * 3600, 3 * 86400)] == [
+        "-",
+        "5s",
+        "10m",
+        "3.0h",
+        "3.0d",
+    ]
