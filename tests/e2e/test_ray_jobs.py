@@ -176,12 +176,14 @@ def _project(tmp_path: Path, name: str, *, max_trials: int = 2) -> Path:
 
 
 def _ktc(
-    head: RayHead, *args: str | Path, cwd: Path, timeout: float = 120.0
+    head: RayHead, *args: str | Path, cwd: Path, timeout: float = 120.0, config: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """``ktc ARGS`` with the head's token; ``config``: its XDG_CONFIG_HOME (``ktc use``)."""
+    extra = {} if config is None else {"XDG_CONFIG_HOME": str(config)}
     return subprocess.run(
         [str(KTC), *(str(a) for a in args)],
         cwd=cwd,
-        env=head.env(),
+        env=head.env(**extra),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -204,11 +206,14 @@ _SUBMIT = (
 )
 
 
-def _submit(head: RayHead, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _submit(
+    head: RayHead, *args: str | Path, cwd: Path, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    extra = {} if config is None else {"XDG_CONFIG_HOME": str(config)}
     return subprocess.run(
         [sys.executable, "-c", _SUBMIT, *(str(a) for a in args)],
         cwd=cwd,
-        env=head.env(),
+        env=head.env(**extra),
         capture_output=True,
         text=True,
         timeout=120,
@@ -230,13 +235,17 @@ def _search_id(stdout: str) -> str:
 def test_submit_detached_list_logs_and_completion(ray_head: RayHead, tmp_path: Path) -> None:
     project = _project(tmp_path, "sleepy")
     cluster = _cluster_file(ray_head, tmp_path)
+    # The user's own settings: `ktc use` remembers the cluster file for every verb.
+    config = tmp_path / "config"
+    _ok(_ktc(ray_head, "use", cluster, cwd=tmp_path, config=config))
     started = time.monotonic()
-    out = _ok(_submit(ray_head, "search.yaml", "--cluster", cluster, cwd=project))
+    out = _ok(_submit(ray_head, "search.yaml", cwd=project, config=config))
     submit_s = time.monotonic() - started
     search_id = _search_id(out)
     assert search_id.startswith("sleepy-")
     # The CLI returned with the id and the commands that follow, long before the search ends.
-    assert f"ktc logs {search_id} --follow" in out and f"ktc cancel {search_id}" in out
+    assert f"ktc logs {search_id} --follow " in out and f"ktc cancel {search_id} " in out
+    assert "--cluster" not in out  # the remembered file needs none
     assert submit_s < 30, f"the detached submit took {submit_s:.1f} s"
 
     # From another folder, with no search directory here: the cluster file only.
@@ -250,19 +259,10 @@ def test_submit_detached_list_logs_and_completion(ray_head: RayHead, tmp_path: P
 
     # --follow prints the chief's output until the search ends.
     follow = _ok(
-        _ktc(
-            ray_head,
-            "logs",
-            search_id,
-            "--follow",
-            "--cluster",
-            cluster,
-            cwd=elsewhere,
-            timeout=150,
-        )
+        _ktc(ray_head, "logs", search_id, "--follow", cwd=elsewhere, timeout=150, config=config)
     )
     assert "search directory:" in follow, follow
-    table = _ok(_ktc(ray_head, "list", "--cluster", cluster, cwd=elsewhere))
+    table = _ok(_ktc(ray_head, "list", cwd=elsewhere, config=config))
     row = next(line for line in table.splitlines() if line.startswith(search_id))
     assert " finished " in row, table
     # The search ran on the head: its directory is under storage, its trials completed.
@@ -270,20 +270,16 @@ def test_submit_detached_list_logs_and_completion(ray_head: RayHead, tmp_path: P
     assert (search_dir / "ledger.db").is_file()
     status = json.loads(_ok(_ktc(ray_head, "status", search_dir, "--json", cwd=elsewhere)))
     assert status["state"] == "completed", status
-    logs = _ok(_ktc(ray_head, "logs", search_id, "--cluster", cluster, cwd=elsewhere))
+    logs = _ok(_ktc(ray_head, "logs", search_id, cwd=elsewhere, config=config))
     assert "search directory:" in logs
     # The search token stays on the head: not in the job's log, the one channel out.
     search_token = (search_dir / "token").read_text().strip()
     assert search_token and search_token not in logs and search_token not in follow
     # A worker's own log, from Ray's log files on its node, through the same dashboard.
-    worker = _ktc(
-        ray_head, "logs", search_id, "--worker", "head-w0", "--cluster", cluster, cwd=elsewhere
-    )
+    worker = _ktc(ray_head, "logs", search_id, "--worker", "head-w0", cwd=elsewhere, config=config)
     assert worker.returncode == 0 and ":actor_name:WorkerProcess" in worker.stdout, worker
     assert "# worker head-w0, process 1 (pid " in worker.stderr
-    nosuch = _ktc(
-        ray_head, "logs", search_id, "--worker", "w9", "--cluster", cluster, cwd=elsewhere
-    )
+    nosuch = _ktc(ray_head, "logs", search_id, "--worker", "w9", cwd=elsewhere, config=config)
     assert nosuch.returncode == 1
     assert f"--worker w9: search {search_id} has no such worker" in nosuch.stderr
     assert "(head-w0)" in nosuch.stderr
