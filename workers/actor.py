@@ -81,7 +81,7 @@ class WorkerProcess:
         self.setup = setup
         self._dataset: Any = None
         self._warm_lock = threading.Lock()  # run() waits for a warm() in progress
-        self._last_trial = threading.Event()
+        self._quota = QuotaProgress()  # what recycle_due() waits on
         self._runner: TrialRunner | None = None
         if setup.log_dir:
             log_to_file(Path(setup.log_dir) / f"worker-{setup.worker_id}.log", setup.worker_id)
@@ -167,7 +167,10 @@ class WorkerProcess:
                 dataset = self._dataset
                 if dataset is None and dataset_box:
                     dataset = _fetch_dataset(dataset_box[0])
-            self._runner = TrialRunner(config, dataset=dataset, on_last_trial=self._last_trial.set)
+            self._quota.begin(config.max_trials)
+            self._runner = TrialRunner(
+                config, dataset=dataset, on_trial_start=self._quota.trial_started
+            )
             return self._runner.run()
         except Exception as exc:
             # Re-raise as a plain RuntimeError: some exceptions (pydantic's, TF's)
@@ -179,14 +182,47 @@ class WorkerProcess:
             failure = classify(exc)
             raise RuntimeError(f"{failure.message}\n{CRASH_TRACEBACK_MARK}\n{tail}") from None
         finally:
-            self._last_trial.set()
+            self._quota.end()
 
-    def recycle_due(self) -> bool:
-        """Block until :meth:`run` starts the last trial of its recycle quota
-        (True), or returns first (False)."""
-        self._last_trial.wait()
-        runner = self._runner
-        return runner is not None and runner.on_last_trial_started
+    def recycle_due(self, lead: int = 1) -> bool:
+        """Block until :meth:`run` starts one of the last ``lead`` trials of its
+        recycle quota (True: time to warm the successor), or returns first (False)."""
+        return self._quota.due(lead)
+
+
+class QuotaProgress:
+    """A worker process's way through its recycle quota, for another thread to wait on."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._quota = 0  # trials before recycling; 0 = never
+        self._started = 0
+        self._over = False
+
+    def begin(self, quota: int) -> None:
+        with self._cond:
+            self._quota = quota
+            self._cond.notify_all()
+
+    def trial_started(self, trials_started: int) -> None:
+        with self._cond:
+            self._started = trials_started
+            self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self._over = True
+            self._cond.notify_all()
+
+    def due(self, lead: int) -> bool:
+        """Block until one of the last ``lead`` trials of the quota started (True)
+        or the run ended first (False; always so without a quota)."""
+        with self._cond:
+            while not self._over:
+                if self._quota > 0 and self._started >= max(1, self._quota - lead + 1):
+                    return True
+                self._cond.wait()
+            return False
 
 
 PREDECESSOR_EXIT_TIMEOUT_S = 60.0

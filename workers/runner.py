@@ -171,13 +171,12 @@ class TrialRunner:
         self,
         config: WorkerConfig,
         dataset: Any = None,
-        on_last_trial: Callable[[], None] | None = None,
+        on_trial_start: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
-        # Called once the last trial of the recycle quota starts (the fleet
-        # then warms this process's replacement during that trial).
-        self.on_last_trial = on_last_trial
-        self.on_last_trial_started = False
+        # Called with the number of trials started so far as each trial starts
+        # (the fleet warms this process's replacement during its last ones).
+        self.on_trial_start = on_trial_start
         self.search = config.search
         self.dataset = dataset
         self.client = TrialClient(
@@ -268,10 +267,8 @@ class TrialRunner:
 
     def _trial_started(self) -> None:
         self.trials_run += 1
-        if self._quota_reached() and not self.on_last_trial_started:
-            self.on_last_trial_started = True
-            if self.on_last_trial is not None:
-                self.on_last_trial()
+        if self.on_trial_start is not None:
+            self.on_trial_start(self.trials_run)
 
     def _summary(self, reason: ExitReason, detail: str = "") -> RunSummary:
         return RunSummary(self.config.worker_id, self.trials_run, reason, detail)
@@ -383,6 +380,10 @@ class TrialRunner:
                 # The chief has the files now (a continuation downloads them again).
                 trial_dir = Path(tuner._get_checkpoint_fname(trial.trial_id)).parent
                 shutil.rmtree(trial_dir, ignore_errors=True)
+            if self._quota_reached():
+                # This process is recycled now: freeing memory for a next trial
+                # would only delay its successor (seconds, on a busy machine).
+                break
             keras.backend.clear_session()
             gc.collect()
             _release_free_memory()

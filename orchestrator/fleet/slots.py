@@ -130,6 +130,9 @@ class Fleet:
         self._rows_lock = threading.Lock()
         self._rows: list[WorkerStatus] = []
         self._tensorflow: bool | None = None  # whether the hypermodel needs it (spares import it)
+        # A spare starts when its process starts one of the last _spare_lead
+        # trials of its recycle quota: 1, raised while spares take over unwarmed.
+        self._spare_lead = 1
 
     @property
     def cluster(self) -> ClusterSpec:
@@ -447,6 +450,11 @@ class Fleet:
             rt.incarnation,
             "warm" if spare.warm else "still warming",
         )
+        if not spare.warm and self._spare_lead < self.cluster.fleet.recycle_after_trials:
+            # Trials are shorter than a spare's warm-up here: start the next
+            # spares one trial earlier.
+            self._spare_lead += 1
+            log.info("spares now start %d trial(s) before a recycle", self._spare_lead)
         if spare.info is not None:
             self._begin_run(rt, spare.info)
         else:
@@ -498,7 +506,7 @@ class Fleet:
         # The predecessor's pid: on its node, the new process waits for it to be
         # gone before touching a GPU, so two processes never hold one GPU's memory.
         rt.run_ref = rt.actor.run.remote(config, [self.dataset_ref], rt.previous_pid)
-        rt.due_ref = rt.actor.recycle_due.remote() if self._spares_on() else None
+        rt.due_ref = rt.actor.recycle_due.remote(self._spare_lead) if self._spares_on() else None
 
     def _on_ready(self, ref: Any) -> None:
         import ray
