@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -61,6 +62,11 @@ class TrialPair:
     trial_id: str
     ktc_s: float
     plain_runs_s: tuple[float, ...]  # one per plain process
+    # (start to the first epoch's end, the other epochs, the last epoch's end to the
+    # end): ktc from the ledger (ASSIGNED, the first and last progress, COMPLETED);
+    # plain from an epoch-end callback (the mean of its runs).
+    ktc_phases_s: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    plain_phases_s: tuple[float, float, float] = (math.nan, math.nan, math.nan)
 
     @property
     def plain_s(self) -> float:
@@ -101,8 +107,9 @@ def overhead_search(trials: int, epochs: int) -> dict[str, Any]:
 
 def _plain(
     search: dict[str, Any], states: list[dict[str, Any]], work_dir: Path, name: str
-) -> tuple[list[float], list[float]]:
-    """Seconds per trial (build + fit), and of the clean-up after each (clear_session + gc)."""
+) -> tuple[list[float], list[float], list[tuple[float, float, float]]]:
+    """Seconds per trial (build + fit), of the clean-up after each (clear_session + gc),
+    and each trial's phases (to the first epoch's end, the other epochs, after the last)."""
     from workers.actor import WORKER_PROCESS_ENV
 
     proc = spawn(
@@ -117,12 +124,13 @@ def _plain(
         proc.popen.wait(timeout=60)
     finally:
         proc.kill()
-    return [float(s) for s in result["seconds"]], [float(s) for s in result["cleanup_s"]]
+    phases = [(float(a), float(b), float(c)) for a, b, c in result["phases_s"]]
+    return [float(s) for s in result["seconds"]], [float(s) for s in result["cleanup_s"]], phases
 
 
 def _ktc(
-    search: dict[str, Any], work_dir: Path, profile_dir: Path | None
-) -> tuple[list[tuple[str, float, dict[str, Any]]], str]:
+    search: dict[str, Any], work_dir: Path, profile_dir: Path | None, profile_idle: bool = False
+) -> tuple[list[tuple[str, float, dict[str, Any], tuple[float, float, float]]], str]:
     """Run the search on one real runner; per trial (id, ASSIGNED to COMPLETED, trial state)."""
     from orchestrator.chief.events import EventKind
     from workers.actor import WORKER_PROCESS_ENV
@@ -142,7 +150,7 @@ def _ktc(
         try:
             pid = int(worker.wait_ready(600)["pid"])
             if profile_dir is not None:
-                spy, profile_note = _start_py_spy(pid, profile_dir)
+                spy, profile_note = _start_py_spy(pid, profile_dir, profile_idle)
             worker.go()
             worker.wait_result(3600)
             worker.popen.wait(timeout=60)
@@ -160,22 +168,31 @@ def _ktc(
     events = ledger_events(work_dir / "search")
     created = {e.trial_id: e.event.trial_state for e in events if e.kind is EventKind.CREATED}
     assigned = {(e.trial_id, e.attempt): e.ts for e in events if e.kind is EventKind.ASSIGNED}
-    trials = [
-        (str(e.trial_id), e.ts - assigned[(e.trial_id, e.attempt)], created[e.trial_id])
-        for e in events
-        if e.kind is EventKind.COMPLETED
-    ]
+    progress: dict[tuple[Any, Any], list[float]] = {}
+    for e in events:
+        if e.kind is EventKind.PROGRESS:
+            progress.setdefault((e.trial_id, e.attempt), []).append(e.ts)
+    trials = []
+    for e in events:
+        if e.kind is not EventKind.COMPLETED:
+            continue
+        key = (e.trial_id, e.attempt)
+        start, marks = assigned[key], progress.get(key) or [math.nan]
+        phases = (marks[0] - start, marks[-1] - marks[0], e.ts - marks[-1])
+        trials.append((str(e.trial_id), e.ts - start, created[e.trial_id], phases))
     return trials, profile_note
 
 
-def _start_py_spy(pid: int, profile_dir: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
+def _start_py_spy(
+    pid: int, profile_dir: Path, idle: bool = False
+) -> tuple[subprocess.Popen[bytes] | None, str]:
     py_spy = Path(sys.executable).with_name("py-spy")
     profile_dir.mkdir(parents=True, exist_ok=True)
     out = profile_dir / "runner.folded"
     try:
         spy = subprocess.Popen(
             [str(py_spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-             "--output", str(out), "--nonblocking"],
+             "--output", str(out), "--nonblocking", *(["--idle"] if idle else [])],
             stdout=subprocess.DEVNULL,
             stderr=(profile_dir / "py-spy.log").open("w"),
         )  # fmt: skip
@@ -185,6 +202,11 @@ def _start_py_spy(pid: int, profile_dir: Path) -> tuple[subprocess.Popen[bytes] 
     return spy, f"py-spy raw stacks: {out}"
 
 
+def _mean_phases(runs: Sequence[tuple[float, float, float]]) -> tuple[float, float, float]:
+    a, b, c = (statistics.fmean(run[k] for run in runs) for k in range(3))
+    return a, b, c
+
+
 def run_runner_overhead(
     *,
     trials: int = 5,
@@ -192,23 +214,32 @@ def run_runner_overhead(
     plain_runs: int = 2,
     work_dir: Path | None = None,
     profile_dir: Path | None = None,
+    profile_idle: bool = False,
 ) -> OverheadResult:
     """The ktc search, then the plain script ``plain_runs`` times on its trials' hyperparameters."""
     base = Path(work_dir or tempfile.mkdtemp(prefix="bench-runner-overhead-"))
     search = overhead_search(trials, epochs)
     loads = [os.getloadavg()[0]]
-    ktc, note = _ktc(search, base / "ktc", profile_dir)
-    states = [state for _, _, state in ktc]
+    ktc, note = _ktc(search, base / "ktc", profile_dir, profile_idle)
+    states = [state for _, _, state, _ in ktc]
     plain: list[list[float]] = []
+    plain_phases: list[list[tuple[float, float, float]]] = []
     cleanup: list[float] = []
     for i in range(plain_runs):
         loads.append(os.getloadavg()[0])
-        seconds, cleanup_s = _plain(search, states, base, f"plain-{i + 1}")
+        seconds, cleanup_s, phases = _plain(search, states, base, f"plain-{i + 1}")
         plain.append(seconds)
+        plain_phases.append(phases)
         cleanup += cleanup_s
     pairs = tuple(
-        TrialPair(trial_id, ktc_s, tuple(run[i] for run in plain))
-        for i, (trial_id, ktc_s, _) in enumerate(ktc)
+        TrialPair(
+            trial_id,
+            ktc_s,
+            tuple(run[i] for run in plain),
+            ktc_phases,
+            _mean_phases([run[i] for run in plain_phases]),
+        )
+        for i, (trial_id, ktc_s, _, ktc_phases) in enumerate(ktc)
     )
     folded = profile_dir / "runner.folded" if profile_dir is not None else None
     path = str(folded) if folded is not None and folded.is_file() else ""
@@ -316,25 +347,33 @@ def _plain_main(search_json: str, states_json: str) -> None:
     )
     seconds: list[float] = []
     cleanup: list[float] = []  # clear_session + gc.collect, outside the timed window
+    phases: list[tuple[float, float, float]] = []
     for state in json.loads(states_json):
         hp = kt_trial.Trial.from_state(copy.deepcopy(state)).hyperparameters
+        marks: list[float] = []
+        mark = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs, marks=marks: marks.append(time.perf_counter())
+        )
         started = time.perf_counter()
         model = hypermodel.build(hp)
         model.fit(
             data.x_train,
             data.y_train,
+            callbacks=[mark],
             validation_data=(data.x_val, data.y_val),
             epochs=spec.training.epochs,
             batch_size=spec.training.batch_size,
             verbose=0,
         )
-        seconds.append(time.perf_counter() - started)
+        ended = time.perf_counter()
+        seconds.append(ended - started)
+        phases.append((marks[0] - started, marks[-1] - marks[0], ended - marks[-1]))
         del model
         started = time.perf_counter()
         keras.backend.clear_session()  # as the runner does between trials
         gc.collect()
         cleanup.append(time.perf_counter() - started)
-    emit("RESULT", {"seconds": seconds, "cleanup_s": cleanup})
+    emit("RESULT", {"seconds": seconds, "cleanup_s": cleanup, "phases_s": phases})
 
 
 # ------------------------------------------------------------------ report
@@ -361,6 +400,7 @@ def markdown(result: OverheadResult, command: str) -> list[str]:
             f"| {p.trial_id} | {p.ktc_s:.2f} | {p.plain_s:.2f} "
             f"({', '.join(f'{v:.2f}' for v in p.plain_runs_s)}) | {100 * p.overhead:+.1f} % |"
         )
+    lines += ["", *phase_lines(result.pairs)]
     lines += [
         "",
         f"Median overhead over {len(result.pairs)} trials: **{100 * result.median_overhead:+.1f} %** "
@@ -377,6 +417,25 @@ def markdown(result: OverheadResult, command: str) -> list[str]:
         lines += profile_lines(folded) if folded.is_file() else [f"No profile: {folded}", ""]
     elif result.profile:
         lines += [result.profile, ""]
+    return lines
+
+
+def phase_lines(pairs: Sequence[TrialPair]) -> list[str]:
+    """Where the difference is: the median over trials of each phase, ktc and plain."""
+    names = (
+        "start to the first epoch's end (ktc: ASSIGNED to its progress event; build, "
+        "Keras Tuner's clean-up, first epoch)",
+        "the other epochs (ktc: each with its Report RPC and checkpoint)",
+        "the last epoch's end to the end (ktc: to COMPLETED; update, upload, EndTrial)",
+    )
+    lines = [
+        "| phase (median over trials) | ktc s | plain s | ktc - plain s |",
+        "|---|---|---|---|",
+    ]
+    for k, name in enumerate(names):
+        ktc = statistics.median(p.ktc_phases_s[k] for p in pairs)
+        plain = statistics.median(p.plain_phases_s[k] for p in pairs)
+        lines.append(f"| {name} | {ktc:.2f} | {plain:.2f} | {ktc - plain:+.2f} |")
     return lines
 
 
@@ -403,6 +462,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--plain-runs", type=int, default=2)
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the worker into DIR")
+    parser.add_argument(
+        "--profile-idle",
+        action="store_true",
+        help="with --profile: sample waiting threads too (RPC round trips show)",
+    )
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(args_in)
@@ -412,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plain_runs=args.plain_runs,
         work_dir=args.work_dir,
         profile_dir=args.profile,
+        profile_idle=args.profile_idle,
     )
     shown = [a for a in args_in if a != str(args.output) and a != "--output"]
     command = "RAY_AUTH_MODE=disabled .venv/bin/python -m bench.runner_overhead " + " ".join(shown)

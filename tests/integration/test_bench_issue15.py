@@ -139,6 +139,10 @@ def test_runner_overhead_pairs_each_trial_with_a_plain_fit(tmp_path: Path) -> No
     assert len(result.pairs) == 1 and len(result.loads) == 2
     pair = result.pairs[0]
     assert pair.ktc_s > 0 and len(pair.plain_runs_s) == 1 and pair.plain_s > 0
+    # One epoch: the phases are the start to its end, nothing, and the end.
+    assert pair.ktc_phases_s[1] == 0.0 and pair.plain_phases_s[1] == 0.0
+    assert sum(pair.ktc_phases_s) == pytest.approx(pair.ktc_s)
+    assert sum(pair.plain_phases_s) == pytest.approx(pair.plain_s)
     assert not math.isnan(result.median_overhead)
     assert "Median overhead over 1 trials" in "\n".join(overhead_markdown(result, "cmd"))
 
