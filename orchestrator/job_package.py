@@ -152,6 +152,20 @@ def search_entrypoint(storage: str, search_id: str, *, workers: int | None = Non
     return " ".join(words)
 
 
+def resume_entrypoint(search_dir: str, *, workers: int | None = None) -> str:
+    """The shell command of a job that resumes the search in ``search_dir`` (on the head)."""
+    words = [
+        "ktc resume",
+        _shell_path(search_dir),
+        "--cluster",
+        f"{JOB_FILES_DIR}/{CLUSTER_FILE}",
+        "--no-progress",
+    ]
+    if workers is not None:
+        words += ["--workers", str(workers)]
+    return " ".join(words)
+
+
 def search_dir_on_head(storage: str, search_id: str) -> str:
     """``<storage>/<search id>``, as the job's metadata records it."""
     return posixpath.join(storage.rstrip("/") or "/", search_id)

@@ -60,6 +60,7 @@ from orchestrator.job_package import (
     build_package,
     job_cluster_text,
     max_package_bytes,
+    resume_entrypoint,
     search_dir_on_head,
     search_entrypoint,
 )
@@ -73,6 +74,7 @@ META_SEARCH_DIR = "ktcluster-search-dir"
 META_VERSION = "ktcluster-version"
 META_CLUSTER = "ktcluster-cluster"
 META_CHECK = "ktcluster-check"
+META_RESUME_OF = "ktcluster-resume-of"  # on a resume's job: the search id it continues
 HEAD_CHECK_MARK = "ktcluster-head "
 HEAD_CHECK_TIMEOUT_S = 120.0
 MAX_SAME_SECOND = 9
@@ -127,6 +129,8 @@ class SearchJob:
     driver_exit_code: int | None
     ktcluster_version: str | None
     ray_job_id: str | None  # the driver's Ray job id (hex), once it connected
+    job_id: str = ""  # the submission id of the search's newest job (the search id, or a resume's)
+    runs: int = 1  # its jobs: the submit, then one per resume
 
     def age_s(self, now_s: float) -> float | None:
         """Seconds since the job started."""
@@ -319,15 +323,94 @@ class ClusterJobs:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def searches(self) -> list[SearchJob]:
-        """Every search job on the cluster (jobs with our metadata), newest first."""
-        jobs = self._call("list the cluster's jobs", self._client.list_jobs)
-        out = [_search_job(job) for job in jobs if META_SEARCH in (job.metadata or {})]
+        """Every search on the cluster (jobs with our metadata), newest first; a resumed
+        search is one entry, in the state of its newest job."""
+        runs = self._search_runs()
+        out = [_search_job(jobs[-1], search_id, len(jobs)) for search_id, jobs in runs.items()]
         return sorted(out, key=lambda job: -(job.start_time_s or 0.0))
 
     def search(self, search_id: str) -> SearchJob:
-        """One search job; NotFoundError when the cluster has no such search."""
+        """One search, as its newest job says; NotFoundError when the cluster has none."""
+        return _search_job(*self._runs_of(search_id))
+
+    def stop(self, search_id: str) -> bool:
+        """Ask Ray to stop the search's newest job (SIGTERM to the chief: it requeues its
+        running trials and exits; SIGKILL after Ray's grace period). False when it had
+        already ended."""
+        job = self.search(search_id)
+        return bool(
+            self._call(f"stop search {search_id}", lambda: self._client.stop_job(job.job_id))
+        )
+
+    def logs(self, search_id: str) -> str:
+        """The output of the search's jobs so far, oldest first: the chief's log lines."""
+        _, search_id, jobs_n = self._runs_of(search_id)
+        return "".join(self._job_logs(search_id, n) for n in range(1, jobs_n + 1))
+
+    def resume_search(
+        self,
+        *,
+        search_id: str,
+        cluster: ClusterSpec,
+        working_dir: Path | None,
+        workers: int | None = None,
+        max_bytes: int | None = None,
+    ) -> SearchJob:
+        """Submit ``ktc resume <its directory>`` on the head as the search's next job.
+
+        Its id is ``<search id>-r<n>``, its metadata the search's plus
+        :data:`META_RESUME_OF`; the code ships again (the first job's package may be
+        gone from the cluster). Refused while the search's newest job still runs.
+        """
+        job = self.search(search_id)
+        if not job.state.is_terminal:
+            raise JobsApiError(
+                f"search {search_id}: its job {job.job_id} is still {job.state.value}; expected "
+                f"an ended search to resume. Stop it first (`ray job stop {job.job_id}`), or "
+                "let it end."
+            )
+        resume_id = _run_id(search_id, job.runs + 1)
+        limit = max_package_bytes() if max_bytes is None else max_bytes
+        with tempfile.TemporaryDirectory(prefix="ktc-job-") as tmp:
+            files = {CLUSTER_FILE: job_cluster_text(cluster, search_id).encode()}
+            package = build_package(
+                working_dir, files, Path(tmp) / f"{resume_id}.zip", max_bytes=limit
+            )
+            try:
+                self._submit_job(
+                    entrypoint=resume_entrypoint(job.search_dir, workers=workers),
+                    submission_id=resume_id,
+                    runtime_env={"working_dir": str(package.path)},
+                    metadata={
+                        META_SEARCH: job.search_name,
+                        META_SEARCH_DIR: job.search_dir,
+                        META_VERSION: __version__,
+                        META_CLUSTER: cluster.name,
+                        META_RESUME_OF: search_id,
+                    },
+                )
+            except RuntimeError as exc:
+                raise self._failed(f"resume search {search_id}", exc) from None
+        return self.search(search_id)
+
+    def _search_runs(self) -> dict[str, list[Any]]:
+        """Each search's jobs (Ray's job details), oldest first, by search id."""
+        runs: dict[str, list[Any]] = {}
+        for job in self._call("list the cluster's jobs", self._client.list_jobs):
+            meta = job.metadata or {}
+            if META_SEARCH in meta:
+                runs.setdefault(meta.get(META_RESUME_OF) or str(job.submission_id), []).append(job)
+        for jobs in runs.values():
+            jobs.sort(key=lambda job: (job.start_time or 0, str(job.submission_id)))
+        return runs
+
+    def _runs_of(self, search_id: str) -> tuple[Any, str, int]:
+        """The newest job of ``search_id``, the id, and how many jobs it has had."""
+        jobs = self._search_runs().get(search_id)
+        if jobs:
+            return jobs[-1], search_id, len(jobs)
         try:
-            info = self._client.get_job_info(search_id)
+            self._client.get_job_info(search_id)
         except RuntimeError as exc:
             if "404" in str(exc) or "does not exist" in str(exc):
                 raise NotFoundError(
@@ -335,37 +418,33 @@ class ClusterJobs:
                     "the id `ktc submit` printed. `ktc list` shows the cluster's searches."
                 ) from None
             raise self._failed(f"read search {search_id}", exc) from None
-        if META_SEARCH not in (info.metadata or {}):
-            raise NotFoundError(
-                f"search {search_id!r}: job {search_id} on {self.url} is not a ktcluster "
-                "search (its metadata names none); expected a search id. `ktc list` shows "
-                "the cluster's searches."
-            )
-        return _search_job(info, search_id)
-
-    def stop(self, search_id: str) -> bool:
-        """Ask Ray to stop the job (SIGTERM to the chief: it requeues running trials and
-        exits; SIGKILL after Ray's grace period). False when it had already ended."""
-        self.search(search_id)
-        return bool(
-            self._call(f"stop search {search_id}", lambda: self._client.stop_job(search_id))
+        raise NotFoundError(
+            f"search {search_id!r}: job {search_id} on {self.url} is not a ktcluster "
+            "search (its metadata names none); expected a search id. `ktc list` shows "
+            "the cluster's searches."
         )
 
-    def logs(self, search_id: str) -> str:
-        """The job's output so far: the chief's log lines."""
-        return str(
-            self._call(
-                f"read the logs of {search_id}", lambda: self._client.get_job_logs(search_id)
-            )
+    def _job_logs(self, search_id: str, run: int) -> str:
+        job_id = _run_id(search_id, run)
+        text = str(
+            self._call(f"read the logs of {job_id}", lambda: self._client.get_job_logs(job_id))
         )
+        return text if run == 1 else f"# ---- resumed: job {job_id} ----\n{text}"
 
     def follow_logs(
         self, search_id: str, on_text: Callable[[str], None], *, timeout_s: float | None = None
     ) -> None:
-        """Call ``on_text`` with each new piece of the job's output until the job ends."""
+        """Call ``on_text`` with the output of the search's jobs so far, then each new
+        piece of its newest job's, until that job ends."""
+        _, search_id, runs = self._runs_of(search_id)
+        for run in range(1, runs):
+            on_text(self._job_logs(search_id, run))
+        newest = _run_id(search_id, runs)
+        if runs > 1:
+            on_text(f"# ---- resumed: job {newest} ----\n")
 
         async def tail() -> None:
-            async for text in self._client.tail_job_logs(search_id):
+            async for text in self._client.tail_job_logs(newest):
                 on_text(text)
 
         try:
@@ -464,7 +543,12 @@ def cluster_jobs_for(explicit: str | None, env: Mapping[str, str]) -> ClusterJob
     return ClusterJobs.connect(load_cluster(cluster_file), env)
 
 
-def _search_job(job: Any, search_id: str | None = None) -> SearchJob:
+def _run_id(search_id: str, run: int) -> str:
+    """The submission id of a search's ``run``-th job: the search id, then ``-r<n>``."""
+    return search_id if run == 1 else f"{search_id}-r{run - 1}"
+
+
+def _search_job(job: Any, search_id: str | None = None, runs: int = 1) -> SearchJob:
     meta = job.metadata or {}
     status = getattr(job.status, "value", str(job.status))
     return SearchJob(
@@ -478,6 +562,8 @@ def _search_job(job: Any, search_id: str | None = None) -> SearchJob:
         driver_exit_code=getattr(job, "driver_exit_code", None),
         ktcluster_version=meta.get(META_VERSION),
         ray_job_id=getattr(job, "job_id", None),
+        job_id=str(job.submission_id),
+        runs=runs,
     )
 
 

@@ -33,6 +33,7 @@ import yaml
 
 from orchestrator.errors import NotFoundError
 from tests.e2e.conftest import KTC, REPO, ktc_env, sleep_search
+from tests.helpers import final_counts, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -362,3 +363,55 @@ def test_a_search_that_cannot_start_shows_failed_with_its_cause(
     assert f"{blocked} is a file; expected a folder" in logs.stdout
     assert f"# search {submitted.search_id} failed: " in logs.stderr
     assert "exit code 2" in logs.stderr
+
+
+def test_a_killed_chief_is_resumed_as_a_new_job_with_no_trial_lost_or_rerun(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    from orchestrator import jobs
+    from orchestrator.config.loader import load_cluster
+
+    max_trials = 6
+    project = tmp_path / "project"
+    project.mkdir()
+    search = sleep_search("phoenix", max_trials=max_trials, epochs=2, epoch_s=0.2)
+    (project / "search.yaml").write_text(yaml.safe_dump(search, sort_keys=False))
+    cluster = load_cluster(_cluster_file(ray_head, tmp_path))
+    client = jobs.ClusterJobs.connect(cluster, ray_head.env())
+    submitted = client.submit_search(
+        cluster=cluster,
+        search_name="phoenix",
+        search_file=project / "search.yaml",
+        working_dir=project,
+    )
+    search_dir = Path(submitted.search_dir)
+    ledger = search_dir / "ledger.db"
+
+    def completed() -> int:
+        if not ledger.exists():
+            return 0
+        return sum(n for (_, kind), n in final_counts(ledger).items() if kind == "completed")
+
+    wait_until(lambda: completed() >= 2, 90, interval_s=0.2, what="two completed trials")
+    # The chief's driver dies without a word (SIGKILL), mid-search.
+    chief = json.loads((search_dir / "chief.json").read_text())
+    os.kill(int(chief["pid"]), 9)
+    client.wait(submitted.search_id, timeout_s=60)
+    died = client.search(submitted.search_id)
+    assert died.state is jobs.JobState.FAILED, died
+    assert completed() < max_trials
+
+    resumed = client.resume_search(
+        search_id=submitted.search_id, cluster=cluster, working_dir=project
+    )
+    assert resumed.job_id == f"{submitted.search_id}-r1" and resumed.runs == 2
+    client.wait(resumed.job_id, timeout_s=120)
+    done = client.search(submitted.search_id)
+    assert done.state is jobs.JobState.FINISHED, client.logs(submitted.search_id)[-3000:]
+    # Every trial completed exactly once across the two chiefs; none failed.
+    counts = final_counts(ledger)
+    assert sorted(counts.values()) == [1] * max_trials, counts
+    assert {kind for _, kind in counts} == {"completed"}
+    # One search in the list, its logs the two jobs' in order.
+    assert [s.search_id for s in client.searches()].count(submitted.search_id) == 1
+    assert f"# ---- resumed: job {submitted.search_id}-r1 ----" in client.logs(submitted.search_id)
