@@ -16,8 +16,8 @@ as a traceback. One rule sets the exit code, for every verb:
 :func:`end_process` once the session is closed: the exit handlers run (Ray's
 among them), output is flushed, and the interpreter's finalisation is
 skipped. That finalisation only tears down modules; with TensorFlow loaded
-it took 1.5 to 2.8 s after the last line was printed (2 cores,
-BENCHMARKS.md "the user's clock"). ``main(argv)`` called with arguments (the
+it took 1.5 to 2.8 s after the last line was printed on 2 cores, 5.9 s on
+the same cores under load (BENCHMARKS.md, "the user's clock"). ``main(argv)`` called with arguments (the
 tests) never ends the process.
 """
 
