@@ -3,7 +3,7 @@
 Two paths, one protocol:
 
 - **Keras Tuner path** (every real hypermodel): a :class:`KtcTuner` (a stock
-  ``keras_tuner.Tuner`` with three hooks) runs each trial, its oracle swapped
+  ``keras_tuner.Tuner`` with four hooks) runs each trial, its oracle swapped
   for a :class:`~orchestrator.protocol.oracle_client.RemoteOracle`. User code written for
   Keras Tuner (``build_model(hp)``, ``HyperModel.fit``, conditional scopes,
   Hyperband's ``tuner/*`` values) runs unchanged.
@@ -532,11 +532,55 @@ def _epoch_range(values: dict[str, Any], default_epochs: int) -> tuple[int, int]
     return 0, default_epochs
 
 
+_SAVE_BEST: list[type] = []
+
+
+def save_best_epoch_at_end_class() -> type:
+    """Keras Tuner's ``SaveBestEpoch`` with one write per fit (built once: imports Keras Tuner)."""
+    if _SAVE_BEST:
+        return _SAVE_BEST[0]
+    import numpy as np
+    from keras_tuner.src.engine import tuner_utils
+
+    class _SaveBestEpochAtEnd(tuner_utils.SaveBestEpoch):  # type: ignore[misc]
+        """Keras Tuner's best-epoch checkpoint, written once when training ends.
+
+        Keras Tuner writes the weights file at every improving epoch (about 4 %
+        of a digits trial: BENCHMARKS.md, "Inside one trial"). This keeps a copy
+        of the best epoch's weights in memory instead and writes the same file
+        with Keras Tuner's own writer at the end of each execution's fit, before
+        the trial ends and the runner uploads it. Callbacks before it (a user's
+        EarlyStopping restoring its best weights) are left as they were.
+        """
+
+        _best: list[Any] | None = None
+
+        def _save_model(self) -> None:
+            self._best = [np.array(w, copy=True) for w in self.model.get_weights()]
+
+        def on_train_end(self, logs: Any = None) -> None:
+            best, self._best = self._best, None
+            if best is None:
+                return
+            current = self.model.get_weights()
+            self.model.set_weights(best)
+            try:
+                super()._save_model()
+            finally:
+                self.model.set_weights(current)
+
+    _SAVE_BEST.append(_SaveBestEpochAtEnd)
+    return _SaveBestEpochAtEnd
+
+
 def _make_tuner_class() -> type:
     import keras_tuner
+    from keras_tuner.src.engine import tuner_utils
+
+    save_best_epoch_at_end = save_best_epoch_at_end_class()
 
     class _KtcTuner(keras_tuner.Tuner):  # type: ignore[misc]
-        """A stock Keras Tuner ``Tuner`` plus three hooks:
+        """A stock Keras Tuner ``Tuner`` plus four hooks:
 
         - ``on_epoch_end`` reports each epoch to the chief (renewing the lease)
           and stops training when the chief says stop. A trial scheduler's
@@ -546,7 +590,9 @@ def _make_tuner_class() -> type:
         - Hyperband's continuation (``tuner/epochs``, ``tuner/initial_epoch``,
           ``tuner/trial_id``), with the parent's checkpoint fetched from the
           chief when it is not on this machine;
-        - no TensorBoard import unless a TensorBoard callback is used.
+        - no TensorBoard import unless a TensorBoard callback is used;
+        - its best-epoch checkpoint is written once per fit, not at every
+          improving epoch (:func:`save_best_epoch_at_end_class`).
         """
 
         runner: TrialRunner | None = None
@@ -561,7 +607,14 @@ def _make_tuner_class() -> type:
             if "tuner/epochs" in hp.values:
                 fit_kwargs["epochs"] = hp.values["tuner/epochs"]
                 fit_kwargs["initial_epoch"] = hp.values["tuner/initial_epoch"]
-            return super().run_trial(trial, *fit_args, **fit_kwargs)
+            # Keras Tuner's run_trial makes its best-epoch checkpoint from
+            # tuner_utils.SaveBestEpoch; for this call, one that writes it once.
+            original = tuner_utils.SaveBestEpoch
+            tuner_utils.SaveBestEpoch = save_best_epoch_at_end
+            try:
+                return super().run_trial(trial, *fit_args, **fit_kwargs)
+            finally:
+                tuner_utils.SaveBestEpoch = original
 
         def _build_hypermodel(self, hp: Any) -> Any:
             model = super()._build_hypermodel(hp)
