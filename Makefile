@@ -7,10 +7,10 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test test-fast kt-suite lint protos bench bench-quick clean
+.PHONY: help install demo test test-fast kt-suite lint protos bench bench-quick bench-issue15 clean
 
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,6 +45,14 @@ bench: $(STAMP) ## Run every benchmark (full) and rewrite BENCHMARKS.md
 
 bench-quick: $(STAMP) ## Run every benchmark in quick mode (< 5 min)
 	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.run --quick
+
+bench-issue15: $(STAMP) ## Issue 15's benchmarks (BENCHMARKS.md sections 10-13; about 25 min), printed for pasting
+	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.cnn_side_by_side --runs 3 --kt-runs 1
+	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.runner_overhead --trials 5 --epochs 15 --plain-runs 3
+	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.schedulers_bench --workload sleep --seeds 1 2 3 4 5
+	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.schedulers_bench --workload cnn --seeds 1 2 3
+	$(BIN)/python -m bench.scheduler_cost --sizes 100 1000 10000 100000 1000000 --reports 2000
+	RAY_AUTH_MODE=disabled $(BIN)/python -m bench.user_clock --runs 3 --sizes 2,16
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
