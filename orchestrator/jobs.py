@@ -456,6 +456,33 @@ class ClusterJobs:
         except RuntimeError as exc:
             raise self._failed(f"follow the logs of {search_id}", exc) from None
 
+    def run_on_head(self, entrypoint: str, *, what: str, timeout_s: float = 900.0) -> Any:
+        """Run a short ``ktc`` verb on the head as a job (the head's own Python, no
+        runtime env) and return its :class:`~orchestrator.remote_verbs.Answer`,
+        read from the job's output; the job is deleted after (stopped if it
+        outlives ``timeout_s``)."""
+        from ray.job_submission import JobStatus
+
+        from orchestrator.remote_verbs import Answer
+
+        job_id = f"ktc-verb-{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}"
+        try:
+            self._submit_job(
+                entrypoint=entrypoint, submission_id=job_id, metadata={META_CHECK: "verb"}
+            )
+        except RuntimeError as exc:
+            raise self._failed(f"submit {what}", exc) from None
+        try:
+            self.wait(job_id, timeout_s=timeout_s)
+            logs = self._call(f"read {what}", lambda: self._client.get_job_logs(job_id))
+        finally:
+            status = self._call(f"read {what}", lambda: self._client.get_job_status(job_id))
+            if status in (JobStatus.PENDING, JobStatus.RUNNING):
+                self._call(f"stop {what}", lambda: self._client.stop_job(job_id))
+            else:  # a finished verb is clutter in `ray job list`
+                self._call(f"delete {what}", lambda: self._client.delete_job(job_id))
+        return Answer.from_logs(str(logs), what=what)
+
     def wait(self, job_id: str, *, timeout_s: float) -> None:
         """Return once the job ended; JobsApiError after ``timeout_s``.
 

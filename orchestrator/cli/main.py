@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None, *, own_process: bool | None = None) 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # TensorFlow's, absl's and Ray's start-up lines stay off the terminal unless -v.
     quiet_terminal(args.verbose)
-    code = _run(args)
+    code = _run(args, list(sys.argv[1:] if argv is None else argv))
     if (argv is None if own_process is None else own_process) and getattr(
         args, "end_process_fast", False
     ):
@@ -114,8 +114,16 @@ def main(argv: Sequence[str] | None = None, *, own_process: bool | None = None) 
     return code
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Run the parsed verb (``argv``: its command line, default ``sys.argv[1:]``)."""
     try:
+        # A search id instead of a local DIR, with a cluster known (`ktc use`):
+        # the verb runs on the cluster's head (orchestrator/remote_verbs.py).
+        from orchestrator.remote_verbs import remote_search_id, run_remote
+
+        search_id = remote_search_id(args)
+        if search_id is not None:
+            return run_remote(args, sys.argv[1:] if argv is None else argv, search_id)
         return int(args.func(args) or 0)
     except KtClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -51,7 +51,7 @@ def submit_detached(args: argparse.Namespace) -> int | None:
         return None
     _refuse_foreground_options(args)
     search, doc = load_search_document(args.search, check_paths=False)
-    working_dir = _working_dir(cluster)
+    working_dir = working_dir_of(cluster)
     if working_dir is not None:
         check_importable(search, [str(working_dir)], source=doc.source, doc=doc)
     check_hypermodel_space(search, doc)
@@ -124,7 +124,7 @@ def _refuse_foreground_options(args: argparse.Namespace) -> None:
         )
 
 
-def _working_dir(cluster: ClusterSpec) -> Path | None:
+def working_dir_of(cluster: ClusterSpec) -> Path | None:
     """The folder the job ships (``ray.working_dir``, relative to this directory)."""
     value = cluster.ray.working_dir
     if value is None:

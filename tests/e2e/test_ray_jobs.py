@@ -401,11 +401,20 @@ def test_a_killed_chief_is_resumed_as_a_new_job_with_no_trial_lost_or_rerun(
     assert died.state is jobs.JobState.FAILED, died
     assert completed() < max_trials
 
-    resumed = client.resume_search(
-        search_id=submitted.search_id, cluster=cluster, working_dir=project
-    )
-    assert resumed.job_id == f"{submitted.search_id}-r1" and resumed.runs == 2
-    client.wait(resumed.job_id, timeout_s=120)
+    # From the user's machine: status names the dead chief and the command that
+    # brings it back; `ktc resume ID` submits the chief's next job.
+    config = tmp_path / "config"
+    _ok(_ktc(ray_head, "use", tmp_path / "cluster.yaml", cwd=tmp_path, config=config))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    status = _ok(_ktc(ray_head, "status", submitted.search_id, cwd=elsewhere, config=config))
+    assert f"chief's job: {submitted.search_id} failed" in status, status
+    assert f"`ktc resume {submitted.search_id}` submits its chief again" in status, status
+    out = _ok(_ktc(ray_head, "resume", submitted.search_id, cwd=elsewhere, config=config))
+    resumed_id = f"{submitted.search_id}-r1"
+    assert f"as job {resumed_id}" in out, out
+    assert client.search(submitted.search_id).runs == 2
+    client.wait(resumed_id, timeout_s=120)
     done = client.search(submitted.search_id)
     assert done.state is jobs.JobState.FINISHED, client.logs(submitted.search_id)[-3000:]
     # Every trial completed exactly once across the two chiefs; none failed.
@@ -415,3 +424,44 @@ def test_a_killed_chief_is_resumed_as_a_new_job_with_no_trial_lost_or_rerun(
     # One search in the list, its logs the two jobs' in order.
     assert [s.search_id for s in client.searches()].count(submitted.search_id) == 1
     assert f"# ---- resumed: job {submitted.search_id}-r1 ----" in client.logs(submitted.search_id)
+
+
+def test_every_verb_works_from_another_machine_by_search_id(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    """status, results, report, export and cancel, from a folder with no search
+    directory: each runs on the head as a short job (orchestrator/remote_verbs.py),
+    with the remembered cluster file and Ray's token only."""
+    project = _project(tmp_path, "remote", max_trials=3)
+    cluster = _cluster_file(ray_head, tmp_path)
+    config = tmp_path / "config"
+    _ok(_ktc(ray_head, "use", cluster, cwd=tmp_path, config=config))
+    search_id = _search_id(_ok(_submit(ray_head, "search.yaml", cwd=project, config=config)))
+    here = tmp_path / "laptop"
+    here.mkdir()
+
+    def ktc(*args: str | Path, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return _ktc(ray_head, *args, cwd=here, timeout=timeout, config=config)
+
+    _ok(ktc("logs", search_id, "--follow", timeout=150))  # until the search ends
+    status = json.loads(_ok(ktc("status", search_id, "--json")))
+    assert status["state"] == "completed" and status["counts"]["COMPLETED"] == 3, status
+    assert status["job"]["id"] == search_id and status["job"]["state"] == "finished"
+    assert "chief's job: " + search_id in _ok(ktc("status", search_id))
+    rows = json.loads(_ok(ktc("results", search_id, "--json")))
+    assert sorted(r["status"] for r in rows) == ["COMPLETED"] * 3
+    # Files the verbs write come back here; nothing of the search is on this disk otherwise.
+    report = _ok(ktc("report", search_id))
+    assert (here / f"{search_id}-report" / "index.html").is_file(), report
+    # The sleep hypermodel has no model to export: the head's own error and exit code
+    # (1, as for a local search directory), relayed here.
+    export = ktc("export", search_id, "--out", "best.keras")
+    assert export.returncode == 1 and "has no model to export" in export.stderr, export
+    assert not (here / "best.keras").exists()
+    # Bad ids and unknown searches are refused before anything runs.
+    unknown = ktc("status", "nosuch-20000101-000000")
+    assert unknown.returncode == 2 and "`ktc list`" in unknown.stderr, unknown.stderr
+    # A finished search: cancel has no live chief to ask (the head's own message).
+    cancel = ktc("cancel", search_id)
+    assert cancel.returncode != 0 and cancel.stderr.startswith("error: "), cancel
+    assert not list(here.glob("*/ledger.db"))

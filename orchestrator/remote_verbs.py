@@ -1,0 +1,375 @@
+"""The verbs on a search that lives on the cluster: ``ktc status ID`` from the user's machine.
+
+A search submitted as a Ray job (``orchestrator/jobs.py``) keeps its directory on
+the head, under the cluster's ``storage``. When a verb's DIR is not a folder on
+this machine but a search id, and a cluster file is known (``ktc use``), the
+verb runs **on the head, as a short Ray job**, through the same channel as the
+submit: the cluster's Jobs API with Ray's token. No SSH, and the search token
+and ledger never leave the head.
+
+- **Here** (:func:`run_remote`): the verb's own arguments are forwarded with the
+  search id replaced by its directory on the head; a file the verb reads here
+  (``scale --apply FILE``) travels in the request, and a file or folder it
+  writes (``export --out``, ``report``'s folder) comes back in the answer and
+  is written here. ``status`` is asked for its JSON document and rendered here
+  by the same code as a local one, with the state of the chief's job beside it
+  (a chief whose job ended while the search ran is named, with the resume
+  command). ``resume`` submits the chief's next job instead
+  (:meth:`~orchestrator.jobs.ClusterJobs.resume_search`).
+- **On the head** (``python -m orchestrator.remote_verbs REQUEST``): runs
+  ``ktc`` in-process with its output captured, and prints one line, the
+  answer: exit code, stdout, stderr and the files, as JSON after
+  :data:`ANSWER_MARK`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+import shlex
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ConfigError, KtClusterError, NotFoundError, SearchDirError
+
+ANSWER_MARK = "ktcluster-remote-answer "
+# The verbs that take a search directory and can run on the head instead.
+REMOTE_VERBS = ("status", "results", "report", "export", "evaluate", "scale", "cancel", "resume")
+# A search id as `ktc submit` prints it (a Ray submission id: <name>-<time>[-n]).
+SEARCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_ANSWER_BYTES = 512 * 1024 * 1024  # the largest folder or file a verb brings back
+HEAD_VERB_TIMEOUT_S = 900.0
+WATCH_INTERVAL_S = 2.0
+TMP = "{tmp}"  # in a request: the head's temporary folder for this verb
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the head runs: ``ktc ARGV`` with files in and out (paths may use ``{tmp}``)."""
+
+    argv: list[str]
+    files_in: dict[str, bytes] = field(default_factory=dict)  # name in {tmp} -> content
+    collect: list[str] = field(default_factory=list)  # paths to bring back
+    columns: int = 160
+
+    def encode(self) -> str:
+        data = {
+            "argv": self.argv,
+            "files_in": {k: base64.b64encode(v).decode() for k, v in self.files_in.items()},
+            "collect": self.collect,
+            "columns": self.columns,
+        }
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+    @classmethod
+    def decode(cls, text: str) -> Request:
+        data = json.loads(base64.urlsafe_b64decode(text.encode()))
+        return cls(
+            argv=[str(a) for a in data["argv"]],
+            files_in={str(k): base64.b64decode(v) for k, v in data["files_in"].items()},
+            collect=[str(p) for p in data["collect"]],
+            columns=int(data["columns"]),
+        )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the verb did on the head."""
+
+    code: int
+    stdout: str
+    stderr: str
+    files: dict[str, bytes]  # collected path -> a tar.gz of it (None-free: missing ones absent)
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "code": self.code,
+                "stdout": self.stdout,
+                "stderr": self.stderr,
+                "files": {k: base64.b64encode(v).decode() for k, v in self.files.items()},
+            }
+        )
+
+    @classmethod
+    def from_logs(cls, logs: str, *, what: str) -> Answer:
+        for line in reversed(logs.splitlines()):
+            if line.startswith(ANSWER_MARK):
+                data = json.loads(line[len(ANSWER_MARK) :])
+                return cls(
+                    code=int(data["code"]),
+                    stdout=str(data["stdout"]),
+                    stderr=str(data["stderr"]),
+                    files={str(k): base64.b64decode(v) for k, v in data["files"].items()},
+                )
+        tail = "\n".join(logs.strip().splitlines()[-8:])
+        raise KtClusterError(
+            f"{what}: the head printed no answer; expected ktcluster's remote runner to "
+            f"finish. Its output ends:\n{tail}"
+        )
+
+
+# ------------------------------------------------------------------- here
+
+
+def remote_search_id(args: argparse.Namespace) -> str | None:
+    """The search id this verb names, when it should run on the cluster; else None.
+
+    It runs remotely when its DIR is not a path on this machine, has the shape of
+    a search id, and a cluster file is remembered (``ktc use``).
+    """
+    if getattr(args, "verb", None) not in REMOTE_VERBS:
+        return None
+    target = getattr(args, "search_dir", None) or getattr(args, "dir", None)
+    if target is None:
+        return None
+    text = str(target)
+    if Path(text).exists() or not SEARCH_ID.fullmatch(text) or ".." in text:
+        return None
+    from orchestrator.config.user_settings import cluster_file_for
+
+    if args.verb == "resume" and getattr(args, "cluster", None):
+        return text
+    if cluster_file_for(None, os.environ) is None:
+        return None
+    return text
+
+
+def run_remote(args: argparse.Namespace, argv: Sequence[str], search_id: str) -> int:
+    """Run the verb on the head for ``search_id``; returns its exit code."""
+    from orchestrator.config.loader import load_cluster
+    from orchestrator.config.user_settings import cluster_file_for
+    from orchestrator.jobs import ClusterJobs
+
+    env = dict(os.environ)
+    explicit = getattr(args, "cluster", None) if args.verb == "resume" else None
+    cluster_file = cluster_file_for(explicit, env)
+    if cluster_file is None:  # remote_search_id checked it
+        raise ConfigError(f"{search_id}: no cluster file; run `ktc use CLUSTER.yaml` first")
+    cluster = load_cluster(cluster_file)
+    jobs = ClusterJobs.connect(cluster, env)
+    try:
+        job = jobs.search(search_id)
+    except NotFoundError:
+        # Bad input (exit 2), as a local DIR that is not a search directory.
+        raise SearchDirError(
+            f"{search_id}: neither a search directory here nor a search on cluster "
+            f"{cluster.name!r} ({jobs.url}); expected a search id that `ktc list` shows, or "
+            "a local search directory. Check the id with `ktc list`."
+        ) from None
+    if args.verb == "resume":
+        return _resume(jobs, cluster, search_id, args)
+    verb_args = _verb_args(argv, args.verb)
+    request = _request(args, verb_args, search_id, job.search_dir)
+    if args.verb == "status":
+        return _status(jobs, job, request, args)
+    answer = jobs.run_on_head(_entrypoint(request), what=f"ktc {args.verb} {search_id}")
+    _write_back(args, answer, job.search_dir, search_id)
+    return answer.code
+
+
+def _verb_args(argv: Sequence[str], verb: str) -> list[str]:
+    """The verb's own arguments (after the verb: global flags stay here)."""
+    argv = list(argv)
+    return argv[argv.index(verb) + 1 :]
+
+
+def _request(
+    args: argparse.Namespace, verb_args: list[str], search_id: str, head_dir: str
+) -> Request:
+    forwarded = [head_dir if a == search_id else a for a in verb_args]
+    files_in: dict[str, bytes] = {}
+    collect: list[str] = []
+    if args.verb == "export":
+        forwarded = _replace_value(forwarded, "--out", f"{TMP}/model.keras")
+        collect.append(f"{TMP}/model.keras")
+    elif args.verb == "report":
+        collect.append(f"{head_dir}/report")
+    elif args.verb == "scale" and getattr(args, "apply", None):
+        files_in["apply.yaml"] = Path(args.apply).read_bytes()
+        forwarded = _replace_value(forwarded, "--apply", f"{TMP}/apply.yaml")
+    elif args.verb == "status" and "--json" not in forwarded:
+        forwarded.append("--json")
+    if args.verb == "status":
+        forwarded = [a for a in forwarded if a not in ("--watch", "-w")]
+    columns = os.get_terminal_size().columns if sys.stdout.isatty() else 160
+    return Request([args.verb, *forwarded], files_in, collect, columns)
+
+
+def _replace_value(argv: list[str], option: str, value: str) -> list[str]:
+    out = []
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == option and i + 1 < len(argv):
+            out += [option, value]
+            skip = True
+        elif arg.startswith(option + "="):
+            out.append(f"{option}={value}")
+        else:
+            out.append(arg)
+    return out
+
+
+def _entrypoint(request: Request) -> str:
+    return f"python -m orchestrator.remote_verbs {shlex.quote(request.encode())}"
+
+
+def _write_back(args: argparse.Namespace, answer: Answer, head_dir: str, search_id: str) -> None:
+    sys.stdout.write(answer.stdout)
+    sys.stderr.write(answer.stderr)
+    if answer.code != 0:
+        return
+    if args.verb == "export":
+        data = answer.files.get(f"{TMP}/model.keras")
+        if data is not None:
+            out = Path(args.out)
+            _extract_one(data, out)
+            print(f"written here: {out}")
+    elif args.verb == "report":
+        data = answer.files.get(f"{head_dir}/report")
+        if data is not None:
+            target = Path(f"{search_id}-report")
+            _extract_tree(data, target)
+            print(f"written here: {target / 'index.html'}")
+
+
+def _status(jobs: Any, job: Any, request: Request, args: argparse.Namespace) -> int:
+    from orchestrator.cli.render import make_console, render_status
+    from orchestrator.protocol.status_document import StatusDocument
+
+    console = make_console()
+    while True:
+        answer = jobs.run_on_head(_entrypoint(request), what=f"ktc status {job.search_id}")
+        if answer.code != 0:
+            sys.stderr.write(answer.stderr)
+            return answer.code
+        document = StatusDocument.from_json(json.loads(answer.stdout))
+        job = jobs.search(job.search_id)
+        if args.json:
+            print(json.dumps({**document.to_json(), "job": _job_json(job)}))
+        else:
+            console.print(render_status(document))
+            console.print(_job_line(job, document.state.value), markup=False, highlight=False)
+        if not getattr(args, "watch", False) or document.state.is_terminal:
+            return 0
+        time.sleep(WATCH_INTERVAL_S)
+
+
+def _job_json(job: Any) -> dict[str, Any]:
+    return {"id": job.job_id, "state": job.state.value, "message": job.message}
+
+
+def _job_line(job: Any, search_state: str) -> str:
+    line = f"chief's job: {job.job_id} {job.state.value}"
+    if job.state.is_terminal and search_state in ("running", "interrupted"):
+        line += (
+            f" ({job.message.strip()}); the search did not end: `ktc resume {job.search_id}` "
+            "submits its chief again"
+        )
+    return line
+
+
+def _resume(jobs: Any, cluster: Any, search_id: str, args: argparse.Namespace) -> int:
+    from orchestrator.cli.submit_job import working_dir_of
+
+    job = jobs.resume_search(
+        search_id=search_id,
+        cluster=cluster,
+        working_dir=working_dir_of(cluster),
+        workers=getattr(args, "workers", None),
+    )
+    print(f"resumed search {search_id} as job {job.job_id} on cluster {cluster.name!r}")
+    print(f"  ktc status {search_id}          # its state, trials and workers")
+    print(f"  ktc logs {search_id} --follow   # the chief's output")
+    return 0
+
+
+def _extract_one(data: bytes, out: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        member = next((m for m in tar.getmembers() if m.isfile()), None)
+        source = tar.extractfile(member) if member is not None else None
+        if source is None:
+            raise KtClusterError(f"{out}: the head sent no file")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(source.read())
+
+
+def _extract_tree(data: bytes, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        # The "data" filter refuses absolute paths, links out and device files.
+        tar.extractall(target, filter="data")
+
+
+# ---------------------------------------------------------------- the head
+
+
+def serve(request: Request) -> Answer:
+    """Run ``ktc`` for ``request`` in this process, its output captured."""
+    from orchestrator.cli.main import main
+
+    with tempfile.TemporaryDirectory(prefix="ktc-remote-") as tmp:
+        for name, content in request.files_in.items():
+            path = Path(tmp) / Path(name).name
+            path.write_bytes(content)
+        argv = [a.replace(TMP, tmp) for a in request.argv]
+        os.environ["COLUMNS"] = str(request.columns)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv, own_process=False)
+            except SystemExit as exc:  # argparse
+                code = exc.code if isinstance(exc.code, int) else 2
+        files: dict[str, bytes] = {}
+        total = 0
+        for wanted in request.collect:
+            path = Path(wanted.replace(TMP, tmp))
+            if not path.exists():
+                continue
+            files[wanted] = _pack(path)
+            total += len(files[wanted])
+            if total > MAX_ANSWER_BYTES:
+                return Answer(
+                    1,
+                    out.getvalue(),
+                    err.getvalue()
+                    + f"error: {wanted}: {total} bytes to send back; expected at most "
+                    f"{MAX_ANSWER_BYTES}. Copy it from the head's storage instead.\n",
+                    {},
+                )
+        return Answer(code, out.getvalue(), err.getvalue(), files)
+
+
+def _pack(path: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(path, arcname="." if path.is_dir() else path.name)
+    return buffer.getvalue()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m orchestrator.remote_verbs REQUEST", file=sys.stderr)
+        return 2
+    answer = serve(Request.decode(args[0]))
+    print(ANSWER_MARK + answer.encode(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The verbs on a search that lives on the cluster (``orchestrator/remote_verbs.py``):
+what travels to the head and back, and when a verb goes there at all. The round
+trip through a real head's Jobs API is in ``tests/e2e/test_ray_jobs.py``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import KtClusterError
+from orchestrator.remote_verbs import (
+    ANSWER_MARK,
+    TMP,
+    Answer,
+    Request,
+    _extract_one,
+    _replace_value,
+    remote_search_id,
+    serve,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_request_round_trips() -> None:
+    request = Request(
+        ["scale", "/s/x", "--apply", f"{TMP}/a.yaml"], {"a.yaml": b"\x00yaml"}, ["p"], 99
+    )
+    assert Request.decode(request.encode()) == request
+
+
+def test_the_head_runs_ktc_with_files_in_and_out(tmp_path: Path) -> None:
+    cluster = (REPO / "configs" / "local.yaml").read_bytes()
+    answer = serve(
+        Request(["validate", f"{TMP}/c.yaml"], {"c.yaml": cluster}, [f"{TMP}/c.yaml"], 120)
+    )
+    assert answer.code == 0, answer.stderr
+    assert "valid cluster file" in answer.stdout
+    # What the head sends back is written here as it was there.
+    _extract_one(answer.files[f"{TMP}/c.yaml"], tmp_path / "back.yaml")
+    assert (tmp_path / "back.yaml").read_bytes() == cluster
+
+
+def test_the_heads_errors_keep_their_exit_code_and_message() -> None:
+    answer = serve(Request(["status", "/no/such/search"], {}, [], 120))
+    assert answer.code == 2
+    assert answer.stderr.startswith("error: ") and "/no/such/search" in answer.stderr
+    # A request naming a file name with a path keeps it in the head's temporary folder.
+    answer = serve(Request(["validate", f"{TMP}/x.yaml"], {"../../x.yaml": b"kind: nope"}, [], 80))
+    assert answer.code == 2 and "x.yaml" in answer.stderr
+
+
+def test_the_answer_is_found_among_the_jobs_other_lines() -> None:
+    answer = Answer(3, "out\n", "err\n", {"f": b"\x01"})
+    logs = f"ray noise\n{ANSWER_MARK}{answer.encode()}\nmore noise\n"
+    assert Answer.from_logs(logs, what="ktc status x") == answer
+    with pytest.raises(KtClusterError, match="(?s)printed no answer.*Traceback: boom"):
+        Answer.from_logs("starting\nTraceback: boom\n", what="ktc status x")
+
+
+def test_local_files_in_the_arguments_are_replaced() -> None:
+    assert _replace_value(["x", "--out", "a.keras", "--rank", "2"], "--out", "T") == [
+        "x",
+        "--out",
+        "T",
+        "--rank",
+        "2",
+    ]
+    assert _replace_value(["--out=a.keras"], "--out", "T") == ["--out=T"]
+
+
+def test_a_verb_goes_to_the_cluster_only_for_a_search_id_with_a_cluster_known(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.config.user_settings import remember_cluster
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(verb="status", search_dir=Path("digits-cnn-20261130-120000"))
+    assert remote_search_id(args) is None  # no cluster remembered: a local path, as before
+    remember_cluster(REPO / "configs" / "local.yaml", {"XDG_CONFIG_HOME": str(tmp_path / "config")})
+    assert remote_search_id(args) == "digits-cnn-20261130-120000"
+    (tmp_path / "digits-cnn-20261130-120000").mkdir()
+    assert remote_search_id(args) is None  # a folder here wins
+    for odd in ("../etc", "a/b", "-rf", ""):
+        assert remote_search_id(argparse.Namespace(verb="status", search_dir=Path(odd))) is None
+    assert remote_search_id(argparse.Namespace(verb="space", target=Path("x"))) is None
