@@ -1,5 +1,11 @@
-"""``ktc submit SEARCH.yaml [--cluster CLUSTER.yaml] [--dir DIR]``: run a search
-in the foreground on the cluster (embedded local Ray by default)."""
+"""``ktc submit SEARCH.yaml [--cluster CLUSTER.yaml] [--dir DIR] [--attach]``: run a
+search on the cluster (embedded local Ray by default).
+
+The cluster file is ``--cluster``, else the one ``ktc use`` remembered. When
+its ``ray.address`` is a remote head (``HOST:PORT``), the chief is submitted
+as a Ray job and the command returns with the search id
+(``orchestrator/cli/submit_job.py``); ``--attach`` runs it here in the
+foreground instead, as ``local`` and ``auto`` always do."""
 
 from __future__ import annotations
 
@@ -36,12 +42,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="serve metrics for Prometheus on 127.0.0.1:PORT (the cluster file's "
         "chief.metrics_host); overrides chief.metrics_port, 0 turns it off",
     )
+    parser.add_argument(
+        "--attach",
+        action="store_true",
+        help="run the chief here in the foreground (live display, Ctrl-C) even when the "
+        "cluster's ray.address is a remote head (default there: submit it as a Ray job "
+        "on the head and return)",
+    )
     add_session_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     hide_gpus_from_chief()
+    from orchestrator.config.user_settings import cluster_file_for
+
+    args.cluster = cluster_file_for(args.cluster, dict(os.environ))
+    if not args.attach:
+        from orchestrator.cli.submit_job import submit_detached
+
+        code = submit_detached(args)
+        if code is not None:
+            return code
     from orchestrator.config.preflight import plan_submit
 
     # Every check that can run here runs before the chief, its folder or Ray exist.

@@ -192,34 +192,11 @@ def _ktc(
     )
 
 
-# Until `ktc submit` dispatches to it (the --attach change in cli/submit.py),
-# the detached path is driven through its function, with submit's own parser.
-_SUBMIT = (
-    "import sys\n"
-    "from orchestrator.cli.main import build_parser\n"
-    "from orchestrator.cli.submit_job import submit_detached\n"
-    "from orchestrator.cli.main import _run\n"
-    "from orchestrator.cli.quiet_terminal import quiet_terminal\n"
-    "quiet_terminal(0)\n"
-    "args = build_parser().parse_args(['submit', *sys.argv[1:]])\n"
-    "args.func = submit_detached\n"
-    "sys.exit(_run(args))\n"
-)
-
-
 def _submit(
     head: RayHead, *args: str | Path, cwd: Path, config: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    extra = {} if config is None else {"XDG_CONFIG_HOME": str(config)}
-    return subprocess.run(
-        [sys.executable, "-c", _SUBMIT, *(str(a) for a in args)],
-        cwd=cwd,
-        env=head.env(**extra),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    """``ktc submit ARGS``: detached, as the cluster's ray.address is a remote head."""
+    return _ktc(head, "submit", *args, cwd=cwd, config=config)
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> str:

@@ -180,3 +180,33 @@ def test_list_durations_read_at_a_glance() -> None:
         "3.0h",
         "3.0d",
     ]
+
+
+def test_submit_attach_stays_in_the_foreground_on_a_remote_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.cli import submit_job
+    from orchestrator.cli.main import build_parser
+    from orchestrator.config import preflight
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    # submit hides GPUs from its own process first: restored after the test.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(_cluster()))
+
+    class Foreground(Exception):
+        pass
+
+    def foreground(*args: object, **kwargs: object) -> None:
+        raise Foreground
+
+    def detached(args: argparse.Namespace) -> int:
+        raise AssertionError("--attach must not submit a job")
+
+    monkeypatch.setattr(preflight, "plan_submit", foreground)
+    monkeypatch.setattr(submit_job, "submit_detached", detached)
+    args = build_parser().parse_args(["submit", "s.yaml", "--cluster", str(cluster), "--attach"])
+    with pytest.raises(Foreground):
+        args.func(args)
