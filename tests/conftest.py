@@ -4,9 +4,12 @@ port)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,13 @@ settings.load_profile(os.environ.get("KTC_HYPOTHESIS_PROFILE", "ci"))
 # The chief and its tests never need a GPU; keep TF off any that exist.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# The user's own settings stay out of the tests: a cluster file remembered with
+# `ktc use` would send every test's `ktc submit` (and a search id given as DIR)
+# to that cluster. Every process the tests start inherits this empty folder;
+# tests of `ktc use` set their own.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="ktc-test-config-")
+atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], True)
 
 
 @pytest.fixture(autouse=True)
