@@ -25,8 +25,11 @@ FOREGROUND_ADDRESSES = ("local", "auto")
 
 
 def detaches(cluster: ClusterSpec) -> bool:
-    """True when ``ktc submit`` submits this cluster's searches as Ray jobs: a remote head."""
-    return cluster.ray.address not in FOREGROUND_ADDRESSES
+    """True when ``ktc submit`` submits this cluster's searches as Ray jobs: a remote
+    head whose job server the file names (``ray.dashboard``). Without one there is
+    nowhere to submit to, and the chief runs here in the foreground, as on the
+    head itself before searches ran as jobs."""
+    return cluster.ray.address not in FOREGROUND_ADDRESSES and cluster.ray.dashboard is not None
 
 
 def submit_detached(args: argparse.Namespace) -> int | None:

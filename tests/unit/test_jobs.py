@@ -105,6 +105,8 @@ def test_only_a_remote_head_detaches(tmp_path: Path) -> None:
     assert detaches(parse_cluster(_cluster()))
     for address in ("local", "auto"):
         assert not detaches(parse_cluster(_cluster(ray={"address": address})))
+    # A remote head with no job server named: the chief runs here, as before.
+    assert not detaches(parse_cluster(_cluster(ray={"address": "10.0.0.1:6379"})))
 
 
 def _args(search: Path, cluster: Path, **extra: object) -> argparse.Namespace:
@@ -128,11 +130,14 @@ def test_detached_submit_refuses_foreground_options_before_dialling(
         yaml.safe_dump({"name": "s", "hypermodel": "sleep", "objective": "val_accuracy"})
     )
     cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(yaml.safe_dump(_cluster(ray={"address": "10.0.0.1:6379"})))
+    ray = {"address": "10.0.0.1:6379", "dashboard": "127.0.0.1:1"}  # nothing listens
+    cluster.write_text(yaml.safe_dump(_cluster(ray=ray)))
     with pytest.raises(ConfigError, match=r"--dir d: a search submitted to a remote cluster"):
         submit_detached(_args(search, cluster, dir="d"))
-    with pytest.raises(ConfigError, match=r"ray.dashboard is not set; expected HOST:PORT"):
-        submit_detached(_args(search, cluster))
+    # No job server named: the chief runs in the foreground (None), --dir and all.
+    headless = tmp_path / "headless.yaml"
+    headless.write_text(yaml.safe_dump(_cluster(ray={"address": "10.0.0.1:6379"})))
+    assert submit_detached(_args(search, headless, dir="d")) is None
     local = tmp_path / "local.yaml"
     local.write_text(yaml.safe_dump(_cluster(ray={"address": "local"})))
     assert submit_detached(_args(search, local)) is None
