@@ -52,6 +52,7 @@ MAX_ANSWER_BYTES = 512 * 1024 * 1024  # the largest folder or file a verb brings
 HEAD_VERB_TIMEOUT_S = 900.0
 WATCH_INTERVAL_S = 2.0
 TMP = "{tmp}"  # in a request: the head's temporary folder for this verb
+SUMMARIES = "--summaries"  # a request for several searches' progress at once (`ktc list`)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def run_remote(args: argparse.Namespace, argv: Sequence[str], search_id: str) ->
     request = _request(args, verb_args, search_id, job.search_dir)
     if args.verb == "status":
         return _status(jobs, job, request, args)
-    answer = jobs.run_on_head(_entrypoint(request), what=f"ktc {args.verb} {search_id}")
+    answer = jobs.run_on_head(verb_entrypoint(request), what=f"ktc {args.verb} {search_id}")
     _write_back(args, answer, job.search_dir, search_id)
     return answer.code
 
@@ -224,7 +225,7 @@ def _replace_value(argv: list[str], option: str, value: str) -> list[str]:
     return out
 
 
-def _entrypoint(request: Request) -> str:
+def verb_entrypoint(request: Request) -> str:
     return f"python -m orchestrator.remote_verbs {shlex.quote(request.encode())}"
 
 
@@ -253,7 +254,7 @@ def _status(jobs: Any, job: Any, request: Request, args: argparse.Namespace) -> 
 
     console = make_console()
     while True:
-        answer = jobs.run_on_head(_entrypoint(request), what=f"ktc status {job.search_id}")
+        answer = jobs.run_on_head(verb_entrypoint(request), what=f"ktc status {job.search_id}")
         if answer.code != 0:
             sys.stderr.write(answer.stderr)
             return answer.code
@@ -318,9 +319,38 @@ def _extract_tree(data: bytes, target: Path) -> None:
 # ---------------------------------------------------------------- the head
 
 
+def summaries_request(search_dirs: Sequence[str]) -> Request:
+    """Ask the head for the progress of these searches, in one short job."""
+    return Request([SUMMARIES, *search_dirs])
+
+
+def summary_of(search_dir: str) -> dict[str, Any]:
+    """One search's progress and best score, as its status document says (on the head)."""
+    from orchestrator.protocol.trials import TrialStatus
+    from orchestrator.status import status_document
+
+    try:
+        doc = status_document(search_dir)
+    except KtClusterError as exc:
+        return {"error": str(exc)}
+    return {
+        "state": doc.state.value,
+        "completed": int(doc.counts.get(TrialStatus.COMPLETED, 0)),
+        "running": int(doc.counts.get(TrialStatus.RUNNING, 0)),
+        "failed": int(doc.counts.get(TrialStatus.FAILED, 0)),
+        "max_trials": doc.max_trials,
+        "objective": doc.objective,
+        "best": doc.best.score if doc.best is not None else None,
+    }
+
+
 def serve(request: Request) -> Answer:
     """Run ``ktc`` for ``request`` in this process, its output captured."""
     from orchestrator.cli.main import main
+
+    if request.argv[:1] == [SUMMARIES]:
+        summaries = {d: summary_of(d) for d in request.argv[1:]}
+        return Answer(0, json.dumps(summaries), "", {})
 
     with tempfile.TemporaryDirectory(prefix="ktc-remote-") as tmp:
         for name, content in request.files_in.items():

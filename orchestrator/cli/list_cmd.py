@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
+
+from orchestrator.errors import KtClusterError
 
 
 def register(subparsers: Any) -> None:
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = cluster_jobs_for(args.cluster, dict(os.environ))
     searches = jobs.searches()
     now = now_s()
+    progress = _progress(jobs, [job.search_dir for job in searches])
     if args.json:
         rows = [
             {
@@ -50,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 "end_time": job.end_time_s,
                 "search_dir": job.search_dir,
                 "message": job.message,
+                "progress": progress.get(job.search_dir),
             }
             for job in searches
         ]
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if not searches:
         print(f"no searches on the cluster at {jobs.url}; submit one with `ktc submit`.")
         return 0
-    table = [("SEARCH ID", "STATE", "AGE", "RAN", "DIRECTORY ON THE HEAD")]
+    table = [("SEARCH ID", "STATE", "AGE", "RAN", "TRIALS", "BEST", "DIRECTORY ON THE HEAD")]
     for job in searches:
         ran = None
         if job.start_time_s is not None:
@@ -69,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 job.state.value,
                 _duration(job.age_s(now)),
                 _duration(ran),
+                *_trials_and_best(progress.get(job.search_dir)),
                 job.search_dir,
             )
         )
@@ -92,3 +98,29 @@ def _duration(seconds: float | None) -> str:
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.1f}h"
     return f"{seconds / 86400:.1f}d"
+
+
+def _progress(jobs: Any, search_dirs: list[str]) -> dict[str, dict[str, Any]]:
+    """Each search's trials and best score, read on the head in one short job
+    (the Jobs API knows only the chief's job); {} with a warning when it fails."""
+    if not search_dirs:
+        return {}
+    from orchestrator.remote_verbs import summaries_request, verb_entrypoint
+
+    try:
+        answer = jobs.run_on_head(verb_entrypoint(summaries_request(search_dirs)), what="ktc list")
+        return dict(json.loads(answer.stdout))
+    except (KtClusterError, ValueError) as exc:
+        print(f"warning: the searches' progress is not shown: {exc}", file=sys.stderr)
+        return {}
+
+
+def _trials_and_best(summary: dict[str, Any] | None) -> tuple[str, str]:
+    if not summary or "error" in summary:
+        return "-", "-"
+    total = summary.get("max_trials")
+    trials = f"{summary['completed']}/{total}" if total else str(summary["completed"])
+    if summary.get("running"):
+        trials += f" ({summary['running']} running)"
+    best = summary.get("best")
+    return trials, "-" if best is None else f"{summary['objective']} {best:.4f}"

@@ -427,6 +427,15 @@ def test_every_verb_works_from_another_machine_by_search_id(
     assert "chief's job: " + search_id in _ok(ktc("status", search_id))
     rows = json.loads(_ok(ktc("results", search_id, "--json")))
     assert sorted(r["status"] for r in rows) == ["COMPLETED"] * 3
+    # ktc list reads every search's progress and best score on the head, in one job.
+    listed = json.loads(_ok(ktc("list", "--json")))
+    mine = next(row for row in listed if row["search_id"] == search_id)
+    assert mine["progress"]["completed"] == 3 and mine["progress"]["max_trials"] == 3, mine
+    best = max(r["score"] for r in rows)
+    assert mine["progress"]["best"] == pytest.approx(best)
+    table = _ok(ktc("list"))
+    line = next(row for row in table.splitlines() if row.startswith(search_id))
+    assert " 3/3 " in line and f"val_accuracy {best:.4f}" in line, table
     # Files the verbs write come back here; nothing of the search is on this disk otherwise.
     report = _ok(ktc("report", search_id))
     assert (here / f"{search_id}-report" / "index.html").is_file(), report

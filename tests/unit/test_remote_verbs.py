@@ -87,3 +87,15 @@ def test_a_verb_goes_to_the_cluster_only_for_a_search_id_with_a_cluster_known(
     for odd in ("../etc", "a/b", "-rf", ""):
         assert remote_search_id(argparse.Namespace(verb="status", search_dir=Path(odd))) is None
     assert remote_search_id(argparse.Namespace(verb="space", target=Path("x"))) is None
+
+
+def test_the_head_summarises_several_searches_at_once(tmp_path: Path) -> None:
+    """What `ktc list` asks: each search's progress, or why it has none."""
+    import json
+
+    from orchestrator.remote_verbs import summaries_request
+
+    answer = serve(summaries_request([str(tmp_path / "nosuch")]))
+    assert answer.code == 0
+    summary = json.loads(answer.stdout)[str(tmp_path / "nosuch")]
+    assert "error" in summary and "nosuch" in summary["error"]
