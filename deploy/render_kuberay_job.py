@@ -30,8 +30,6 @@ submit`` refuses, instead of mixing two searches (resume it with ``ktc resume``)
 from __future__ import annotations
 
 import copy
-import posixpath
-import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ from orchestrator.config.hosts import is_loopback
 from orchestrator.config.loader import load_search_document, parse_cluster
 from orchestrator.config.yaml_source import YamlDocument
 from orchestrator.errors import DeployError
+from orchestrator.job_package import search_entrypoint
 from orchestrator.storage import search_dir_name
 
 JOB_KIND = "RayJob"
@@ -102,7 +101,7 @@ def render_kuberay_job(spec: ClusterSpec, options: RenderOptions) -> list[dict[s
         "data": files,
     }
     job_spec: dict[str, Any] = {
-        "entrypoint": _entrypoint(storage, dir_name),
+        "entrypoint": search_entrypoint(storage, dir_name, files_dir=JOB_FILES_DIR),
         # Ray job metadata: what `ktc` verbs find the search by through the Jobs API.
         "metadata": {
             "ktcluster-search": search.name,
@@ -143,33 +142,6 @@ def _require_storage(spec: ClusterSpec) -> str:
             "the absolute path."
         )
     return spec.storage
-
-
-def _shell_path(path: str) -> str:
-    """``path`` for a POSIX shell, with a leading ``~`` as ``"$HOME"`` (quoted, a ``~``
-    would not expand, and ``ktc submit --dir`` takes the path as it is)."""
-    if path == "~" or path.startswith("~/"):
-        rest = path[2:]
-        return '"$HOME"' + (f"/{shlex.quote(rest)}" if rest else "")
-    return shlex.quote(path)
-
-
-def _entrypoint(storage: str, dir_name: str) -> str:
-    root = storage.rstrip("/") or "/"
-    search_dir = posixpath.join(root, dir_name)
-    return " ".join(
-        [
-            "python -m orchestrator.storage",
-            _shell_path(root),
-            "&& ktc submit",
-            f"{JOB_FILES_DIR}/{SEARCH_FILE}",
-            "--cluster",
-            f"{JOB_FILES_DIR}/{CLUSTER_FILE}",
-            "--no-progress",
-            "--dir",
-            _shell_path(search_dir),
-        ]
-    )
 
 
 def _cluster_text(spec: ClusterSpec, job_name: str) -> str:

@@ -133,16 +133,20 @@ def _shell_path(path: str) -> str:
     return shlex.quote(path)
 
 
-def search_entrypoint(storage: str, search_id: str, *, workers: int | None = None) -> str:
-    """The job's shell command: make the storage root, then run the chief in it."""
+def search_entrypoint(
+    storage: str, search_id: str, *, workers: int | None = None, files_dir: str = JOB_FILES_DIR
+) -> str:
+    """The job's shell command: make the storage root, then run the chief in it
+    (``files_dir``: where the job finds the search and cluster files; the KubeRay
+    ``RayJob`` mounts them elsewhere)."""
     root = storage.rstrip("/") or "/"
     words = [
         "python -m orchestrator.storage",
         _shell_path(root),
         "&& ktc submit",
-        f"{JOB_FILES_DIR}/{SEARCH_FILE}",
+        f"{files_dir}/{SEARCH_FILE}",
         "--cluster",
-        f"{JOB_FILES_DIR}/{CLUSTER_FILE}",
+        f"{files_dir}/{CLUSTER_FILE}",
         "--no-progress",
         "--dir",
         _shell_path(posixpath.join(root, search_id)),
