@@ -372,13 +372,20 @@ class Fleet:
         fleet = self.cluster.fleet
         return fleet.warm_spares and fleet.recycle_after_trials > 0
 
-    def _spare_wanted(self, rt: SlotRuntime, dispatching: bool) -> bool:
+    @staticmethod
+    def _takes_spares(rt: SlotRuntime, dispatching: bool) -> bool:
+        """Whether the slot may have a spare: still wanted, neither dead nor
+        draining, while trials are handed out."""
         return (
-            dispatching
-            and rt.wanted
-            and rt.spare is not None
+            dispatching and rt.wanted and rt.state not in (WorkerState.DEAD, WorkerState.DRAINING)
+        )
+
+    def _spare_wanted(self, rt: SlotRuntime, dispatching: bool) -> bool:
+        """Whether the slot keeps the spare it has (one of its current shape)."""
+        return (
+            rt.spare is not None
             and rt.spare.slot == rt.slot
-            and rt.state not in (WorkerState.DEAD, WorkerState.DRAINING)
+            and self._takes_spares(rt, dispatching)
         )
 
     def _create_process(self, rt: SlotRuntime) -> tuple[Any, int]:
@@ -527,7 +534,12 @@ class Fleet:
                     due = ray.get(ref, timeout=5)
                 except Exception:  # the process died: run_ref says so
                     due = False
-                if due and rt.spare is None and self._spare_wanted_for(rt):
+                if (
+                    due
+                    and rt.spare is None
+                    and self._spares_on()
+                    and self._takes_spares(rt, self.hooks.dispatching())
+                ):
                     self._start_spare(rt)
                 return
             spare = rt.spare
@@ -566,18 +578,6 @@ class Fleet:
                 # being handed out.
                 self._kill(rt, f"finished ({summary.reason.value})")
                 return
-
-    def _spare_wanted_for(self, rt: SlotRuntime) -> bool:
-        return (
-            self._spares_on()
-            and rt.wanted
-            and rt.state
-            not in (
-                WorkerState.DEAD,
-                WorkerState.DRAINING,
-            )
-            and self.hooks.dispatching()
-        )
 
     def _on_death(self, rt: SlotRuntime, reason: str) -> None:
         wid = rt.slot.worker_id
