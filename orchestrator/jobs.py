@@ -79,6 +79,8 @@ HEAD_CHECK_MARK = "ktcluster-head "
 HEAD_CHECK_TIMEOUT_S = 120.0
 MAX_SAME_SECOND = 9
 AGENT_WAIT_S = 30.0
+HELPER_PREFIXES = ("ktc-check-", "ktc-verb-")  # the ids of ktcluster's own short jobs
+HELPER_SWEEP_AFTER_S = 10.0  # a helper job this long over is deleted by the next one
 # No `import ray` (a second of the check's one): the probe has Ray's version.
 _HEAD_CHECK = (
     "import json, platform, shutil; import orchestrator; "
@@ -206,29 +208,13 @@ class ClusterJobs:
 
     def head_environment(self, *, timeout_s: float = HEAD_CHECK_TIMEOUT_S) -> HeadEnvironment:
         """Run the tiny version job on the head and read what it printed."""
-        from ray.job_submission import JobStatus
-
-        check_id = f"ktc-check-{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}"
-        try:
-            self._submit_job(
-                entrypoint=f"python -c {shlex.quote(_HEAD_CHECK)}",
-                submission_id=check_id,
-                metadata={META_CHECK: "head-environment"},
-            )
-        except RuntimeError as exc:
-            raise self._failed("submit the version check", exc) from None
-        try:
-            self.wait(check_id, timeout_s=timeout_s)
-            info = self._call("read the version check", lambda: self._client.get_job_info(check_id))
-            logs = self._call("read the version check", lambda: self._client.get_job_logs(check_id))
-        finally:
-            status = self._call(
-                "read the version check", lambda: self._client.get_job_status(check_id)
-            )
-            if status in (JobStatus.PENDING, JobStatus.RUNNING):
-                self._call("stop the version check", lambda: self._client.stop_job(check_id))
-            else:  # a finished check is clutter in `ray job list`
-                self._call("delete the version check", lambda: self._client.delete_job(check_id))
+        info, logs = self._run_helper_job(
+            HELPER_PREFIXES[0],
+            f"python -c {shlex.quote(_HEAD_CHECK)}",
+            kind="head-environment",
+            what="the version check",
+            timeout_s=timeout_s,
+        )
         for line in str(logs).splitlines():
             if line.startswith(HEAD_CHECK_MARK):
                 data = json.loads(line[len(HEAD_CHECK_MARK) :])
@@ -461,27 +447,66 @@ class ClusterJobs:
         runtime env) and return its :class:`~orchestrator.remote_verbs.Answer`,
         read from the job's output; the job is deleted after (stopped if it
         outlives ``timeout_s``)."""
-        from ray.job_submission import JobStatus
-
         from orchestrator.remote_verbs import Answer
 
-        job_id = f"ktc-verb-{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}"
+        _, logs = self._run_helper_job(
+            HELPER_PREFIXES[1], entrypoint, kind="verb", what=what, timeout_s=timeout_s
+        )
+        return Answer.from_logs(str(logs), what=what)
+
+    def _run_helper_job(
+        self, prefix: str, entrypoint: str, *, kind: str, what: str, timeout_s: float
+    ) -> tuple[Any, str]:
+        """Run a short job of ktcluster's own (not a search) and return its info
+        and output; it is deleted once it ended (stopped if it outlives
+        ``timeout_s``), as are earlier ones that Ray brought back (below)."""
+        from ray.job_submission import JobStatus
+
+        job_id = f"{prefix}{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}"
         try:
             self._submit_job(
-                entrypoint=entrypoint, submission_id=job_id, metadata={META_CHECK: "verb"}
+                entrypoint=entrypoint, submission_id=job_id, metadata={META_CHECK: kind}
             )
         except RuntimeError as exc:
             raise self._failed(f"submit {what}", exc) from None
         try:
             self.wait(job_id, timeout_s=timeout_s)
+            info = self._call(f"read {what}", lambda: self._client.get_job_info(job_id))
             logs = self._call(f"read {what}", lambda: self._client.get_job_logs(job_id))
         finally:
             status = self._call(f"read {what}", lambda: self._client.get_job_status(job_id))
             if status in (JobStatus.PENDING, JobStatus.RUNNING):
                 self._call(f"stop {what}", lambda: self._client.stop_job(job_id))
-            else:  # a finished verb is clutter in `ray job list`
+            else:  # a finished helper is clutter in `ray job list`
                 self._call(f"delete {what}", lambda: self._client.delete_job(job_id))
-        return Answer.from_logs(str(logs), what=what)
+                self._sweep_helper_jobs(job_id)
+        return info, str(logs)
+
+    def _sweep_helper_jobs(self, current: str) -> None:
+        """Delete ktcluster's helper jobs that ended a while ago.
+
+        A helper deleted right after it ended can come back: Ray's job monitor
+        notices the supervisor actor's exit on its next ping, finds no status
+        (deleted), and writes one, FAILED ("Job supervisor actor died"). Each
+        helper run sweeps those up; a failure here costs nothing but clutter.
+        """
+        cutoff_ms = (time.time() - HELPER_SWEEP_AFTER_S) * 1000
+        try:
+            for job in self._client.list_jobs():
+                meta = job.metadata or {}
+                # Brought back, it has lost its metadata (and its entrypoint): its id tells.
+                ours = META_CHECK in meta or (
+                    not meta and str(job.submission_id).startswith(HELPER_PREFIXES)
+                )
+                if (
+                    ours
+                    and job.submission_id != current
+                    and job.status.is_terminal()
+                    and (job.end_time or job.start_time or 0) < cutoff_ms
+                ):
+                    self._client.delete_job(job.submission_id)
+        except Exception as exc:  # noqa: BLE001 - clutter only; the answer is in hand
+            log.debug("could not sweep ktcluster's finished helper jobs: %s", exc)
 
     def wait(self, job_id: str, *, timeout_s: float) -> None:
         """Return once the job ended; JobsApiError after ``timeout_s``.

@@ -230,8 +230,8 @@ def verb_entrypoint(request: Request) -> str:
 
 
 def _write_back(args: argparse.Namespace, answer: Answer, head_dir: str, search_id: str) -> None:
-    sys.stdout.write(answer.stdout)
-    sys.stderr.write(answer.stderr)
+    sys.stdout.write(commands_by_id(answer.stdout, head_dir, search_id))
+    sys.stderr.write(commands_by_id(answer.stderr, head_dir, search_id))
     if answer.code != 0:
         return
     if args.verb == "export":
@@ -248,15 +248,36 @@ def _write_back(args: argparse.Namespace, answer: Answer, head_dir: str, search_
             print(f"written here: {target / 'index.html'}")
 
 
+def commands_by_id(text: str, head_dir: str, search_id: str) -> str:
+    """The head's advice, for this machine: ``ktc resume /storage/ID`` becomes
+    ``ktc resume ID`` (the directory exists on the head only)."""
+    pattern = re.compile(rf"(\bktc [a-z]+ ){re.escape(head_dir)}(?![\w./-])")
+    return pattern.sub(lambda m: m.group(1) + search_id, text)
+
+
 def _status(jobs: Any, job: Any, request: Request, args: argparse.Namespace) -> int:
+    from orchestrator.cli.main import EXIT_BAD_INPUT
     from orchestrator.cli.render import make_console, render_status
     from orchestrator.protocol.status_document import StatusDocument
 
     console = make_console()
     while True:
         answer = jobs.run_on_head(verb_entrypoint(request), what=f"ktc status {job.search_id}")
+        if answer.code == EXIT_BAD_INPUT:  # e.g. DIR: not a search directory (yet)
+            job = jobs.search(job.search_id)
+            if not job.state.is_terminal:
+                # Submitted, and its chief has not made its directory yet.
+                if getattr(args, "watch", False):
+                    time.sleep(WATCH_INTERVAL_S)
+                    continue
+                sys.stderr.write(
+                    f"error: search {job.search_id} has not started yet: its chief's job is "
+                    f"{job.state.value} and has not opened its search directory; try again in "
+                    f"a few seconds (`ktc logs {job.search_id} --follow` shows its output)\n"
+                )
+                return 1
         if answer.code != 0:
-            sys.stderr.write(answer.stderr)
+            sys.stderr.write(commands_by_id(answer.stderr, job.search_dir, job.search_id))
             return answer.code
         document = StatusDocument.from_json(json.loads(answer.stdout))
         job = jobs.search(job.search_id)

@@ -315,5 +315,19 @@ def _connect_cluster(ray: Any, cluster: ClusterSpec) -> bool:
         raise FleetError(
             f"cluster ray.address: cannot connect to the Ray cluster at {cluster.ray.address!r} "
             f"({exc}); bring it up with `ktc cluster up`, or fix the address"
+            f"{_auth_hint()}"
         ) from exc
     return False
+
+
+def _auth_hint() -> str:
+    """Why a running cluster may have refused this machine: Ray's token auth is
+    off here (Ray says so only in its C++ log lines, as InvalidAuthToken)."""
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "disabled":
+        return ""
+    return (
+        ". If the cluster runs, it may have refused this machine: RAY_AUTH_MODE=disabled "
+        "here sends no token, and a cluster with token auth (ktcluster's default) refuses "
+        "that. Unset RAY_AUTH_MODE (or set it to token) and give the head's token in "
+        "RAY_AUTH_TOKEN or ~/.ray/auth_token"
+    )

@@ -126,7 +126,8 @@ def resources_by_label() -> dict[str, dict[str, float]]:
 
 def holders_by_label() -> dict[str, dict[str, dict[str, float]]]:
     """Per node label: the CPUs and GPUs that ktcluster slots' placement groups
-    hold there, by search (the group name's ``ktc-<search id[:8]>`` prefix)."""
+    hold there, by search: the group name's ``ktc-<search id[:8]>`` prefix, with
+    the search's readable name when the group carries one (:func:`group_name`)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     try:
         from ray.util import placement_group_table
@@ -138,7 +139,7 @@ def holders_by_label() -> dict[str, dict[str, dict[str, float]]]:
         name = str(group.get("name") or "")
         if group.get("state") != "CREATED" or not name.startswith(GROUP_PREFIX):
             continue
-        search = search_tag(name)
+        search = holder_key(name)
         for bundle in (group.get("bundles") or {}).values():
             label = next((r for r in bundle if r.startswith(NODE_LABEL_PREFIX)), None)
             if label is None:
@@ -150,11 +151,31 @@ def holders_by_label() -> dict[str, dict[str, dict[str, float]]]:
 
 
 GROUP_PREFIX = "ktc-"
+LABEL_MARK = "@"  # in a group name: what follows is the search's readable name
+_LABEL_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def group_name(prefix: str, worker_id: str, launched: int, label: str = "") -> str:
+    """A slot's placement-group name: ``<prefix>-<worker>-slot<n>[@<label>]``.
+
+    ``label`` is the search's readable name (its directory's name, which is the
+    search id of a detached search): another search's pending reason names it,
+    where the ``ktc-<search id[:8]>`` prefix alone means nothing to its user.
+    """
+    name = f"{prefix}-{worker_id}-slot{launched}"
+    label = _LABEL_CHARS.sub("_", label)[:64]
+    return f"{name}{LABEL_MARK}{label}" if label else name
 
 
 def search_tag(name: str) -> str:
     """``ktc-<search id[:8]>``: the search an actor or placement-group name belongs to."""
     return "-".join(name.split("-")[:2])
+
+
+def holder_key(name: str) -> str:
+    """Whose a group is: its search tag, and its readable name when it has one."""
+    tag = search_tag(name)
+    return f"{tag}{LABEL_MARK}{name.rsplit(LABEL_MARK, 1)[1]}" if LABEL_MARK in name else tag
 
 
 def pending_reason(
@@ -175,11 +196,12 @@ def pending_reason(
     total = f"{node.get('CPU', 0):g} CPU, {node.get('GPU', 0):g} GPU"
     held = []
     for search, amounts in sorted((holders or {}).get(slot.node_resource, {}).items()):
-        who = (
-            "this search's other workers"
-            if search == own
-            else f"ktcluster search {search.removeprefix(GROUP_PREFIX)}"
-        )
+        tag, _, label = search.partition(LABEL_MARK)
+        short = tag.removeprefix(GROUP_PREFIX)
+        if tag == own:
+            who = "this search's other workers"
+        else:
+            who = f"ktcluster search {label} ({short})" if label else f"ktcluster search {short}"
         what = f"{amounts['CPU']:g} CPU" + (f", {amounts['GPU']:g} GPU" if amounts["GPU"] else "")
         held.append(f"{what} by {who}")
     in_use = f"held: {'; '.join(held)}" if held else "the rest is in use"

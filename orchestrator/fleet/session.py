@@ -187,6 +187,7 @@ class SearchSession:
             credentials=self.chief.workers,
             dataset_ref=dataset_ref,
             actor_name_prefix=f"{self.actor_prefix}-{self._nonce}",
+            search_label=self.chief.search_dir.name,
             runtime_env=self._runtime_env(),
             # Our embedded Ray's raylet already carries the worker environment.
             env_from_raylet=self._started_ray and self.cluster.is_local,

@@ -33,6 +33,7 @@ from orchestrator.config import ClusterSpec, WorkerSlot
 from orchestrator.errors import ConfigError, FleetError
 from orchestrator.fleet.placement import (
     death_reason,
+    group_name,
     holders_by_label,
     pending_reason,
     process_options,
@@ -105,6 +106,7 @@ class Fleet:
         credentials: WorkerCredentials | None = None,
         dataset_ref: Any = None,
         actor_name_prefix: str = "ktc",
+        search_label: str = "",
         runtime_env: dict[str, Any] | None = None,
         env_from_raylet: bool = False,
         autoscale: bool = False,
@@ -117,6 +119,9 @@ class Fleet:
         self.credentials = credentials
         self.dataset_ref = dataset_ref
         self.actor_name_prefix = actor_name_prefix
+        # The search's readable name, in its placement groups' names: another
+        # search's pending reason names this one by it (placement.group_name).
+        self.search_label = search_label
         self.runtime_env = runtime_env or {}
         # True when every worker process inherits WORKER_PROCESS_ENV from its
         # raylet (our embedded Ray): actors then carry no env vars of their own.
@@ -401,7 +406,10 @@ class Fleet:
             rt.previous_pid = None  # the next process may land on another node
         if rt.group is None:
             rt.group = reserve_slot(
-                slot, name=f"{self.actor_name_prefix}-{slot.worker_id}-slot{rt.launched}"
+                slot,
+                name=group_name(
+                    self.actor_name_prefix, slot.worker_id, rt.launched, self.search_label
+                ),
             )
             rt.group_slot = slot
         setup = ProcessSetup.of(self.make_config(slot, ""))

@@ -151,3 +151,32 @@ def test_lean_head_skips_components_and_gives_the_raylet_its_environment(
         assert Node.__dict__[name] is method, f"{name} was not put back"
     assert Node.__dict__["start_raylet"] is fake_raylet
     assert ray_utils.get_dashboard_dependency_error is dependency_check
+
+
+def test_a_refused_connection_names_token_auth_when_it_is_off_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray says "InvalidAuthToken" only in its C++ log lines; ray.init raises a
+    bare ConnectionError. The error names the likely cause when auth is off here."""
+    remote = parse_cluster(
+        {
+            "kind": "cluster",
+            "name": "remote",
+            "ray": {"address": "10.0.0.1:6379"},
+            "nodes": [{"name": "a", "host": "10.0.0.1", "cpus": 2, "cpu_workers": 1}],
+        }
+    )
+
+    def refuse(**_: Any) -> None:
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
+
+    fake_ray = SimpleNamespace(init=refuse)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with pytest.raises(embedded_ray.FleetError) as off:
+        embedded_ray._connect_cluster(fake_ray, remote)
+    assert "cannot connect to the Ray cluster at '10.0.0.1:6379'" in str(off.value)
+    assert "RAY_AUTH_MODE=disabled here sends no token" in str(off.value)
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    with pytest.raises(embedded_ray.FleetError) as on:
+        embedded_ray._connect_cluster(fake_ray, remote)
+    assert "RAY_AUTH_MODE" not in str(on.value)

@@ -215,3 +215,66 @@ def test_submit_attach_stays_in_the_foreground_on_a_remote_cluster(
     args = build_parser().parse_args(["submit", "s.yaml", "--cluster", str(cluster), "--attach"])
     with pytest.raises(Foreground):
         args.func(args)
+
+
+def test_helper_jobs_are_deleted_and_earlier_ones_ray_brought_back_are_swept() -> None:
+    """A helper job (a verb, the version check) is deleted once it ended. One
+    deleted too early comes back as FAILED (Ray's job monitor rewrites its
+    status); the next helper deletes those that ended a while ago, and nothing
+    else: not a search, not a running helper, not one that just ended."""
+    import time
+    from types import SimpleNamespace
+
+    from ray.job_submission import JobStatus
+
+    now_ms = time.time() * 1000
+    old_ms = now_ms - (jobs.HELPER_SWEEP_AFTER_S + 5) * 1000
+
+    def job(job_id: str, status: JobStatus, end_ms: float | None, **meta: str) -> object:
+        return SimpleNamespace(
+            submission_id=job_id, status=status, end_time=end_ms, start_time=old_ms, metadata=meta
+        )
+
+    helper = {jobs.META_CHECK: "verb"}
+    table = {
+        # Brought back by Ray: no metadata left, its id tells.
+        "ktc-verb-back": job("ktc-verb-back", JobStatus.FAILED, old_ms),
+        "ktc-check-over": job("ktc-check-over", JobStatus.SUCCEEDED, old_ms, **helper),
+        "ktc-verb-just-over": job("ktc-verb-just-over", JobStatus.SUCCEEDED, now_ms, **helper),
+        "ktc-verb-running": job("ktc-verb-running", JobStatus.RUNNING, None, **helper),
+        "digits-20261130-101010": job(
+            "digits-20261130-101010", JobStatus.FAILED, old_ms, **{jobs.META_SEARCH: "digits"}
+        ),
+    }
+
+    class FakeJobs:
+        deleted: list[str] = []
+
+        def submit_job(self, *, submission_id: str, **_: object) -> str:
+            table[submission_id] = job(submission_id, JobStatus.SUCCEEDED, now_ms, **helper)
+            return submission_id
+
+        def get_job_status(self, job_id: str) -> JobStatus:
+            return table[job_id].status  # type: ignore[attr-defined, no-any-return]
+
+        def get_job_info(self, job_id: str) -> object:
+            return table[job_id]
+
+        def get_job_logs(self, job_id: str) -> str:
+            return 'ktcluster-remote-answer {"code": 0, "stdout": "ok", "stderr": "", "files": {}}'
+
+        def list_jobs(self) -> list[object]:
+            return list(table.values())
+
+        def delete_job(self, job_id: str) -> bool:
+            self.deleted.append(job_id)
+            del table[job_id]
+            return True
+
+    fake = FakeJobs()
+    client = jobs.ClusterJobs(fake, "http://127.0.0.1:8265", "2.60.0")
+    answer = client.run_on_head("python -m orchestrator.remote_verbs x", what="ktc status x")
+    assert answer.code == 0 and answer.stdout == "ok"
+    ran = next(d for d in fake.deleted if d.startswith("ktc-verb-2"))
+    assert fake.deleted == [ran, "ktc-verb-back", "ktc-check-over"]
+    assert sorted(table) == ["digits-20261130-101010", "ktc-verb-just-over", "ktc-verb-running"]

@@ -17,6 +17,7 @@ from orchestrator.remote_verbs import (
     Request,
     _extract_one,
     _replace_value,
+    commands_by_id,
     remote_search_id,
     serve,
 )
@@ -99,3 +100,20 @@ def test_the_head_summarises_several_searches_at_once(tmp_path: Path) -> None:
     assert answer.code == 0
     summary = json.loads(answer.stdout)[str(tmp_path / "nosuch")]
     assert "error" in summary and "nosuch" in summary["error"]
+
+
+def test_the_heads_advice_names_the_search_by_id_here() -> None:
+    head_dir = "/mnt/ktc/runs/digits-20261130-101010"
+    text = (
+        f"every result is kept; continue with `ktc resume {head_dir}`\n"
+        f"watch the fleet with `ktc status {head_dir} --watch`\n"
+        f"the ledger: {head_dir}/ledger.db\n"
+        f"`ktc status {head_dir}-r1` is another search\n"
+    )
+    here = commands_by_id(text, head_dir, "digits-20261130-101010")
+    assert here.splitlines() == [
+        "every result is kept; continue with `ktc resume digits-20261130-101010`",
+        "watch the fleet with `ktc status digits-20261130-101010 --watch`",
+        f"the ledger: {head_dir}/ledger.db",  # a path on the head, not a command
+        f"`ktc status {head_dir}-r1` is another search",
+    ]

@@ -67,7 +67,8 @@ def test_second_search_waits_for_what_the_first_holds(
         )
         reason = waiting["workers"][0]["pending_reason"]
         assert "needs 1 CPU" in reason and "2 CPU, 0 GPU in total" in reason, reason
-        assert f"2 CPU by ktcluster search {first_id}" in reason, reason
+        # Named by its directory (a detached search's id), with its id's start.
+        assert f"2 CPU by ktcluster search first ({first_id})" in reason, reason
         assert waiting["counts"]["RUNNING"] == 0
 
         # The first search goes; the second gets its room and completes.
