@@ -310,7 +310,7 @@ class TrialRunner:
                             best is None or (value > best[0] if maximize else value < best[0])
                         ):
                             best = (value, epoch, metrics)
-                        action = self.client.report(trial, epoch, metrics)
+                        action = keeper.report(epoch, metrics)
                         if action is ReportAction.STOP_EARLY:
                             break
                         if action is ReportAction.STOP or keeper.stop_requested.is_set():

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from orchestrator.chief.leases import LeaseTable
     from orchestrator.chief.oracle_gate import OracleGate
     from orchestrator.chief.oracle_host import OracleHost
+    from orchestrator.chief.schedulers import TrialScheduler
     from orchestrator.chief.trial_book import TrialBook
     from orchestrator.clock import Clock
 
@@ -95,6 +96,7 @@ class LongPolls:
     parked: ParkingLot
     clock: Clock
     long_poll_s: float
+    scheduler: TrialScheduler | None
     _oracle_exhausted: bool
     _idle_at_version: int | None
     _idle_with_nothing_running: bool
@@ -362,6 +364,7 @@ class LongPolls:
             values=dict(rec.values),
             trial_state=rec.trial_state,
             lease_timeout_s=self.leases.timeout_s,
+            reports_async=self.scheduler is None,
         )
 
 

@@ -149,6 +149,7 @@ class TrialServicer(ArtifactRpcs, pb_grpc.TrialServiceServicer):
                     attempt=answer.attempt,
                     lease_token=answer.token,
                     lease_timeout_s=answer.lease_timeout_s,
+                    reports_async=answer.reports_async,
                 ),
             )
         kind = (

@@ -30,6 +30,7 @@ class Assignment:
     values: dict[str, Any] | None = None
     trial_state: dict[str, Any] | None = None
     lease_timeout_s: float = 0.0
+    reports_async: bool = False  # no trial scheduler: see Trial.reports_async
     reason: str = ""
 
 

@@ -203,12 +203,12 @@ class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]
         training: the trial then completes as usual, with the best epoch's
         metrics (Keras Tuner's own choice of best step), and the chief marks it
         stopped early. Any other stop ends the attempt STOPPED (requeued)."""
-        leased = self._leases.get(trial_id)
-        if leased is None:
+        keeper = self._keepers.get(trial_id)
+        if keeper is None:
             return False
         metrics = finite_metrics(logs or {})
         try:
-            action = self.client.report(leased, epoch, metrics)
+            action = keeper.report(epoch, metrics)
         except StaleLeaseError as exc:
             log.warning("trial %s: %s", trial_id, exc)
             self._told_to_stop.add(trial_id)

@@ -40,20 +40,22 @@ SEARCH_CANCELLED: SearchState
 SEARCH_INTERRUPTED: SearchState
 
 class Trial(_message.Message):
-    __slots__ = ("trial_id", "trial_state_json", "values_json", "attempt", "lease_token", "lease_timeout_s")
+    __slots__ = ("trial_id", "trial_state_json", "values_json", "attempt", "lease_token", "lease_timeout_s", "reports_async")
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_STATE_JSON_FIELD_NUMBER: _ClassVar[int]
     VALUES_JSON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LEASE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_ASYNC_FIELD_NUMBER: _ClassVar[int]
     trial_id: str
     trial_state_json: str
     values_json: str
     attempt: int
     lease_token: str
     lease_timeout_s: float
-    def __init__(self, trial_id: _Optional[str] = ..., trial_state_json: _Optional[str] = ..., values_json: _Optional[str] = ..., attempt: _Optional[int] = ..., lease_token: _Optional[str] = ..., lease_timeout_s: _Optional[float] = ...) -> None: ...
+    reports_async: bool
+    def __init__(self, trial_id: _Optional[str] = ..., trial_state_json: _Optional[str] = ..., values_json: _Optional[str] = ..., attempt: _Optional[int] = ..., lease_token: _Optional[str] = ..., lease_timeout_s: _Optional[float] = ..., reports_async: _Optional[bool] = ...) -> None: ...
 
 class CreateTrialRequest(_message.Message):
     __slots__ = ("worker_id", "wait_s")
