@@ -1,16 +1,19 @@
 """``python -m orchestrator.report DIR``: write a search's report and TensorBoard
 summaries, in a process of its own.
 
-This is what the refresher of a running search starts (matplotlib and the
-protobuf work stay out of the chief's process), and what the benchmark times.
-Users run ``ktc report DIR``. Exit status: 0 written, 2 bad input (not a
-search directory), 1 any other failure; the reason goes to stderr.
+This is what the benchmark times; users run ``ktc report DIR``. Exit status:
+0 written, 2 bad input (not a search directory), 1 any other failure; the
+reason goes to stderr.
+
+``python -m orchestrator.report --serve DIR``: the warm render process that a
+running search's refresher asks for each render (:mod:`.server`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,19 +26,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--no-tensorboard", action="store_true", help="the HTML report only")
     which.add_argument("--only-tensorboard", action="store_true", help="the summaries only")
+    which.add_argument(
+        "--serve", action="store_true", help="answer `render` lines on stdin (server.py)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from orchestrator.report.build import build_report
-    from orchestrator.report.data import read_report_data
-    from orchestrator.report.tensorboard import write_tensorboard
+    from orchestrator.report import server
 
+    if args.serve:
+        server.serve(args.search_dir, sys.stdin, sys.stdout)
+        # Nothing left to write: skip tearing down matplotlib's modules (the
+        # refresher waits for this exit after the search's final render).
+        sys.stderr.flush()
+        os._exit(0)
     try:
-        data = read_report_data(args.search_dir)
-        if not args.only_tensorboard:
-            build_report(args.search_dir, data=data)
-        if not args.no_tensorboard:
-            write_tensorboard(data)
+        server.render_once(
+            args.search_dir, html=not args.only_tensorboard, tensorboard=not args.no_tensorboard
+        )
     except KtClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InputError) else 1

@@ -3,7 +3,7 @@
 A :class:`ReportRefresher` owns one thread that sleeps on an event; every
 ``min_interval_s`` (30 s by default) it asks ``progress()`` for a cheap
 signature of the search (trials ended, and the state) and, when it changed,
-renders in a child process: ``python -m orchestrator.report DIR``. So:
+asks a render process for a render. So:
 
 - the chief's RPC threads and the session's display thread never draw,
   import matplotlib or hold the GIL for it (the Bayesian GP step went into its
@@ -11,41 +11,173 @@ renders in a child process: ``python -m orchestrator.report DIR``. So:
 - at most one render runs at a time, and at most one starts per interval
   however many trials end in it (debounced); one render at start, so the page
   exists as soon as ``ktc submit`` names it, and a final one at :meth:`close`;
-- a render that fails or hangs (killed after ``timeout_s``) is logged with the
-  tail of its stderr and never stops the search.
+- the render process stays up between renders (``python -m
+  orchestrator.report --serve DIR``, :mod:`orchestrator.report.server`), so
+  its imports are paid once, at the search's start, and not between the last
+  result and the exit; it is replaced after :data:`RENDERS_PER_PROCESS`
+  renders, which bounds what a long search's renders could leak;
+- a render that fails or hangs (the process is killed after ``timeout_s``, and
+  the next render starts a new one) is logged with its error and never stops
+  the search.
 
-The child runs in a session of its own, so a Ctrl-C at the terminal reaches
-the search (which decides what to do) and not a half-drawn picture.
+The render process runs in a session of its own, so a Ctrl-C at the terminal
+reaches the search (which decides what to do) and not a half-drawn picture.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import queue
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
+from orchestrator.report.server import REQUEST
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MIN_INTERVAL_S = 30.0
 DEFAULT_TIMEOUT_S = 300.0
-_STDERR_TAIL_CHARS = 2000
+RENDERS_PER_PROCESS = 50
+_ERROR_TAIL_CHARS = 2000
 
 
 def render_command(search_dir: Path | str) -> list[str]:
-    """The child process that writes the report and the summaries of ``search_dir``."""
-    return [sys.executable, "-m", "orchestrator.report", str(search_dir)]
+    """The render process of ``search_dir``: it answers ``render`` lines (server.py)."""
+    return [sys.executable, "-m", "orchestrator.report", "--serve", str(search_dir)]
+
+
+class RenderFailed(Exception):
+    """A render that did not write the report (its message says why)."""
+
+
+class RenderProcess:
+    """One warm render process: :meth:`render` asks it for a render and waits
+    for the answer, at most ``timeout_s``; a process that died, hung or served
+    its share is replaced by the next call."""
+
+    def __init__(self, command: Sequence[str], *, renders_per_process: int) -> None:
+        self._command = list(command)
+        self._renders_per_process = renders_per_process
+        self._proc: subprocess.Popen[str] | None = None
+        self._answers: queue.Queue[str | None] = queue.Queue()
+        self._stderr: list[str] = []  # the tail of the process's stderr
+        self._stderr_reader: threading.Thread | None = None
+        self._served = 0
+
+    def start(self) -> None:
+        """Start the process now (it imports while the search starts)."""
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._answers = queue.Queue()
+        self._proc = subprocess.Popen(
+            self._command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self._served = 0
+        proc, answers = self._proc, self._answers
+        threading.Thread(
+            target=_read_lines, args=(proc.stdout, answers), name="ktc-report-answers", daemon=True
+        ).start()
+        self._stderr = []
+        self._stderr_reader = threading.Thread(
+            target=_keep_tail, args=(proc.stderr, self._stderr), name="ktc-report-err", daemon=True
+        )
+        self._stderr_reader.start()
+
+    def render(self, timeout_s: float) -> None:
+        """One render; RenderFailed with its reason when it did not write the report."""
+        if self._proc is not None and self._served >= self._renders_per_process:
+            self.stop()
+        self.start()
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        try:
+            proc.stdin.write(REQUEST + "\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # it died: its end of output says why (below)
+        try:
+            line = self._answers.get(timeout=timeout_s)
+        except queue.Empty:
+            self.stop()
+            raise RenderFailed(f"the render took over {timeout_s:g} s and was stopped") from None
+        self._served += 1
+        if line is None:  # the process ended without answering
+            code = self._wait_code()
+            self._proc = None
+            if self._stderr_reader is not None:
+                self._stderr_reader.join(timeout=2.0)  # what it said before it went
+            tail = "".join(self._stderr)[-_ERROR_TAIL_CHARS:].strip()
+            raise RenderFailed(f"exit {code}: {tail or 'no message'}")
+        try:
+            reply = json.loads(line)
+            code, error = int(reply["code"]), str(reply["error"])
+        except (ValueError, KeyError, TypeError):
+            self.stop()
+            raise RenderFailed(f"the render process answered {line[:200]!r}") from None
+        if code != 0:
+            raise RenderFailed(f"exit {code}: {error.strip()[-_ERROR_TAIL_CHARS:] or 'no message'}")
+
+    def stop(self) -> None:
+        """End the process: at the end of its input, or killed if it does not go."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                proc.kill()
+            proc.wait()
+
+    def _wait_code(self) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return None
+        try:
+            return proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def _read_lines(stream: object, answers: queue.Queue[str | None]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        answers.put(line)
+    answers.put(None)
+
+
+def _keep_tail(stream: object, tail: list[str]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        tail.append(line)
+        if len(tail) > 200:
+            del tail[:100]
 
 
 class ReportRefresher:
-    """Re-renders a search's report in a child process as trials end (see the module docstring).
+    """Re-renders a search's report in a render process as trials end (see the module docstring).
 
     ``progress``: a cheap, thread-safe signature of the search (the session
     passes the count of ended trials and the state); a render starts only when
-    it changed since the last one. ``command``: the child's argv (tests pass
-    their own).
+    it changed since the last one. ``command``: the render process's argv
+    (tests pass their own, speaking :mod:`orchestrator.report.server`'s
+    protocol).
     """
 
     def __init__(
@@ -56,12 +188,16 @@ class ReportRefresher:
         min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         command: Sequence[str] | None = None,
+        renders_per_process: int = RENDERS_PER_PROCESS,
     ) -> None:
         self.search_dir = Path(search_dir)
         self._progress = progress
         self._min_interval_s = min_interval_s
         self._timeout_s = timeout_s
-        self._command = list(command) if command is not None else render_command(search_dir)
+        self._process = RenderProcess(
+            command if command is not None else render_command(search_dir),
+            renders_per_process=renders_per_process,
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -101,49 +237,31 @@ class ReportRefresher:
     def _run(self) -> None:
         last: Hashable | None = None
         first = True
-        while True:
-            stopping = False if first else self._stop.wait(self._min_interval_s)
-            try:
-                signature = self._progress()
-            except Exception:
-                log.exception("report refresh: could not read the search's progress")
-                signature = None
-            # The final render always runs: the ledger now has the search's end.
-            if first or stopping or signature != last:
-                self._render()
-                last = signature
-            first = False
-            if stopping:
-                return
+        try:
+            while True:
+                stopping = False if first else self._stop.wait(self._min_interval_s)
+                try:
+                    signature = self._progress()
+                except Exception:
+                    log.exception("report refresh: could not read the search's progress")
+                    signature = None
+                # The final render always runs: the ledger now has the search's end.
+                if first or stopping or signature != last:
+                    self._render()
+                    last = signature
+                first = False
+                if stopping:
+                    return
+        finally:
+            self._process.stop()
 
     def _render(self) -> None:
         failed = True
         try:
-            done = subprocess.run(
-                self._command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                timeout=self._timeout_s,
-                start_new_session=True,
-                check=False,
-            )
-            if done.returncode == 0:
-                failed = False
-            else:
-                tail = done.stderr.decode("utf-8", "replace")[-_STDERR_TAIL_CHARS:].strip()
-                log.warning(
-                    "the report of %s was not refreshed (exit %s): %s",
-                    self.search_dir,
-                    done.returncode,
-                    tail or "no message",
-                )
-        except subprocess.TimeoutExpired:
-            log.warning(
-                "the report of %s was not refreshed: the render took over %g s and was stopped",
-                self.search_dir,
-                self._timeout_s,
-            )
+            self._process.render(self._timeout_s)
+            failed = False
+        except RenderFailed as exc:
+            log.warning("the report of %s was not refreshed (%s)", self.search_dir, exc)
         except OSError as exc:
             log.warning("the report of %s was not refreshed: %s", self.search_dir, exc)
         with self._lock:
