@@ -5,7 +5,7 @@ epoch it judges: the chief says so in the lease (``reports_async``), and the
 worker's LeaseKeeper sends each report from its own thread, in order, while
 training goes on (issue 15: the per-epoch round trip was 4 to 10 % of a digits
 CNN trial). A STOP, a revoked lease or a refused report then acts at the next
-epoch; leaving the keeper sends what is queued before the trial ends. With a
+epoch (a STOP always revokes the lease: the revoked-lease test covers both); leaving the keeper sends what is queued before the trial ends. With a
 scheduler, every report waits for its answer, so that a stop acts at the epoch
 it judged (tests/integration/test_scheduler_grpc.py).
 """
@@ -29,6 +29,16 @@ from tests.helpers import float_space, ledger_rows, make_search, parse_search, w
 StartChief = Callable[..., tuple[Chief, Any]]
 
 
+@pytest.fixture
+def chief(start_chief: StartChief) -> tuple[Chief, Any]:
+    """A chief with no trial scheduler: its leases say reports may go without waiting."""
+    return start_chief(
+        make_search({"type": "random", "max_trials": 4, "seed": 1}),
+        initial_space=float_space(),
+        long_poll_s=0,
+    )
+
+
 def _lease(client: TrialClient) -> Any:
     trial = client.create_trial(wait_s=0).trial
     assert trial is not None
@@ -46,13 +56,9 @@ def _progress(search_dir: Path, trial_id: str) -> list[int]:
 
 
 def test_without_a_scheduler_reports_go_in_order_and_all_land_before_the_end(
-    start_chief: StartChief, search_dir: Path
+    chief: tuple[Chief, Any], search_dir: Path
 ) -> None:
-    _, ep = start_chief(
-        make_search({"type": "random", "max_trials": 2, "seed": 1}),
-        initial_space=float_space(),
-        long_poll_s=0,
-    )
+    _, ep = chief
     with TrialClient(ep.address, ep.token, worker_id="w0") as client:
         trial = _lease(client)
         assert trial.reports_async
@@ -80,21 +86,17 @@ def test_without_a_scheduler_reports_go_in_order_and_all_land_before_the_end(
     )
 
 
-def test_a_stop_and_a_revoked_lease_act_at_the_next_report(
-    start_chief: StartChief, search_dir: Path
+def test_a_revoked_lease_acts_at_the_next_report(
+    chief: tuple[Chief, Any], search_dir: Path
 ) -> None:
-    chief, ep = start_chief(
-        make_search({"type": "random", "max_trials": 4, "seed": 1}),
-        initial_space=float_space(),
-        long_poll_s=0,
-    )
+    host, ep = chief
     with TrialClient(ep.address, ep.token, worker_id="w0") as client:
         trial = _lease(client)
         with LeaseKeeper(client, trial, interval_s=30) as keeper:
             assert keeper.report(0, {"score": 0.1}) is ReportAction.CONTINUE
             wait_until(lambda: _progress(search_dir, trial.trial_id) == [0], 10, what="epoch 0")
             # scale --now: the chief takes the trial back; its lease is revoked.
-            chief.broker.preempt_worker("w0", "scaled down")
+            host.broker.preempt_worker("w0", "scaled down")
             keeper.report(1, {"score": 0.2})  # sent in the background: refused there
             wait_until(keeper.lost.is_set, 10, what="the keeper to learn the lease is gone")
             assert keeper.stop_requested.is_set()
@@ -104,13 +106,9 @@ def test_a_stop_and_a_revoked_lease_act_at_the_next_report(
 
 
 def test_a_refused_report_is_raised_at_the_next_one(
-    start_chief: StartChief, search_dir: Path
+    chief: tuple[Chief, Any], search_dir: Path
 ) -> None:
-    _, ep = start_chief(
-        make_search({"type": "random", "max_trials": 2, "seed": 1}),
-        initial_space=float_space(),
-        long_poll_s=0,
-    )
+    _, ep = chief
     with TrialClient(ep.address, ep.token, worker_id="w0") as client:
         trial = _lease(client)
         with LeaseKeeper(client, trial, interval_s=30) as keeper:
