@@ -413,7 +413,7 @@ def test_a_killed_chief_is_resumed_as_a_new_job_with_no_trial_lost_or_rerun(
 def test_every_verb_works_from_another_machine_by_search_id(
     ray_head: RayHead, tmp_path: Path
 ) -> None:
-    """status, results, report, export and cancel of a digits CNN search, from a
+    """status, results, report, export, evaluate and cancel of a digits CNN search, from a
     folder with no search directory: each runs on the head as a short job
     (orchestrator/remote_verbs.py), with the remembered cluster file and Ray's
     token only."""
@@ -456,6 +456,11 @@ def test_every_verb_works_from_another_machine_by_search_id(
     assert zipfile.is_zipfile(here / "best.keras")
     with zipfile.ZipFile(here / "best.keras") as archive:
         assert "model.weights.h5" in archive.namelist(), archive.namelist()
+    # The best model on the held-out test split, scored by a worker of the cluster
+    # that the verb's job on the head starts; its results stay with the search.
+    evaluated = _ok(ktc("evaluate", search_id, timeout=240))
+    assert "test accuracy" in evaluated, evaluated
+    assert (ray_head.root / "storage" / search_id / "evaluation.json").is_file()
     # Bad ids and unknown searches are refused before anything runs.
     unknown = ktc("status", "nosuch-20000101-000000")
     assert unknown.returncode == 2 and "`ktc list`" in unknown.stderr, unknown.stderr
