@@ -28,12 +28,13 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from orchestrator.config import WorkerSlot
 from orchestrator.protocol.failures import CRASH_TRACEBACK_MARK, strip_ansi
@@ -85,6 +86,10 @@ class WorkerProcess:
         self._runner: TrialRunner | None = None
         if setup.log_dir:
             log_to_file(Path(setup.log_dir) / f"worker-{setup.worker_id}.log", setup.worker_id)
+        else:
+            # Ray's own log file of this process (its stderr): what `ktc logs ID
+            # --worker W` reads, trial by trial, not only the warnings.
+            log_info_to(sys.stderr, setup.worker_id)
 
     def info(self) -> dict[str, Any]:
         """Where this worker runs and what it sees (placement checks, status)."""
@@ -277,7 +282,13 @@ def log_to_file(path: Path, worker_id: str) -> None:
     for stream_fd in (1, 2):
         os.dup2(fd, stream_fd)
     os.close(fd)
-    handler = logging.StreamHandler(open(path, "a", buffering=1, encoding="utf-8"))  # noqa: SIM115
+    log_info_to(open(path, "a", buffering=1, encoding="utf-8"), worker_id)  # noqa: SIM115
+
+
+def log_info_to(stream: TextIO, worker_id: str) -> None:
+    """This process's Python logging, INFO and up, to ``stream``, each line
+    naming the worker."""
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         logging.Formatter(f"%(asctime)s %(levelname)s [{worker_id}] %(name)s: %(message)s")
     )

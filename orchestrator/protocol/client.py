@@ -208,6 +208,7 @@ class TrialClient:
         )
         if response.kind == pb.CreateTrialResponse.TRIAL:
             t = response.trial
+            log.info("trial %s attempt %d: started, %s", t.trial_id, t.attempt, t.values_json)
             return TrialAssignment(
                 AssignmentKind.TRIAL,
                 trial=LeasedTrial(
@@ -290,6 +291,14 @@ class TrialClient:
         """
         try:
             self.end_trial(trial, status, **kwargs)
+            why = kwargs.get("error_message") or ""
+            log.info(
+                "trial %s attempt %d: ended %s%s",
+                trial.trial_id,
+                trial.attempt,
+                status,
+                f": {why}" if why else "",
+            )
             return True
         except StaleLeaseError as exc:
             log.warning("trial %s: result refused: %s", trial.trial_id, exc)

@@ -262,6 +262,8 @@ def test_submit_detached_list_logs_and_completion(ray_head: RayHead, tmp_path: P
     # A worker's own log, from Ray's log files on its node, through the same dashboard.
     worker = _ktc(ray_head, "logs", search_id, "--worker", "head-w0", cwd=elsewhere, config=config)
     assert worker.returncode == 0 and ":actor_name:WorkerProcess" in worker.stdout, worker
+    # Its Python logging, trial by trial, not only its warnings.
+    assert re.search(r"INFO \[head-w0\] \S+: trial \S+ attempt 1: ended COMPLETED", worker.stdout)
     assert "# worker head-w0, process 1 (pid " in worker.stderr
     nosuch = _ktc(ray_head, "logs", search_id, "--worker", "w9", cwd=elsewhere, config=config)
     assert nosuch.returncode == 1
