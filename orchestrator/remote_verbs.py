@@ -333,8 +333,27 @@ def _extract_one(data: bytes, out: Path) -> None:
 def _extract_tree(data: bytes, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        # The "data" filter refuses absolute paths, links out and device files.
-        tar.extractall(target, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            # The "data" filter refuses absolute paths, links out and device files.
+            tar.extractall(target, filter="data")
+        else:  # Python before 3.10.12 / 3.11.4: the same refusals, by hand
+            tar.extractall(target, members=_plain_members(tar))
+
+
+def _plain_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Its files and folders, each under the target; KtClusterError for anything else
+    (what the ``data`` filter refuses: absolute paths, ``..``, links, devices)."""
+    members = []
+    for member in tar.getmembers():
+        path = Path(member.name)
+        if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
+            raise KtClusterError(
+                f"the head's answer holds {member.name!r}, which is not a plain file or folder "
+                "inside the report; nothing of it is written here"
+            )
+        member.mode &= 0o755 if member.isdir() else 0o644
+        members.append(member)
+    return members
 
 
 # ---------------------------------------------------------------- the head

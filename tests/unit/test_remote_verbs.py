@@ -5,6 +5,7 @@ trip through a real head's Jobs API is in ``tests/e2e/test_ray_jobs.py``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from orchestrator.remote_verbs import (
     Answer,
     Request,
     _extract_one,
+    _extract_tree,
     _replace_value,
     commands_by_id,
     remote_search_id,
@@ -117,3 +119,49 @@ def test_the_heads_advice_names_the_search_by_id_here() -> None:
         f"the ledger: {head_dir}/ledger.db",  # a path on the head, not a command
         f"`ktc status {head_dir}-r1` is another search",
     ]
+
+
+def _tar(*members: tuple[str, bytes | None, bytes]) -> bytes:
+    """A tar.gz of (name, file content or None for a symlink, link target)."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content, target in members:
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type, info.linkname = tarfile.SYMTYPE, target.decode()
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("with_data_filter", [True, False])
+def test_a_folder_from_the_head_is_written_only_inside_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_data_filter: bool
+) -> None:
+    """The head's answer is untrusted input: the report folder it sends is written
+    under its target only, on a Python with tarfile's data filter or without."""
+    import tarfile
+
+    if not with_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = _tar(("report/index.html", b"<html>", b""), ("report/a.png", b"png", b""))
+    _extract_tree(good, tmp_path / "here")
+    assert (tmp_path / "here" / "report" / "index.html").read_bytes() == b"<html>"
+    for bad in (
+        _tar(("../escaped.txt", b"x", b"")),
+        _tar(("report/link", None, b"/etc/passwd")),
+    ):
+        with pytest.raises((KtClusterError, tarfile.TarError)):
+            _extract_tree(bad, tmp_path / "there")
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "there" / "report" / "link").exists()
+    # An absolute name: refused, or (the data filter) made relative to the target.
+    outside = tmp_path / "absolute.txt"
+    with contextlib.suppress(KtClusterError):
+        _extract_tree(_tar((str(outside), b"x", b"")), tmp_path / "there")
+    assert not outside.exists()
