@@ -119,10 +119,18 @@ def search_spec(
             "failure": {"lease_timeout_s": 600.0},
         }
     else:
-        search = digits_search(name=f"sched-cnn-{method}")
+        search = digits_search(name=f"sched-{workload}-{method}")
         search["training"] = {
             k: v for k, v in search["training"].items() if k != "early_stopping"
         } | {"epochs": sizes.epochs}
+        if workload == "cnn-wide":
+            # The hypermodel's own learning-rate range (1e-4 to 1e-2, log), the
+            # Keras Tuner tutorials' one, instead of the config's [0.002, 0.005].
+            hypermodel = dict(search["hypermodel"])
+            hypermodel["overrides"] = {
+                k: v for k, v in hypermodel["overrides"].items() if k != "learning_rate"
+            }
+            search["hypermodel"] = hypermodel
     if method == "hyperband":
         budget = sizes.trials * sizes.epochs
         per_iteration = hyperband_epochs(sizes.epochs, sizes.hyperband_factor)
@@ -311,12 +319,17 @@ def figures(
 
 
 def run_seed(
-    workload: str, seed: int, sizes: Sizes, work_dir: Path, epoch_s: float
+    workload: str,
+    seed: int,
+    sizes: Sizes,
+    work_dir: Path,
+    epoch_s: float,
+    methods: Sequence[str] = METHODS,
 ) -> list[SearchRun]:
-    """Every method on one workload and seed (random first: it sets the target)."""
+    """Each method on one workload and seed (random first: it sets the target)."""
     curves: dict[str, tuple[Curve, float, float]] = {}
     runs: list[SearchRun] = []
-    for method in METHODS:
+    for method in methods:
         load = os.getloadavg()[0]
         started = time.monotonic()
         try:
@@ -429,7 +442,13 @@ def _fmt_ratio(ratios: Sequence[float]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the workloads and print (and optionally write) the section."""
     parser = argparse.ArgumentParser(prog="python -m bench.schedulers_bench", description=__doc__)
-    parser.add_argument("--workload", nargs="+", choices=["sleep", "cnn"], default=["sleep", "cnn"])
+    parser.add_argument(
+        "--workload", nargs="+", choices=["sleep", "cnn", "cnn-wide"], default=["sleep", "cnn"]
+    )
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS),
+        help="the searches to run (random always runs: it sets the target)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--cnn-seeds", type=int, nargs="+", default=None,
                         help="seeds for the cnn workload (default: --seeds)")  # fmt: skip
@@ -446,13 +465,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sleep": Sizes(trials=args.sleep_trials, epochs=SLEEP.epochs, workers=SLEEP.workers),
         "cnn": Sizes(trials=args.cnn_trials, epochs=args.cnn_epochs, workers=CNN.workers),
     }
+    sizes["cnn-wide"] = sizes["cnn"]
+    methods = ["random", *(m for m in METHODS if m in args.methods and m != "random")]
     runs: list[SearchRun] = []
     for workload in args.workload:
-        seeds = args.cnn_seeds if workload == "cnn" and args.cnn_seeds else args.seeds
+        seeds = args.cnn_seeds if workload != "sleep" and args.cnn_seeds else args.seeds
         for seed in seeds:
             print(f"[sched {time.strftime('%H:%M:%S')}] {workload} seed {seed} "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
-            for run in run_seed(workload, seed, sizes[workload], work_dir, args.sleep_epoch_s):
+            for run in run_seed(
+                workload, seed, sizes[workload], work_dir, args.sleep_epoch_s, methods
+            ):
                 runs.append(run)
                 print(f"  {run.method}: epochs to target {run.epochs_to_target}, final best "
                       f"{run.final_best:.4f}, {run.epochs_total} epochs {run.error}", flush=True)  # fmt: skip

@@ -475,10 +475,11 @@ def test_every_verb_works_from_another_machine_by_search_id(
 def test_scale_by_id_and_a_second_search_waits_for_what_the_first_holds(
     ray_head: RayHead, tmp_path: Path
 ) -> None:
-    """From the user's machine, by search id: scale a running search up until it
-    holds the whole head, submit a second search beside it (its worker pending,
-    the reason naming the first search by its id), cancel the second, scale the
-    first back down and cancel it. No trial of either is lost or run twice."""
+    """From the user's machine, by search id: scale a running search up to the
+    whole head and back down to half of it; submit a second search of two
+    workers beside it: one gets the CPU left, the other shows as pending, the
+    reason naming the first search by its id. Cancel both. No trial of either
+    is lost or run twice."""
     cluster = _cluster_file(ray_head, tmp_path)  # the head: 2 CPUs, 1 worker of 1 CPU
     config = tmp_path / "config"
     _ok(_ktc(ray_head, "use", cluster, cwd=tmp_path, config=config))
@@ -524,20 +525,34 @@ def test_scale_by_id_and_a_second_search_waits_for_what_the_first_holds(
         "both workers of the first search busy",
     )
 
+    # Scaled back down by id: one worker drains and its CPU goes back to the cluster.
+    _ok(ktc("scale", first, "--workers", "1"))
+    wait_status(
+        first,
+        lambda d: sum(1 for w in workers(d) if w["state"] != "stopped") == 1,
+        "the first search back at one worker",
+    )
+
     second_project = tmp_path / "second"
     second_project.mkdir()
-    short = sleep_search("narrow", max_trials=2, epochs=1, epoch_s=0.05)
+    short = sleep_search("narrow", max_trials=200, epochs=2, epoch_s=0.25)
     (second_project / "search.yaml").write_text(yaml.safe_dump(short, sort_keys=False))
-    second = _search_id(_ok(_submit(ray_head, "search.yaml", cwd=second_project, config=config)))
-    waiting = wait_status(
-        second,
-        lambda d: any(w["state"] == "pending" and w["pending_reason"] for w in workers(d)),
-        "the second search's worker pending",
+    submitted = _submit(
+        ray_head, "search.yaml", "--workers", "2", cwd=second_project, config=config
     )
-    reason = str(workers(waiting)[0]["pending_reason"])
+    second = _search_id(_ok(submitted))
+
+    def one_placed_one_pending(d: dict[str, object]) -> bool:
+        states = sorted(str(w["state"]) for w in workers(d))
+        placed = [s for s in states if s in ("running", "idle")]
+        return len(states) == 2 and states.count("pending") == 1 and len(placed) == 1
+
+    waiting = wait_status(second, one_placed_one_pending, "one worker placed, one pending")
+    pending = next(w for w in workers(waiting) if w["state"] == "pending")
+    reason = str(pending["pending_reason"])
     assert "the worker needs 1 CPU" in reason and "2 CPU, 0 GPU in total" in reason, reason
-    assert f"2 CPU by ktcluster search {first} (" in reason, reason
-    assert waiting["counts"]["RUNNING"] == 0  # type: ignore[index]
+    assert f"1 CPU by ktcluster search {first} (" in reason, reason
+    assert "1 CPU by this search's other workers" in reason, reason
     # The table shows it too, from this machine.
     assert "waiting for resources" in _ok(ktc("status", second))
 
@@ -550,13 +565,6 @@ def test_scale_by_id_and_a_second_search_waits_for_what_the_first_holds(
     client.wait(second, timeout_s=60)  # a cancelled chief exits 0: its job finished
     assert client.search(second).state is jobs.JobState.FINISHED
 
-    # Scaled back down: one worker drains, the other keeps the search going.
-    _ok(ktc("scale", first, "--workers", "1"))
-    wait_status(
-        first,
-        lambda d: sum(1 for w in workers(d) if w["state"] != "stopped") == 1,
-        "the first search back at one worker",
-    )
     _ok(ktc("cancel", first))
     client.wait(first, timeout_s=60)
     assert status(first)["state"] == "cancelled"
