@@ -437,7 +437,6 @@ def test_every_verb_works_from_another_machine_by_search_id(
     status = json.loads(_ok(ktc("status", search_id, "--json")))
     assert status["state"] == "completed" and status["counts"]["COMPLETED"] == 2, status
     assert status["job"]["id"] == search_id and status["job"]["state"] == "finished"
-    assert "chief's job: " + search_id in _ok(ktc("status", search_id))
     rows = json.loads(_ok(ktc("results", search_id, "--json")))
     assert sorted(r["status"] for r in rows) == ["COMPLETED"] * 2
     # ktc list reads every search's progress and best score on the head, in one job.
@@ -553,8 +552,6 @@ def test_scale_by_id_and_a_second_search_waits_for_what_the_first_holds(
     assert "the worker needs 1 CPU" in reason and "2 CPU, 0 GPU in total" in reason, reason
     assert f"1 CPU by ktcluster search {first} (" in reason, reason
     assert "1 CPU by this search's other workers" in reason, reason
-    # The table shows it too, from this machine.
-    assert "waiting for resources" in _ok(ktc("status", second))
 
     from orchestrator import jobs
     from orchestrator.config.loader import load_cluster
