@@ -80,7 +80,7 @@ HEAD_CHECK_TIMEOUT_S = 120.0
 MAX_SAME_SECOND = 9
 AGENT_WAIT_S = 30.0
 HELPER_PREFIXES = ("ktc-check-", "ktc-verb-")  # the ids of ktcluster's own short jobs
-HELPER_SWEEP_AFTER_S = 10.0  # a helper job this long over is deleted by the next one
+HELPER_SWEEP_AFTER_S = 60.0  # a helper job this long over is deleted by the next one
 # No `import ray` (a second of the check's one): the probe has Ray's version.
 _HEAD_CHECK = (
     "import json, platform, shutil; import orchestrator; "
