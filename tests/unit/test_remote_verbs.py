@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,57 @@ def test_a_folder_from_the_head_is_written_only_inside_its_target(
     with contextlib.suppress(KtClusterError):
         _extract_tree(_tar((str(outside), b"x", b"")), tmp_path / "there")
     assert not outside.exists()
+
+
+def test_status_of_a_search_whose_chief_has_not_started_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ktc status ID` right after a detached submit: the head has no directory
+    yet (the verb there exits 2); while the chief's job runs, that is "not
+    started yet" (exit 1), and --watch waits for it instead."""
+    from types import SimpleNamespace
+
+    from orchestrator import remote_verbs
+    from orchestrator.jobs import JobState
+
+    monkeypatch.setattr(remote_verbs, "WATCH_INTERVAL_S", 0.0)
+    missing = Answer(2, "", "error: /srv/ktc/s-1: not a search directory (no ledger.db)\n", {})
+    job = SimpleNamespace(
+        search_id="s-1",
+        search_dir="/srv/ktc/s-1",
+        state=JobState.STARTING,
+        job_id="s-1",
+        message="",
+    )
+
+    class Jobs:
+        def __init__(self, answers: list[Answer]) -> None:
+            self.answers = answers
+
+        def run_on_head(self, entrypoint: str, *, what: str) -> Answer:
+            return self.answers.pop(0)
+
+        def search(self, search_id: str) -> object:
+            return job
+
+    request = Request(["status", "/srv/ktc/s-1", "--json"])
+    args = argparse.Namespace(json=True, watch=False)
+    assert remote_verbs._status(Jobs([missing]), job, request, args) == 1
+    err = capsys.readouterr().err
+    assert "search s-1 has not started yet: its chief's job is starting" in err
+    assert "`ktc logs s-1 --follow`" in err
+    # --watch: it asks again until the directory is there.
+    doc = {"state": "completed"}
+    monkeypatch.setattr(
+        "orchestrator.protocol.status_document.StatusDocument.from_json",
+        classmethod(lambda cls, data: SimpleNamespace(state=SimpleNamespace(is_terminal=True),
+                                                      to_json=lambda: data)),
+    )  # fmt: skip
+    found = Answer(0, json.dumps(doc), "", {})
+    watch = argparse.Namespace(json=True, watch=True)
+    assert remote_verbs._status(Jobs([missing, missing, found]), job, request, watch) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "completed"
+    # Once the job ended without a directory, the head's own error stands (exit 2).
+    job.state = JobState.FAILED
+    assert remote_verbs._status(Jobs([missing]), job, request, args) == 2
+    assert "not a search directory" in capsys.readouterr().err
