@@ -23,12 +23,15 @@ from orchestrator.search_dir import private_files
 log = logging.getLogger(__name__)
 
 
-def build_report(search_dir: Path | str, *, data: ReportData | None = None) -> Path:
+def build_report(
+    search_dir: Path | str, *, data: ReportData | None = None, processes: int = 1
+) -> Path:
     """Write ``search_dir/report/`` from the ledger; returns the path of its index.html.
 
     Raises :class:`~orchestrator.errors.SearchDirError` for a directory without
     a ledger and :class:`~orchestrator.errors.LedgerError` for one that cannot
-    be read (:func:`~orchestrator.report.data.read_report_data`).
+    be read (:func:`~orchestrator.report.data.read_report_data`). ``processes``:
+    see :func:`~orchestrator.report.plots.render_pictures`.
     """
     if data is None:
         data = read_report_data(search_dir)
@@ -38,7 +41,7 @@ def build_report(search_dir: Path | str, *, data: ReportData | None = None) -> P
     with private_files():
         staging = Path(tempfile.mkdtemp(prefix=f".{REPORT_DIR}.new-", dir=data.search_dir))
         try:
-            pictures = render_pictures(data, staging)
+            pictures = render_pictures(data, staging, processes=processes)
             page = render_index(data, pictures, generated_at=time.time())
             (staging / INDEX_FILE).write_text(page, encoding="utf-8")
             _swap_in(staging, target)

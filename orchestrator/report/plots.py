@@ -10,8 +10,12 @@ file per trial; 1,000 trials of 20 epochs render in a few seconds
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+import os
+import pickle
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,22 +58,70 @@ class Picture:
     caption: str
 
 
-def render_pictures(data: ReportData, out_dir: Path) -> list[Picture]:
-    """Draw every picture of ``data`` into ``out_dir``; returns them in page order."""
+def render_pictures(data: ReportData, out_dir: Path, *, processes: int = 1) -> list[Picture]:
+    """Draw every picture of ``data`` into ``out_dir``; returns them in page order.
+
+    ``processes=2`` draws every other picture in a forked copy of this process
+    (the warm render process of a running search does: its final render is on
+    the path between the search's last result and the exit). A process with
+    other threads draws them all itself: fork copies none of them, and a lock
+    one of them held would stay held in the copy.
+    """
+    drawings = _drawings(data, out_dir)
+    alone = threading.active_count() == 1
+    if processes < 2 or len(drawings) < 2 or not hasattr(os, "fork") or not alone:
+        return [draw() for draw in drawings]
+    return _draw_in_two(drawings)
+
+
+def _drawings(data: ReportData, out_dir: Path) -> list[Callable[[], Picture]]:
+    """One call per picture, in page order (nothing drawn yet)."""
     labels = {t.trial_id: trial_label(t) for t in data.trials}
     rank = {t.trial_id: i for i, t in enumerate(data.ranked())}
-    pictures: list[Picture] = []
-    for family in learning_curves(data):
-        pictures.append(_learning_curves(family, labels, rank, out_dir))
+    drawings: list[Callable[[], Picture]] = [
+        functools.partial(_learning_curves, family, labels, rank, out_dir)
+        for family in learning_curves(data)
+    ]
     best = best_so_far(data)
     if best.scores:
-        pictures.append(_best_so_far(best, data.objective, out_dir))
+        drawings.append(functools.partial(_best_so_far, best, data.objective, out_dir))
     scatters = [s for s in score_by_hyperparameter(data) if s.scores]
     if scatters:
-        pictures.append(_score_by_hyperparameter(scatters, data, out_dir))
+        drawings.append(functools.partial(_score_by_hyperparameter, scatters, data, out_dir))
     parallel = parallel_coordinates(data)
     if parallel.lines:
-        pictures.append(_parallel(parallel, data, out_dir))
+        drawings.append(functools.partial(_parallel, parallel, data, out_dir))
+    return drawings
+
+
+def _draw_in_two(drawings: list[Callable[[], Picture]]) -> list[Picture]:
+    """The odd-numbered drawings in a forked child, the others here; page order kept.
+    A child that fails raises here (RuntimeError with its error)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: draw, send the pictures (or the error) back, leave at once
+        os.close(read_end)
+        code = 0
+        try:
+            reply: object = [draw() for draw in drawings[1::2]]
+        except BaseException as exc:  # noqa: BLE001 - the parent raises it
+            reply, code = f"{type(exc).__name__}: {exc}", 1
+        with os.fdopen(write_end, "wb") as out:
+            pickle.dump(reply, out)
+        os._exit(code)
+    os.close(write_end)
+    try:
+        here = [draw() for draw in drawings[0::2]]
+    finally:
+        with os.fdopen(read_end, "rb") as back:
+            data = back.read()
+        os.waitpid(pid, 0)
+    there = pickle.loads(data) if data else "the drawing process sent nothing back"
+    if not isinstance(there, list):
+        raise RuntimeError(f"drawing the report's pictures failed: {there}")
+    pictures: list[Picture] = []
+    for i in range(len(drawings)):
+        pictures.append(here[i // 2] if i % 2 == 0 else there[i // 2])
     return pictures
 
 

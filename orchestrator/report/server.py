@@ -29,23 +29,27 @@ REQUEST = "render"
 _TRACEBACK_CHARS = 2000
 
 
-def render_once(search_dir: Path | str, *, html: bool = True, tensorboard: bool = True) -> None:
-    """Write the report and/or the TensorBoard summaries of ``search_dir`` (raises)."""
+def render_once(
+    search_dir: Path | str, *, html: bool = True, tensorboard: bool = True, processes: int = 1
+) -> None:
+    """Write the report and/or the TensorBoard summaries of ``search_dir`` (raises;
+    ``processes=2``: the pictures drawn two at a time, plots.render_pictures)."""
     from orchestrator.report.build import build_report
     from orchestrator.report.data import read_report_data
     from orchestrator.report.tensorboard import write_tensorboard
 
     data = read_report_data(search_dir)
     if html:
-        build_report(search_dir, data=data)
+        build_report(search_dir, data=data, processes=processes)
     if tensorboard:
         write_tensorboard(data)
 
 
 def answer_for(search_dir: Path | str) -> dict[str, object]:
-    """One render, as the answer line's fields (never raises)."""
+    """One render, as the answer line's fields (never raises). This process has
+    one thread, so its pictures may be drawn in a forked copy too."""
     try:
-        render_once(search_dir)
+        render_once(search_dir, processes=2)
     except KtClusterError as exc:
         return {"code": 2 if isinstance(exc, InputError) else 1, "error": f"error: {exc}"}
     except Exception as exc:  # noqa: BLE001 - the server outlives a bad render

@@ -8,9 +8,13 @@ ledger's events independently of the report's reader.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +292,72 @@ def test_rows_that_do_not_decode_are_named_and_the_rest_is_shown(
     assert len(data.damaged) == 1 and "does not decode" in data.damaged[0]
     assert len(data.trials) == TRIALS + RUNNING
     assert "Damaged ledger rows" in build_report(copy, data=data).read_text()
+
+
+_DRAW_IN_TWO = """
+import os, sys
+from pathlib import Path
+from orchestrator.report import plots
+from orchestrator.report.data import read_report_data
+
+data = read_report_data(sys.argv[1])
+one, two = Path(sys.argv[2]) / "one", Path(sys.argv[2]) / "two"
+one.mkdir(); two.mkdir()
+alone = plots.render_pictures(data, one)
+forked = plots.render_pictures(data, two, processes=2)
+assert forked == alone and len(alone) >= 4, (forked, alone)
+for picture in alone:
+    assert (two / picture.file_name).read_bytes() == (one / picture.file_name).read_bytes()
+here, draw_curves = os.getpid(), plots._learning_curves
+
+def broken_there(*args, **kwargs):
+    if os.getpid() != here:
+        raise ValueError("no room for the legend")
+    return draw_curves(*args, **kwargs)
+
+# The second drawing (a learning-curves figure) is the forked copy's.
+plots._learning_curves = broken_there
+try:
+    plots.render_pictures(data, two, processes=2)
+except RuntimeError as exc:
+    print("raised:", exc)
+"""
+
+
+def test_pictures_drawn_two_at_a_time_are_the_same_files_in_the_same_order(
+    search_dir: Path, tmp_path: Path
+) -> None:
+    """The warm render process draws every other picture in a forked copy of
+    itself (plots.render_pictures, processes=2): the same PNGs, the page in the
+    same order, and a drawing that fails there fails the render here. In a
+    process of its own: one with other threads (this one) never forks."""
+    done = subprocess.run(
+        [sys.executable, "-c", _DRAW_IN_TWO, str(search_dir), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "raised: drawing the report's pictures failed: ValueError: no room for the legend" in (
+        done.stdout
+    ), done.stdout
+
+
+def test_a_process_with_other_threads_draws_every_picture_itself(
+    search_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.report import plots
+
+    def no_fork() -> int:
+        raise AssertionError("forked with other threads running")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    blocker = threading.Event()
+    other = threading.Thread(target=blocker.wait, daemon=True)
+    other.start()
+    try:
+        pictures = plots.render_pictures(read_report_data(search_dir), tmp_path, processes=2)
+    finally:
+        blocker.set()
+    assert all((tmp_path / p.file_name).is_file() for p in pictures) and len(pictures) >= 4
