@@ -33,6 +33,8 @@ def make_search(
     failure: Mapping[str, Any] | None = None,
     objective: str | Mapping[str, Any] = "score",
     name: str = "test",
+    epochs: int | None = None,
+    scheduler: Mapping[str, Any] | None = None,
 ) -> SearchSpec:
     """A SearchSpec for tests (objective ``score``, maximised, unless told)."""
     if isinstance(objective, str):
@@ -45,6 +47,10 @@ def make_search(
     }
     if failure is not None:
         data["failure"] = dict(failure)
+    if epochs is not None:
+        data["training"] = {"epochs": epochs}
+    if scheduler is not None:
+        data["scheduler"] = dict(scheduler)
     return parse_search(data)
 
 

@@ -114,8 +114,10 @@ class RenderProcess:
             self.stop()
             raise RenderFailed(f"the render took over {timeout_s:g} s and was stopped") from None
         self._served += 1
-        if line is None:  # the process ended without answering
-            code = self._wait_code()
+        if line is None:  # the process ended without answering (its output closed)
+            code: int | None = None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = proc.wait(timeout=5.0)
             self._proc = None
             if self._stderr_reader is not None:
                 self._stderr_reader.join(timeout=2.0)  # what it said before it went
@@ -146,15 +148,6 @@ class RenderProcess:
             except OSError:
                 proc.kill()
             proc.wait()
-
-    def _wait_code(self) -> int | None:
-        proc = self._proc
-        if proc is None:
-            return None
-        try:
-            return proc.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            return None
 
 
 def _read_lines(stream: object, answers: queue.Queue[str | None]) -> None:

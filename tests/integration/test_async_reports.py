@@ -24,7 +24,7 @@ import pytest
 from orchestrator.chief.chief import Chief
 from orchestrator.errors import InvalidRequestError, StaleLeaseError
 from orchestrator.protocol.client import LeaseKeeper, ReportAction, TrialClient
-from tests.helpers import float_space, ledger_rows, make_search, parse_search, wait_until
+from tests.helpers import float_space, ledger_rows, make_search, wait_until
 
 StartChief = Callable[..., tuple[Chief, Any]]
 
@@ -124,15 +124,10 @@ def test_a_refused_report_is_raised_at_the_next_one(
 def test_with_a_scheduler_each_report_waits_for_its_answer(
     start_chief: StartChief, search_dir: Path
 ) -> None:
-    search = parse_search(
-        {
-            "name": "sched",
-            "hypermodel": "mlp",
-            "objective": {"name": "score", "direction": "max"},
-            "oracle": {"type": "random", "max_trials": 2, "seed": 1},
-            "training": {"epochs": 9},
-            "scheduler": {"type": "asha", "grace_epochs": 1, "reduction_factor": 3},
-        }
+    search = make_search(
+        {"type": "random", "max_trials": 2, "seed": 1},
+        epochs=9,
+        scheduler={"type": "asha", "grace_epochs": 1, "reduction_factor": 3},
     )
     _, ep = start_chief(search, initial_space=float_space(), long_poll_s=0)
     with TrialClient(ep.address, ep.token, worker_id="w0") as client:

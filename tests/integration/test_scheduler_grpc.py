@@ -20,7 +20,7 @@ from orchestrator.protocol.client import (
     TrialClient,
 )
 from orchestrator.protocol.trials import SearchState, TrialStatus
-from tests.helpers import float_space, parse_search
+from tests.helpers import float_space, make_search
 
 StartChief = Callable[..., tuple[Chief, Any]]
 
@@ -37,16 +37,8 @@ EXPECTED_STOP_EPOCH = {0: None, 1: 0, 2: None, 3: 2, 4: 0}
 
 
 def _search(scheduler: dict[str, Any]) -> Any:
-    return parse_search(
-        {
-            "name": "sched",
-            "hypermodel": "mlp",
-            "objective": {"name": "score", "direction": "max"},
-            "oracle": {"type": "random", "max_trials": len(BASES), "seed": 1},
-            "training": {"epochs": EPOCHS},
-            "scheduler": scheduler,
-        }
-    )
+    oracle = {"type": "random", "max_trials": len(BASES), "seed": 1}
+    return make_search(oracle, name="sched", epochs=EPOCHS, scheduler=scheduler)
 
 
 def _train(
@@ -120,15 +112,12 @@ def test_asha_stops_the_trials_outside_the_top_third_at_each_rung(
 def test_median_stopping_over_grpc_with_a_min_objective(
     start_chief: StartChief, search_dir: Path
 ) -> None:
-    search = parse_search(
-        {
-            "name": "median",
-            "hypermodel": "mlp",
-            "objective": {"name": "loss", "direction": "min"},
-            "oracle": {"type": "random", "max_trials": 3, "seed": 1},
-            "training": {"epochs": 4},
-            "scheduler": {"type": "median", "grace_epochs": 2, "min_trials": 2},
-        }
+    search = make_search(
+        {"type": "random", "max_trials": 3, "seed": 1},
+        objective={"name": "loss", "direction": "min"},
+        name="median",
+        epochs=4,
+        scheduler={"type": "median", "grace_epochs": 2, "min_trials": 2},
     )
     chief, ep = start_chief(search, initial_space=float_space(), long_poll_s=1.0)
     curves = ([1.0, 0.8, 0.6, 0.5], [0.9, 0.7, 0.5, 0.4], [1.2, 1.1, 1.0, 0.9])
