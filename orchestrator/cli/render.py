@@ -197,7 +197,7 @@ def trials_table(
             hp_text.append(error, style="red")
         status = Text(trial.status.value, style=TRIAL_STATUS_STYLES[trial.status])
         if trial.stopped_early:
-            status.append("\nstopped early", style="dim")
+            status.append("\n" + stopped_early_text(trial), style="dim")
         row: list[Any] = [
             trial.trial_id,
             status,
@@ -213,12 +213,20 @@ def trials_table(
     return table
 
 
+def stopped_early_text(trial: TrialView) -> str:
+    """ "stopped at epoch N" (the epochs it trained), or "stopped early" when unknown."""
+    epochs = trial.epochs_trained
+    return "stopped early" if epochs is None else f"stopped at epoch {epochs}"
+
+
 def trial_end_line(trial: TrialView, objective: str) -> str:
     """One line for a trial that just ended (``--no-progress``): id, status,
     the score or the error's first line, attempts when retried, duration."""
     parts = [f"trial {trial.trial_id}", trial.status.value]
     if trial.status is TrialStatus.COMPLETED:
         parts.append(f"{objective}={format_score(trial.score)}")
+        if trial.stopped_early:
+            parts.append(f"{stopped_early_text(trial)} by the trial scheduler")
     elif trial.error_message:
         lines = trial.error_message.strip().splitlines()
         parts.append(lines[0][:300] if lines else "")

@@ -230,12 +230,27 @@ def search_summary(spec: SearchSpec) -> dict[str, Any]:
         "objective": spec.objective.name,
         "direction": spec.objective.resolved_direction,
         "epochs": spec.training.epochs,
+        "scheduler": scheduler_summary(spec),
         "output_directory": (
             spec.output.directory
             if spec.output.directory is not None
             else f"searches/{spec.name}-<timestamp>"
         ),
     }
+
+
+def scheduler_summary(spec: SearchSpec) -> str | None:
+    """The trial scheduler in one line, with the settings it runs with (defaults filled in)."""
+    scheduler = spec.scheduler
+    if scheduler is None:
+        return None
+    if scheduler.type == "asha":
+        max_epochs = scheduler.max_epochs or spec.training.epochs
+        return (
+            f"asha (grace_epochs {scheduler.grace_epochs}, reduction_factor "
+            f"{scheduler.reduction_factor}, max_epochs {max_epochs})"
+        )
+    return f"median (grace_epochs {scheduler.grace_epochs}, min_trials {scheduler.min_trials})"
 
 
 def _to_json(report: FileReport) -> dict[str, Any]:

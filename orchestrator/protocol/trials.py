@@ -64,6 +64,11 @@ class TrialView:
     # with its best epoch so far as its score.
     stopped_early: bool = False
 
+    @property
+    def epochs_trained(self) -> int | None:
+        """Epochs the last attempt reported (Keras' epoch index + 1), if any."""
+        return None if self.current_epoch is None else self.current_epoch + 1
+
     def to_json(self) -> dict[str, Any]:
         """The `ktc results --json` shape."""
         return {
@@ -77,6 +82,7 @@ class TrialView:
             "duration_s": self.duration_s,
             "best_step": self.best_step,
             "stopped_early": self.stopped_early,
+            "epochs_trained": self.epochs_trained,
             "error": self.error_message,
         }
 

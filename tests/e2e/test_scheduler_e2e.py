@@ -83,10 +83,18 @@ def test_asha_stops_sleep_trials_through_ktc_submit(
     # The user sees which trials the scheduler stopped: results and status say so.
     rows = results_json(run_ktc, search_dir)
     assert {r["trial_id"] for r in rows if r["stopped_early"]} == set(stopped_at)
+    # ... and after how many epochs (the rung it was stopped at).
+    assert {r["trial_id"]: r["epochs_trained"] for r in rows if r["stopped_early"]} == {
+        trial_id: epoch + 1 for trial_id, epoch in stopped_at.items()
+    }
+    for trial_id, epoch in stopped_at.items():
+        line = f"trial {trial_id}  COMPLETED"
+        ended = next(x for x in proc.stdout.splitlines() if x.startswith(line))
+        assert f"stopped at epoch {epoch + 1} by the trial scheduler" in ended, ended
     status = run_ktc("status", search_dir, "--json", timeout=120)
     assert_ok(status)
     entries = json.loads(status.stdout)["trials"]
     assert {t["trial_id"] for t in entries if t["stopped_early"]} == set(stopped_at)
     table = run_ktc("results", search_dir, timeout=120)
     assert_ok(table)
-    assert table.stdout.count("stopped early") == len(stopped_at)
+    assert table.stdout.count("stopped at epoch") == len(stopped_at)

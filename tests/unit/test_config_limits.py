@@ -296,6 +296,21 @@ def test_a_folder_that_holds_a_search_refuses_submit_and_warns_in_validate(
     assert "warning: s.yaml: output directory runs already holds a search" in err
 
 
+def test_validate_shows_the_trial_scheduler_with_its_defaults_filled_in(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (in_tmp / "a.yaml").write_text(
+        "hypermodel: sleep\ntraining: {epochs: 9}\nscheduler: {type: asha, grace_epochs: 1}\n"
+    )
+    (in_tmp / "m.yaml").write_text("hypermodel: sleep\nscheduler: {type: median}\n")
+    (in_tmp / "n.yaml").write_text("hypermodel: sleep\n")
+    code, out, _ = _ktc(["validate", "a.yaml", "m.yaml", "n.yaml"], capsys)
+    assert code == 0
+    assert "  scheduler: asha (grace_epochs 1, reduction_factor 3, max_epochs 9)\n" in out
+    assert "  scheduler: median (grace_epochs 1, min_trials 2)\n" in out
+    assert out.count("scheduler:") == 2  # none for n.yaml
+
+
 def test_dataset_paths_are_checked_here_only_when_ray_is_local(in_tmp: Path) -> None:
     (in_tmp / "s.yaml").write_text("hypermodel: cnn\ndataset: {source: npz, path: /no/such.npz}\n")
     (in_tmp / "remote.yaml").write_text(

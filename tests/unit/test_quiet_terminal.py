@@ -127,6 +127,24 @@ def test_one_line_per_finished_trial() -> None:
     )
 
 
+def test_a_trial_the_scheduler_stopped_says_after_how_many_epochs() -> None:
+    # current_epoch is Keras' 0-based index of the last epoch reported: 2 -> 3 epochs.
+    stopped = _view(
+        "04", TrialStatus.COMPLETED, score=0.8715, duration_s=3.4, stopped_early=True,
+        current_epoch=2,
+    )  # fmt: skip
+    assert stopped.epochs_trained == 3 and stopped.to_json()["epochs_trained"] == 3
+    assert trial_end_line(stopped, "val_accuracy") == (
+        "trial 04  COMPLETED  val_accuracy=0.8715  stopped at epoch 3 by the trial scheduler  3.4s"
+    )
+    # A ledger from before epochs were kept per trial: no count, still marked.
+    unknown = _view("05", TrialStatus.COMPLETED, score=0.5, stopped_early=True)
+    assert unknown.epochs_trained is None
+    assert trial_end_line(unknown, "val_accuracy") == (
+        "trial 05  COMPLETED  val_accuracy=0.5000  stopped early by the trial scheduler"
+    )
+
+
 class _Broker:
     """The broker's ``ended_since``: the trials that ended, in end order."""
 
