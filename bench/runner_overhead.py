@@ -1,6 +1,7 @@
 """Issue 15, item 3: what the trial runner adds to one trial, against a plain script.
 
-``python -m bench.runner_overhead [--trials 5] [--epochs 15] [--profile DIR] [--output PATH]``
+``python -m bench.runner_overhead [--trials 5] [--epochs 15] [--rounds 3] [--profile DIR]
+[--output PATH]``
 
 - **ktc**: a real chief (:mod:`bench.chief_proc`) and one worker process
   running the real :class:`workers.runner.TrialRunner` (what a fleet actor
@@ -19,10 +20,17 @@ same TensorFlow set-up (``workers.devices.configure_tensorflow`` with a
 one-CPU plan, as a CPU worker slot gets). EarlyStopping is removed from the
 search so both train exactly ``--epochs`` epochs. The plain script needs the
 trials' hyperparameters, which exist once the chief made them, so it runs
-after the ktc search, ``--plain-runs`` times (default 2, a fresh process
-each), and a trial's plain time is the mean of its runs. The overhead of trial i is
-``ktc_i / plain_i - 1``; the figure is its median over the trials (issue:
-median of 5, target <= 3 %).
+after a ktc search.
+
+A trial's time swings by 20 to 30 % from one process to the next (on 2 cores,
+with whatever else runs), far more than the few per cent this measures. So the
+harness runs ``--rounds`` rounds (default 3), each a ktc search and then a plain
+process, ktc and plain alternating so that a drift in the machine's load falls
+on both. The random oracle's seed makes every round's search the same trials
+(checked: the rounds' hyperparameters must match). A trial's time is the median
+over the rounds, on each side; the overhead of trial i is ``ktc_i / plain_i -
+1``, and the figure is its median over the trials (issue: median of 5, target
+<= 3 %).
 
 ``--profile DIR`` records the worker process with py-spy (``py-spy record
 --pid``, raw folded stacks and an SVG) for the whole ktc search.
@@ -60,18 +68,23 @@ class TrialPair:
     """One trial: its time on the ktc worker and the plain script's, in seconds."""
 
     trial_id: str
-    ktc_s: float
-    plain_runs_s: tuple[float, ...]  # one per plain process
+    ktc_runs_s: tuple[float, ...]  # one per round's ktc search
+    plain_runs_s: tuple[float, ...]  # one per round's plain process
     # (start to the first epoch's end, the other epochs, the last epoch's end to the
     # end): ktc from the ledger (ASSIGNED, the first and last progress, COMPLETED);
-    # plain from an epoch-end callback (the mean of its runs).
+    # plain from an epoch-end callback. The median of the rounds.
     ktc_phases_s: tuple[float, float, float] = (math.nan, math.nan, math.nan)
     plain_phases_s: tuple[float, float, float] = (math.nan, math.nan, math.nan)
 
     @property
+    def ktc_s(self) -> float:
+        """The median of the ktc rounds."""
+        return statistics.median(self.ktc_runs_s)
+
+    @property
     def plain_s(self) -> float:
-        """The mean of the plain runs."""
-        return statistics.fmean(self.plain_runs_s)
+        """The median of the plain runs."""
+        return statistics.median(self.plain_runs_s)
 
     @property
     def overhead(self) -> float:
@@ -85,7 +98,7 @@ class OverheadResult:
 
     epochs: int
     pairs: tuple[TrialPair, ...]
-    loads: tuple[float, ...]  # at the start of the ktc search, then of each plain run
+    loads: tuple[tuple[float, float], ...]  # per round: at the ktc search's, the plain run's start
     profile: str = ""  # why there is no profile, when asked for one
     profile_path: str = ""  # py-spy's raw (folded) stacks
     # The plain script's clear_session() + gc.collect() after a trial (median): what
@@ -202,8 +215,8 @@ def _start_py_spy(
     return spy, f"py-spy raw stacks: {out}"
 
 
-def _mean_phases(runs: Sequence[tuple[float, float, float]]) -> tuple[float, float, float]:
-    a, b, c = (statistics.fmean(run[k] for run in runs) for k in range(3))
+def _median_phases(runs: Sequence[tuple[float, float, float]]) -> tuple[float, float, float]:
+    a, b, c = (statistics.median(run[k] for run in runs) for k in range(3))
     return a, b, c
 
 
@@ -211,41 +224,61 @@ def run_runner_overhead(
     *,
     trials: int = 5,
     epochs: int = 15,
-    plain_runs: int = 2,
+    rounds: int = 3,
     work_dir: Path | None = None,
     profile_dir: Path | None = None,
     profile_idle: bool = False,
 ) -> OverheadResult:
-    """The ktc search, then the plain script ``plain_runs`` times on its trials' hyperparameters."""
+    """``rounds`` x (the ktc search, then the plain script on its trials' hyperparameters)."""
     base = Path(work_dir or tempfile.mkdtemp(prefix="bench-runner-overhead-"))
     search = overhead_search(trials, epochs)
-    loads = [os.getloadavg()[0]]
-    ktc, note = _ktc(search, base / "ktc", profile_dir, profile_idle)
-    states = [state for _, _, state, _ in ktc]
+    loads: list[tuple[float, float]] = []
+    ktc_rounds: list[list[tuple[str, float, dict[str, Any], tuple[float, float, float]]]] = []
     plain: list[list[float]] = []
     plain_phases: list[list[tuple[float, float, float]]] = []
     cleanup: list[float] = []
-    for i in range(plain_runs):
-        loads.append(os.getloadavg()[0])
-        seconds, cleanup_s, phases = _plain(search, states, base, f"plain-{i + 1}")
+    note = ""
+    for r in range(rounds):
+        ktc_load = os.getloadavg()[0]
+        # py-spy records the first round's worker only.
+        ktc, round_note = _ktc(
+            search, base / f"ktc-{r + 1}", profile_dir if r == 0 else None, profile_idle
+        )
+        note = note or round_note
+        if ktc_rounds and _values(ktc) != _values(ktc_rounds[0]):
+            raise RuntimeError(
+                f"round {r + 1}'s trials have other hyperparameters than round 1's: the "
+                "random oracle's seed no longer fixes the search, so rounds cannot be paired"
+            )
+        ktc_rounds.append(ktc)
+        plain_load = os.getloadavg()[0]
+        seconds, cleanup_s, phases = _plain(
+            search, [state for _, _, state, _ in ktc_rounds[0]], base, f"plain-{r + 1}"
+        )
+        loads.append((ktc_load, plain_load))
         plain.append(seconds)
         plain_phases.append(phases)
         cleanup += cleanup_s
     pairs = tuple(
         TrialPair(
             trial_id,
-            ktc_s,
+            tuple(run[i][1] for run in ktc_rounds),
             tuple(run[i] for run in plain),
-            ktc_phases,
-            _mean_phases([run[i] for run in plain_phases]),
+            _median_phases([run[i][3] for run in ktc_rounds]),
+            _median_phases([run[i] for run in plain_phases]),
         )
-        for i, (trial_id, ktc_s, _, ktc_phases) in enumerate(ktc)
+        for i, (trial_id, *_) in enumerate(ktc_rounds[0])
     )
     folded = profile_dir / "runner.folded" if profile_dir is not None else None
     path = str(folded) if folded is not None and folded.is_file() else ""
     return OverheadResult(
         epochs, pairs, tuple(loads), note, path, statistics.median(cleanup) if cleanup else 0.0
     )
+
+
+def _values(ktc: Sequence[tuple[str, float, dict[str, Any], Any]]) -> list[tuple[str, Any]]:
+    """Each trial's id and hyperparameter values, in completion order."""
+    return [(trial_id, state["hyperparameters"]["values"]) for trial_id, _, state, _ in ktc]
 
 
 # ---------------------------------------------------------------- profile
@@ -381,24 +414,26 @@ def _plain_main(search_json: str, states_json: str) -> None:
 
 def markdown(result: OverheadResult, command: str) -> list[str]:
     """The section's table: one row per trial, then the median."""
-    ktc, *plain = result.loads
+    rounds = len(result.loads)
+    load_text = "; ".join(f"{k:.2f} / {p:.2f}" for k, p in result.loads)
     lines = [
         "### Inside one trial: the runner against a plain script",
         "",
         f"`{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
-        f"(1 min) {ktc:.2f} at the ktc search's start, {', '.join(f'{v:.2f}' for v in plain)} "
-        f"at the plain runs'. Digits CNN, {result.epochs} epochs, batch 16, no EarlyStopping; "
-        "ktc = ASSIGNED to COMPLETED in the ledger (one TrialRunner process); plain = build + "
-        f"fit of the same hyperparameters, the mean of {len(plain)} runs (one process each) "
-        "after the ktc search; both with the worker's environment and one TF thread.",
+        f"(1 min) at each round's ktc search / plain run: {load_text}. Digits CNN, "
+        f"{result.epochs} epochs, batch 16, no EarlyStopping; {rounds} rounds, each a ktc "
+        "search (ASSIGNED to COMPLETED in the ledger, one TrialRunner process) and then a plain "
+        "process (build + fit of the same hyperparameters); a trial's time is the median of "
+        "its rounds on each side. Both with the worker's environment and one TF thread.",
         "",
-        "| trial | ktc s | plain s (each run) | overhead |",
+        "| trial | ktc s (each round) | plain s (each round) | overhead |",
         "|---|---|---|---|",
     ]
     for p in result.pairs:
         lines.append(
-            f"| {p.trial_id} | {p.ktc_s:.2f} | {p.plain_s:.2f} "
-            f"({', '.join(f'{v:.2f}' for v in p.plain_runs_s)}) | {100 * p.overhead:+.1f} % |"
+            f"| {p.trial_id} | {p.ktc_s:.2f} ({', '.join(f'{v:.2f}' for v in p.ktc_runs_s)}) | "
+            f"{p.plain_s:.2f} ({', '.join(f'{v:.2f}' for v in p.plain_runs_s)}) | "
+            f"{100 * p.overhead:+.1f} % |"
         )
     lines += ["", *phase_lines(result.pairs)]
     lines += [
@@ -460,8 +495,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.runner_overhead", description=__doc__)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--plain-runs", type=int, default=2)
-    parser.add_argument("--profile", type=Path, default=None, help="py-spy the worker into DIR")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="ktc searches, each followed by a plain process"
+    )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy the first round's worker into DIR"
+    )
     parser.add_argument(
         "--profile-idle",
         action="store_true",
@@ -473,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_runner_overhead(
         trials=args.trials,
         epochs=args.epochs,
-        plain_runs=args.plain_runs,
+        rounds=args.rounds,
         work_dir=args.work_dir,
         profile_dir=args.profile,
         profile_idle=args.profile_idle,
