@@ -151,12 +151,26 @@ def _learning_curves(
         background = [c for c in panel.curves if not c.highlighted]
         trials = max(trials, len(panel.curves))
         alpha = 0.5 if len(panel.curves) < _FAINT_FROM else 0.15
-        if background:
-            segments = [list(zip(c.epochs, c.values, strict=True)) for c in background]
+        lines = [c for c in background if len(c.epochs) > 1]
+        if lines:
+            segments = [list(zip(c.epochs, c.values, strict=True)) for c in lines]
             ax.add_collection(
                 LineCollection(
                     segments, colors=_GREY, linewidths=0.8, alpha=alpha, label="other trials"
                 )
+            )
+        points = [c for c in background if len(c.epochs) == 1]
+        if points:
+            # One epoch (a trial scheduler's first rung, an early crash): a line of
+            # one point draws nothing, so these are dots.
+            ax.scatter(
+                [c.epochs[0] for c in points],
+                [c.values[0] for c in points],
+                s=9,
+                color=_GREY,
+                alpha=max(alpha, 0.4),
+                linewidths=0,
+                label=None if lines else "other trials",
             )
         best = sorted(
             (c for c in panel.curves if c.highlighted), key=lambda c: rank.get(c.trial_id, 0)

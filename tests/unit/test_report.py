@@ -106,6 +106,34 @@ def test_one_learning_curve_per_trial_that_reported_the_metric(search_dir: Path)
             assert sum(c.highlighted for c in panel.curves) == 5
 
 
+def test_a_trial_of_one_epoch_is_drawn_as_a_dot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A trial scheduler stops most trials at its first rung: one epoch each. A line
+    # of one point draws nothing, so without dots they would vanish from the picture.
+    from matplotlib.collections import LineCollection, PathCollection
+
+    from orchestrator.report import plots
+    from orchestrator.report.series import Curve, LearningCurves, MetricPanel
+
+    curves = (
+        Curve("00", (1, 2, 3), (0.5, 0.7, 0.9), highlighted=True),
+        Curve("01", (1, 2), (0.4, 0.6), highlighted=False),
+        Curve("02", (1,), (0.3,), highlighted=False),
+        Curve("03", (1,), (0.2,), highlighted=False),
+    )
+    family = LearningCurves("accuracy", (MetricPanel("val_accuracy", curves),))
+    figures: list[Any] = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: figures.append(fig))
+    plots._learning_curves(family, {"00": "trial 00"}, {"00": 1}, tmp_path)
+
+    (ax,) = figures[0].axes
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert [len(segment) for segment in lines.get_segments()] == [2]  # trial 01
+    (dots,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert sorted(map(tuple, dots.get_offsets().tolist())) == [(1.0, 0.2), (1.0, 0.3)]
+
+
 def test_best_so_far_is_the_running_best_of_the_ledgers_scores(search_dir: Path) -> None:
     data = read_report_data(search_dir)
     ends = [
