@@ -225,6 +225,18 @@ class SearchLifecycle:
         with self._cond:
             return self._draining_all or self.book.state.is_terminal
 
+    @property
+    def trials_to_start(self) -> bool:
+        """False once every trial the search will run has been handed out: dispatch
+        stopped, or the oracle has no more trials (or ``max_trials`` of them exist)
+        and none waits in the queue. A requeued trial makes it True again."""
+        with self._cond:
+            if self._draining_all or self.book.state.is_terminal:
+                return False
+            if self.book.queue:
+                return True
+            return not (self._oracle_exhausted or self._max_trials_reached_locked())
+
     def wait_finished(self, timeout_s: float | None = None) -> SearchState | None:
         """Block until the search reaches a terminal state; None on timeout."""
         if not self._finished.wait(timeout_s):

@@ -244,4 +244,8 @@ def _wait(
         def tick() -> None:
             live.update(render(document()))
 
-        return session.wait(0.5, tick)  # type: ignore[no-any-return]
+        state = session.wait(0.5, tick)
+        # The frame left on the screen is the search's end, not the last tick's
+        # (up to half a second before: "running", the last trial still in flight).
+        live.update(render(document()), refresh=True)
+        return state  # type: ignore[no-any-return]

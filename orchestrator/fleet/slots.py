@@ -87,8 +87,8 @@ class BrokerHooks:
     def holds_trial(self, worker_id: str) -> bool:
         return bool(self.broker.leases.held_by(worker_id))
 
-    def dispatching(self) -> bool:
-        return not self.broker.dispatch_stopped
+    def trials_to_start(self) -> bool:
+        return self.broker.trials_to_start
 
     def fail_search(self, message: str) -> None:
         self.broker.fail_search(message)
@@ -357,14 +357,19 @@ class Fleet:
 
     def _reconcile(self) -> None:
         """Give every wanted slot a process (its warm spare first) while trials
-        are handed out; drop spares and release reservations nobody needs."""
-        dispatching = self.hooks.dispatching()
+        are still to start; drop spares and release reservations nobody needs.
+
+        Once the last trial has been handed out, a slot whose process was
+        recycled (or lost) gets no new one and a spare is dropped: it would only
+        import TensorFlow beside the last trials, on their CPU, to find no work.
+        A requeued trial (its worker died) makes trials to start again."""
+        starting = self.hooks.trials_to_start()
         for rt in self._slots:
-            if rt.spare is not None and not self._spare_wanted(rt, dispatching):
+            if rt.spare is not None and not self._spare_wanted(rt, starting):
                 self._drop_spare(rt, "no longer needed")
             if rt.actor is not None:
                 continue
-            if dispatching and rt.wanted and rt.state is not WorkerState.DEAD:
+            if starting and rt.wanted and rt.state is not WorkerState.DEAD:
                 if rt.spare is not None:
                     self._promote_spare(rt)
                 else:
@@ -378,19 +383,15 @@ class Fleet:
         return fleet.warm_spares and fleet.recycle_after_trials > 0
 
     @staticmethod
-    def _takes_spares(rt: SlotRuntime, dispatching: bool) -> bool:
+    def _takes_spares(rt: SlotRuntime, starting: bool) -> bool:
         """Whether the slot may have a spare: still wanted, neither dead nor
-        draining, while trials are handed out."""
-        return (
-            dispatching and rt.wanted and rt.state not in (WorkerState.DEAD, WorkerState.DRAINING)
-        )
+        draining, while trials are still to start."""
+        return starting and rt.wanted and rt.state not in (WorkerState.DEAD, WorkerState.DRAINING)
 
-    def _spare_wanted(self, rt: SlotRuntime, dispatching: bool) -> bool:
+    def _spare_wanted(self, rt: SlotRuntime, starting: bool) -> bool:
         """Whether the slot keeps the spare it has (one of its current shape)."""
         return (
-            rt.spare is not None
-            and rt.spare.slot == rt.slot
-            and self._takes_spares(rt, dispatching)
+            rt.spare is not None and rt.spare.slot == rt.slot and self._takes_spares(rt, starting)
         )
 
     def _create_process(self, rt: SlotRuntime) -> tuple[Any, int]:
@@ -546,7 +547,7 @@ class Fleet:
                     due
                     and rt.spare is None
                     and self._spares_on()
-                    and self._takes_spares(rt, self.hooks.dispatching())
+                    and self._takes_spares(rt, self.hooks.trials_to_start())
                 ):
                     self._start_spare(rt)
                 return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,14 @@ def test_recycling_search_hands_every_slot_to_its_spare(
     cold = [line for line in log.splitlines() if "started actor for" in line]
     assert len(cold) == 2, "\n".join(cold)
     assert log.count("takes over") >= 4, log[-3000:]
+
+    # Once the last trial was handed out, no process starts: a spare (or a fresh
+    # process) then would only import TensorFlow beside the last trials, on their CPU.
+    last_assigned = max(e.ts for e in ledger_events(search_dir) if e.kind is EventKind.ASSIGNED)
+    late = [
+        line
+        for line in log.splitlines()
+        if any(w in line for w in ("warming a spare", "takes over", "started actor for"))
+        and datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp() > last_assigned
+    ]
+    assert not late, "\n".join(late)

@@ -62,6 +62,25 @@ def test_retried_end_of_a_requeued_attempt_is_idempotent_too(
     assert len(ledger_rows(tmp_path / "ledger.db")) == n
 
 
+def test_trials_to_start_until_the_last_is_handed_out_and_again_after_a_requeue(
+    make_broker: Callable[..., TrialBroker],
+) -> None:
+    # What the fleet asks before it starts a worker process or warms a spare.
+    broker = _broker(make_broker, max_trials=2)
+    assert broker.trials_to_start
+    broker.create_trial("w0", wait_s=0)
+    assert broker.trials_to_start
+    last = broker.create_trial("w1", wait_s=0)
+    assert not broker.trials_to_start  # max_trials exist, none waits in the queue
+    assert broker.state is SearchState.RUNNING
+    broker.worker_lost("w1", "killed")  # its trial is requeued: a worker must run it
+    assert broker.trials_to_start
+    again = broker.create_trial("w2", wait_s=0)
+    assert again.trial_id == last.trial_id and not broker.trials_to_start
+    broker.stop_dispatch(SearchState.CANCELLED, "cancelled", requeue_running=True)
+    assert not broker.trials_to_start  # requeued by the cancel, but none will start
+
+
 def test_stale_token_is_refused_and_ignored(
     make_broker: Callable[..., TrialBroker], fake_clock: Any, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@ consistent, resumable ledger and prints the resume command."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,32 @@ def test_error_while_starting_is_raised_after_a_clean_stop(tmp_path: Path) -> No
     with pytest.raises(RuntimeError, match="ray would not start"):
         start_session(session)
     assert session.closed
+
+
+def test_the_live_display_is_left_showing_the_end_of_the_search() -> None:
+    import io
+
+    from rich.console import Console
+    from rich.text import Text
+
+    from orchestrator.cli.session_cli import _wait
+
+    class Running:
+        """Ticks once while running, then the search completes."""
+
+        state = "running"
+
+        def status(self, with_trials: bool) -> str:
+            return self.state
+
+        def wait(self, tick_s: float, on_tick: Any) -> SearchState:
+            on_tick()
+            self.state = "completed"
+            return SearchState.COMPLETED
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80)
+    state = _wait(Running(), console, True, lambda doc: Text(f"search is {doc}"))
+    assert state is SearchState.COMPLETED
+    frames = re.findall(r"search is (\w+)", out.getvalue())
+    assert frames[-1] == "completed", frames
