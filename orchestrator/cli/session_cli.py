@@ -127,6 +127,9 @@ def run_in_foreground(
         SessionOptions(workers=args.workers, on_interrupt=args.on_interrupt),
         ray_started=ray_started,
     )
+    # A resume's ledger already holds trials that ended: their lines were printed
+    # by the run before, and `ktc results` lists them. Print only the new ones.
+    _, ended_before = chief.broker.ended_since(0)
     code = start_session(session)
     if code is not None:
         return code
@@ -137,7 +140,9 @@ def run_in_foreground(
             f"report: {report_index(session.chief.search_dir)} (refreshed as trials end)",
             flush=True,
         )
-    return run_session(session, progress=not args.no_progress and sys.stdout.isatty())
+    return run_session(
+        session, progress=not args.no_progress and sys.stdout.isatty(), ended_before=ended_before
+    )
 
 
 def start_session(session: Any) -> int | None:
@@ -157,8 +162,10 @@ def start_session(session: Any) -> int | None:
     return None
 
 
-def run_session(session: Any, *, progress: bool) -> int:
-    """Run a started SearchSession in the foreground; returns the exit code."""
+def run_session(session: Any, *, progress: bool, ended_before: int = 0) -> int:
+    """Run a started SearchSession in the foreground; returns the exit code.
+    ``ended_before``: trials that had ended before it started (a resume's), not
+    printed again without the live display."""
 
     from rich.text import Text
 
@@ -174,7 +181,7 @@ def run_session(session: Any, *, progress: bool) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        state = _wait(session, console, progress, render_status)
+        state = _wait(session, console, progress, render_status, ended_before)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -208,9 +215,9 @@ class EndedTrials:
     """The trials that ended since the last call, in the order they ended
     (``--no-progress`` prints one line each); O(new ends) per call."""
 
-    def __init__(self, broker: Any) -> None:
+    def __init__(self, broker: Any, *, position: int = 0) -> None:
         self.broker = broker
-        self._position = 0
+        self._position = position  # ends already reported
 
     def new(self) -> list[TrialView]:
         views, self._position = self.broker.ended_since(self._position)
@@ -218,13 +225,17 @@ class EndedTrials:
 
 
 def _wait(
-    session: Any, console: Any, progress: bool, render: Callable[[StatusDocument], Any]
+    session: Any,
+    console: Any,
+    progress: bool,
+    render: Callable[[StatusDocument], Any],
+    ended_before: int = 0,
 ) -> SearchState:
     if not progress or not console.is_terminal:
         from orchestrator.cli.render import trial_end_line
 
         broker = session.chief.broker
-        ended = EndedTrials(broker)
+        ended = EndedTrials(broker, position=ended_before)
 
         def print_ended() -> None:
             for trial in ended.new():

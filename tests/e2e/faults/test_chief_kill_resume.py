@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 from typing import Any
 
@@ -119,6 +120,11 @@ def test_chief_sigkill_then_resume(ktc: KtcRunner, oracle: str) -> None:
     # Every trial in flight at the kill was re-run and completed after the resume.
     redone = {e.trial_id for e in after if e.kind is EventKind.COMPLETED}
     assert in_flight <= redone
+    # The resume prints a line for each trial that ended after it, and none for
+    # the ones the killed run printed already.
+    printed = set(re.findall(r"^trial (\S+)  (?:COMPLETED|FAILED)", resumed.output(), re.M))
+    ended_after = {e.trial_id for e in after if e.kind in (EventKind.COMPLETED, EventKind.FAILED)}
+    assert printed == ended_after, resumed.output()[-3000:]
     if oracle == "random":
         assert len({e.trial_id for e in events if e.kind is EventKind.CREATED}) == expected
 
