@@ -133,7 +133,8 @@ def workers_table(workers: Sequence[WorkerStatus]) -> Table:
             ",".join(str(g) for g in worker.gpus) if worker.gpus else "cpu",
             Text(worker.state.value, style=WORKER_STATE_STYLES[worker.state]),
             worker.trial_id or "-",
-            "-" if worker.epoch is None else str(worker.epoch),
+            # Counted from 1, as Keras prints "Epoch 6/30" (the document has its index).
+            "-" if worker.epoch is None else str(worker.epoch + 1),
         ]
         if spares:
             cells.append(Text(worker.spare or "-", style="dim"))

@@ -391,3 +391,25 @@ def test_status_document_names_a_malformed_value() -> None:
     data["workers"][0]["gpus"] = ["zero"]
     with pytest.raises(KtClusterError, match="status document: malformed .ValueError"):
         StatusDocument.from_json(data)
+
+
+def test_the_workers_table_counts_epochs_from_one_as_keras_prints_them() -> None:
+    from rich.console import Console
+
+    from orchestrator.cli.render import workers_table
+    from orchestrator.protocol.status_document import WorkerState, WorkerStatus
+
+    # After its first epoch a trial's epoch index is 0; Keras printed "Epoch 1/N".
+    rows = [
+        WorkerStatus("w0", "local", (), WorkerState.RUNNING, trial_id="07", epoch=0),
+        WorkerStatus("w1", "local", (), WorkerState.RUNNING, trial_id="08", epoch=5),
+        WorkerStatus("w2", "local", (), WorkerState.IDLE),
+    ]
+    console = Console(width=120, record=True)
+    console.print(workers_table(rows))
+    cells = {
+        line.split("│")[1].strip(): line.split("│")[6].strip()
+        for line in console.export_text().splitlines()
+        if line.startswith("│")
+    }
+    assert cells == {"w0": "1", "w1": "6", "w2": "-"}
