@@ -128,7 +128,7 @@ class WorkerProcess:
                 import workers.datasets  # noqa: F401
                 import workers.devices  # noqa: F401
                 import workers.hypermodels  # noqa: F401
-                from workers.runner import ktc_tuner_class
+                from workers.kt_tuner import ktc_tuner_class
 
                 ktc_tuner_class()
             if dataset_box:

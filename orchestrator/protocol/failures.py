@@ -16,6 +16,8 @@ import re
 from enum import Enum
 
 MAX_ERROR_CHARS = 2000
+# The end of a failed trial's traceback that a worker sends with its error.
+TRACEBACK_TAIL_CHARS = 4000
 # A worker process that crashes raises RuntimeError("<error in one line>\n"
 # + CRASH_TRACEBACK_MARK + "\n<traceback>"): the fleet keeps what is above it.
 CRASH_TRACEBACK_MARK = "--- worker traceback ---"

@@ -59,6 +59,7 @@ from orchestrator.protocol.client import (
     TrialClient,
     TrialSummary,
 )
+from orchestrator.protocol.failures import TRACEBACK_TAIL_CHARS
 from orchestrator.protocol.kt_state import hyperparameters_from_config, trial_from_state
 from orchestrator.protocol.metrics import build_objective, register_metrics
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
@@ -67,8 +68,6 @@ if TYPE_CHECKING:
     from orchestrator.config import SearchSpec
 
 log = logging.getLogger(__name__)
-
-TRACEBACK_TAIL_CHARS = 4000
 
 
 class RemoteOracle(keras_tuner.Oracle):  # type: ignore[misc]

@@ -182,7 +182,7 @@ def test_r4_a_second_tuner_on_the_same_project_directory_starts(
 def test_r4_a_recycled_worker_builds_its_tuner_on_the_shared_directory(
     start_chief: StartChief, connect: Callable[..., TrialClient], tmp_path: Path
 ) -> None:
-    from workers.runner import ktc_tuner_class
+    from workers.kt_tuner import ktc_tuner_class
 
     # A guard more than a regression test: the worker's tuner is built with its
     # RemoteOracle (whose reload is a no-op), so this path reloads without oracle.json.

@@ -22,7 +22,7 @@ keras_tuner = pytest.importorskip("keras_tuner")
 np = pytest.importorskip("numpy")
 
 from orchestrator.protocol.oracle_client import RemoteOracle  # noqa: E402  (imports keras_tuner)
-from workers.runner import ktc_tuner_class  # noqa: E402
+from workers.kt_tuner import ktc_tuner_class  # noqa: E402
 
 StartChief = Callable[..., tuple[Chief, Any]]
 EPOCHS = 4

@@ -18,7 +18,7 @@ def _model() -> object:
 def test_the_best_epochs_weights_are_written_once_at_the_end(tmp_path: Path) -> None:
     import keras_tuner
 
-    from workers.runner import save_best_epoch_at_end_class
+    from workers.kt_tuner import save_best_epoch_at_end_class
 
     model = _model()
     path = tmp_path / "checkpoint.weights.h5"
