@@ -113,6 +113,8 @@ class ArtifactRpcs:
             chunks(),
             expected_sha256=lambda: last_sha[0],
             max_bytes=min(limit, max(room, 0)),
+            min_free_bytes=self.limits.min_free_disk_bytes,
+            declared_bytes=first.total_size,
         )
 
     async def DownloadArtifact(

@@ -9,17 +9,24 @@ to a temporary name, checked, then renamed, so a reader never sees half a file.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from orchestrator.errors import InvalidRequestError, NotFoundError
+from orchestrator.chief.limits import GIB
+from orchestrator.errors import InvalidRequestError, LimitExceededError, NotFoundError
 from orchestrator.protocol.names import check_artifact_name, check_trial_id
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
 MAX_ARTIFACT_BYTES = 4 * 1024**3
+# An upload checks the disk's free space again after each this many bytes.
+DISK_CHECK_BYTES = 64 * 1024**2
 
 
 class ArtifactStore:
@@ -81,11 +88,16 @@ class ArtifactStore:
         *,
         expected_sha256: str | Callable[[], str] = "",
         max_bytes: int = MAX_ARTIFACT_BYTES,
+        min_free_bytes: int = 0,
+        declared_bytes: int = 0,
     ) -> tuple[int, str]:
         """Stream ``chunks`` into the artifact (at most ``max_bytes``); returns (size, sha256).
 
         ``expected_sha256`` (or a callable giving it once the chunks are read) is
-        checked before the file replaces any earlier one."""
+        checked before the file replaces any earlier one. The disk keeps
+        ``min_free_bytes`` free: checked against ``declared_bytes`` before the
+        first chunk and every :data:`DISK_CHECK_BYTES` written after it
+        (:class:`LimitExceededError`, nothing kept)."""
         target = self.path(trial_id, name)
         base = self.trial_dir(trial_id)
         # One level at a time: mkdir(parents=True) gives the parents the umask's mode.
@@ -97,6 +109,8 @@ class ArtifactStore:
         target = self.path(trial_id, name)  # again: the directories exist now
         digest = hashlib.sha256()
         size = 0
+        self._check_disk(target.parent, declared_bytes, min_free_bytes, trial_id, name)
+        checked_at = 0
         # mkstemp creates the file 0600; os.replace keeps that mode.
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
@@ -109,6 +123,9 @@ class ArtifactStore:
                             "bytes; the chief keeps artifacts up to that size (see "
                             "docs/architecture.md, 'The trial protocol')"
                         )
+                    if min_free_bytes and size - checked_at >= DISK_CHECK_BYTES:
+                        checked_at = size
+                        self._check_disk(target.parent, 0, min_free_bytes, trial_id, name)
                     digest.update(chunk)
                     handle.write(chunk)
             sha = digest.hexdigest()
@@ -124,6 +141,29 @@ class ArtifactStore:
             Path(tmp_name).unlink(missing_ok=True)
             raise
         return size, sha
+
+    @staticmethod
+    def _check_disk(
+        directory: Path, more_bytes: int, min_free_bytes: int, trial_id: str, name: str
+    ) -> None:
+        """Refuse to write when the disk would keep less than ``min_free_bytes`` free."""
+        if not min_free_bytes:
+            return
+        free = shutil.disk_usage(directory).free
+        if free - more_bytes >= min_free_bytes:
+            return
+        log.warning(
+            "artifact %r of trial %s refused: the search directory's disk has %.2f GiB "
+            "free, and %.2f GiB are kept for the ledger; free space on that disk",
+            name, trial_id, free / GIB, min_free_bytes / GIB,
+        )  # fmt: skip
+        wanted = f" ({more_bytes} bytes)" if more_bytes else ""
+        raise LimitExceededError(
+            f"artifact {name!r} of trial {trial_id}{wanted} is not kept: the chief's disk "
+            f"has {free / GIB:.2f} GiB free, and it keeps {min_free_bytes / GIB:.2f} GiB for "
+            "the search's ledger. The trial's result is still recorded; free space on the "
+            "disk of the chief's search directory to keep the next trials' files"
+        )
 
     def open(self, trial_id: str, name: str) -> tuple[int, Iterator[bytes]]:
         """(size, chunks) of the artifact; NotFoundError when absent or not a plain file."""

@@ -26,6 +26,11 @@ protocol"):
   and ``upload_bytes_per_s_per_peer``: a peer's stream is throttled to that rate
   (a token bucket with one second of burst), so one peer cannot fill the disk
   faster than an operator can react.
+- **A disk reserve** (``min_free_disk_bytes``, 1 GiB): an upload that would
+  leave less free space than that on the search directory's disk is refused
+  (RESOURCE_EXHAUSTED, nothing kept), checked before the first byte and every
+  64 MiB written, so the ledger always has room to commit the trials' results.
+  The trial itself still ends and is recorded; only its files are not kept.
 
 Each counter costs O(1) under its own small lock.
 """
@@ -55,6 +60,7 @@ class ProtocolLimits:
     max_uploads: int = 16
     max_uploads_per_peer: int = 2
     upload_bytes_per_s_per_peer: float = 256.0 * MIB
+    min_free_disk_bytes: int = 1 * GIB
 
 
 @dataclass

@@ -7,9 +7,11 @@ The session is the chief's control handler: ``ktc status``, ``ktc scale`` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -22,7 +24,11 @@ from orchestrator.chief.chief import Chief
 from orchestrator.config import ClusterSpec, SearchSpec, WorkerSlot, parse_cluster, spec_json
 from orchestrator.errors import ConfigError, FleetError, KtClusterError
 from orchestrator.fleet.embedded_ray import connect_ray, search_uses_user_code, user_pythonpath
-from orchestrator.fleet.ray_processes import reap_leftover_ray_processes, record_ray_processes
+from orchestrator.fleet.ray_processes import (
+    reap_leftover_ray_processes,
+    record_ray_processes,
+    start_reaper,
+)
 from orchestrator.fleet.slots import BrokerHooks, Fleet
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 from orchestrator.protocol.status_document import (
@@ -132,6 +138,7 @@ class SearchSession:
         self._nonce = uuid.uuid4().hex[:6]
         self._interrupts = 0
         self.report: ReportRefresher | None = None
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     # ---------------------------------------------------------------- setup
 
@@ -150,6 +157,8 @@ class SearchSession:
             self._ray_connected = True
         if self._started_ray:
             record_ray_processes(self.chief.search_dir)
+            # Kills what a SIGKILL of this process would leave of that Ray.
+            self._reaper = start_reaper(self.chief.search_dir)
         if self.chief.resumed:
             self._release_orphaned_leases()
         dataset_ref = self._dataset_ref()
@@ -343,8 +352,13 @@ class SearchSession:
 
                 ray.shutdown()
         finally:
+            if self._reaper is not None and self._reaper.stdin is not None:
+                self._reaper.stdin.close()  # it kills what ray.shutdown left, and exits
             if final_render is not None:
                 final_render.join()
+            if self._reaper is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._reaper.wait(timeout=5.0)
 
     # ------------------------------------------------- control RPC handler
 

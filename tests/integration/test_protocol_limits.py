@@ -8,6 +8,7 @@ address); the real workers use theirs.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,13 +18,13 @@ import grpc
 import pytest
 
 from orchestrator.chief.chief import Chief
-from orchestrator.chief.limits import ProtocolLimits
-from orchestrator.errors import InvalidRequestError
+from orchestrator.chief.limits import GIB, ProtocolLimits
+from orchestrator.errors import InvalidRequestError, LimitExceededError
 from orchestrator.protocol.auth import bearer
 from orchestrator.protocol.client import AssignmentKind, TrialClient
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 from orchestrator.protocol.protos import ktcluster_pb2_grpc as pb_grpc
-from orchestrator.protocol.trials import SearchState
+from orchestrator.protocol.trials import SearchState, TrialStatus
 from tests.helpers import float_space, ledger_rows, make_search, wait_until
 
 StartChief = Callable[..., tuple[Chief, Any]]
@@ -139,6 +140,35 @@ def test_an_upload_past_the_limit_is_refused_and_leaves_nothing(
             client.end_trial(trial, "COMPLETED", metrics={"score": 0.1})
         leftovers = [p.name for p in (search_dir / "trials").rglob("*") if p.is_file()]
         assert leftovers == ["a.bin"]
+    finally:
+        chief.cancel(now=True)
+        chief.close(grace_s=0.2)
+
+
+def test_an_upload_into_the_disk_reserve_is_refused_and_the_trial_still_ends(
+    tmp_path: Path, search_dir: Path
+) -> None:
+    search = make_search({"type": "random", "max_trials": 3, "seed": 1})
+    chief = Chief.create(search, search_dir, initial_space=float_space(), long_poll_s=0)
+    # A reserve above what the disk has free: as if the disk were full.
+    chief.limits = ProtocolLimits(min_free_disk_bytes=shutil.disk_usage(search_dir).free + GIB)
+    ep = chief.start()
+    try:
+        with TrialClient(ep.address, ep.token, worker_id="local-w0") as client:
+            trial = client.create_trial(wait_s=0).trial
+            assert trial is not None
+            weights = tmp_path / "checkpoint.weights.h5"
+            weights.write_bytes(b"w" * 1024)
+            rows = ledger_rows(search_dir / "ledger.db")
+            with pytest.raises(LimitExceededError, match=r"for the search's ledger"):
+                client.upload_artifact(trial, "checkpoint.weights.h5", weights)
+            assert client.list_artifacts(trial.trial_id) == []
+            assert ledger_rows(search_dir / "ledger.db") == rows
+            # The result is recorded all the same: the reserve is there for it.
+            client.report(trial, 0, {"score": 0.3})
+            client.end_trial(trial, "COMPLETED", metrics={"score": 0.3})
+        assert chief.broker.get_trial(trial.trial_id).status is TrialStatus.COMPLETED
+        assert not [p for p in (search_dir / "trials").rglob("*") if p.is_file()]
     finally:
         chief.cancel(now=True)
         chief.close(grace_s=0.2)
