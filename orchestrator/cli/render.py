@@ -214,6 +214,25 @@ def trials_table(
     return table
 
 
+def scheduler_line(trials: Sequence[TrialView], spec: Any) -> str | None:
+    """What the search's trial scheduler did, in one line; None without one.
+
+    "Saved" counts, for each trial it stopped, the epochs from where it stopped
+    to the scheduler's ``max_epochs`` (as ``ktc_scheduler_stopped_epochs_total``
+    does): what those trials would have trained without it."""
+    scheduler = getattr(spec, "scheduler", None)
+    if scheduler is None:
+        return None
+    max_epochs = scheduler.max_epochs or spec.training.epochs
+    stopped = [t for t in trials if t.stopped_early]
+    saved = sum(max(0, max_epochs - (t.epochs_trained or 0)) for t in stopped)
+    judged = sum(1 for t in trials if t.status is TrialStatus.COMPLETED)
+    return (
+        f"trial scheduler ({scheduler.type}): stopped {len(stopped)} of {judged} completed "
+        f"trial(s) early, {saved} epoch(s) not trained"
+    )
+
+
 def stopped_early_text(trial: TrialView) -> str:
     """ "stopped at epoch N" (the epochs it trained), or "stopped early" when unknown."""
     epochs = trial.epochs_trained

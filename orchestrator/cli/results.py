@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cli.render import make_console, trials_table
+from orchestrator.cli.render import make_console, scheduler_line, trials_table
 from orchestrator.errors import ConfigError
 from orchestrator.evaluation_results import (
     EvaluationFileError,
@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(trials_table(ranked, objective=search.objective, title=title))
     if not ranked:
         console.print("no trials yet", style="dim")
+    scheduled = scheduler_line(ranked, search.spec)
+    if scheduled is not None and args.top is None:
+        console.print(scheduled, markup=False, highlight=False)
     if evaluation is not None:
         console.print(summary_line(evaluation), markup=False, highlight=False)
     return 0

@@ -169,7 +169,12 @@ def run_session(session: Any, *, progress: bool, ended_before: int = 0) -> int:
 
     from rich.text import Text
 
-    from orchestrator.cli.render import make_console, render_status, top_trials_table
+    from orchestrator.cli.render import (
+        make_console,
+        render_status,
+        scheduler_line,
+        top_trials_table,
+    )
 
     console = make_console()
     err = make_console(stderr=True)
@@ -188,11 +193,13 @@ def run_session(session: Any, *, progress: bool, ended_before: int = 0) -> int:
         session.close()
 
     broker = session.chief.broker
+    trials = broker.trials()
     console.print(
-        top_trials_table(
-            broker.trials(), objective=broker.objective, direction=broker.direction, n=5
-        )
+        top_trials_table(trials, objective=broker.objective, direction=broker.direction, n=5)
     )
+    scheduled = scheduler_line(trials, session.chief.search)
+    if scheduled is not None:
+        console.print(scheduled, soft_wrap=True, markup=False, highlight=False)
     message = session.chief.broker.message
     colour = {SearchState.COMPLETED: "green", SearchState.FAILED: "red"}.get(state, "yellow")
     # soft_wrap: never break these lines (people and scripts copy the commands).

@@ -98,3 +98,11 @@ def test_asha_stops_sleep_trials_through_ktc_submit(
     table = run_ktc("results", search_dir, timeout=120)
     assert_ok(table)
     assert table.stdout.count("stopped at epoch") == len(stopped_at)
+    # Both the search's end and `ktc results` sum it up: how many, and the epochs
+    # they did not train (to the last epoch each would have reached).
+    not_trained = sum(EPOCHS - (epoch + 1) for epoch in stopped_at.values())
+    summary = (
+        f"trial scheduler (asha): stopped {len(stopped_at)} of 10 completed trial(s) early, "
+        f"{not_trained} epoch(s) not trained"
+    )
+    assert summary in proc.stdout and summary in table.stdout, table.stdout[-2000:]

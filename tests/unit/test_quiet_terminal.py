@@ -165,3 +165,23 @@ def test_ended_trials_are_reported_once_in_the_order_they_ended() -> None:
     assert ended.new() == []
     broker.ended.append(_view("02", TrialStatus.COMPLETED, score=0.7))
     assert [t.trial_id for t in ended.new()] == ["02"]
+
+
+def test_the_scheduler_line_counts_the_stopped_trials_and_the_epochs_not_trained() -> None:
+    from orchestrator.cli.render import scheduler_line
+    from tests.helpers import make_search
+
+    asha = make_search(
+        {"type": "random", "max_trials": 4}, epochs=9, scheduler={"type": "asha", "grace_epochs": 1}
+    )
+    trials = [
+        _view("00", TrialStatus.COMPLETED, score=0.9, current_epoch=8),  # all 9 epochs
+        _view("01", TrialStatus.COMPLETED, score=0.5, stopped_early=True, current_epoch=0),
+        _view("02", TrialStatus.COMPLETED, score=0.6, stopped_early=True, current_epoch=2),
+        _view("03", TrialStatus.FAILED, error_message="ValueError: x"),
+    ]
+    # 01 trained 1 epoch of 9 (8 not trained), 02 trained 3 (6 not trained).
+    assert scheduler_line(trials, asha) == (
+        "trial scheduler (asha): stopped 2 of 3 completed trial(s) early, 14 epoch(s) not trained"
+    )
+    assert scheduler_line(trials, make_search({"type": "random", "max_trials": 4})) is None
