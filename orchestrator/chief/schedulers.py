@@ -369,12 +369,11 @@ class MedianStoppingScheduler(TrialScheduler):
 
 def build_scheduler(search: SearchSpec) -> TrialScheduler | None:
     """The search file's ``scheduler:``, or None when it has none."""
-    spec = search.scheduler
-    if spec is None:
+    spec, max_epochs = search.scheduler, search.scheduler_max_epochs
+    if spec is None or max_epochs is None:
         return None
     objective = search.objective.name
     direction = search.objective.resolved_direction
-    max_epochs = spec.max_epochs or search.training.epochs
     if spec.type == "asha":
         return AshaScheduler(
             objective=objective,
@@ -388,7 +387,7 @@ def build_scheduler(search: SearchSpec) -> TrialScheduler | None:
         direction=direction,
         grace_epochs=spec.grace_epochs,
         min_trials=spec.min_trials,
-        max_epochs=search.training.epochs,
+        max_epochs=max_epochs,  # training.epochs: max_epochs is an asha key
     )
 
 

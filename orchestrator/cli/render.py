@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -18,6 +18,9 @@ from rich.text import Text
 
 from orchestrator.protocol.status_document import StatusDocument, WorkerState, WorkerStatus
 from orchestrator.protocol.trials import SearchState, TrialStatus, TrialView, rank_trials
+
+if TYPE_CHECKING:
+    from orchestrator.config import SearchSpec
 
 STATE_STYLES: dict[SearchState, str] = {
     SearchState.RUNNING: "bold cyan",
@@ -214,16 +217,15 @@ def trials_table(
     return table
 
 
-def scheduler_line(trials: Sequence[TrialView], spec: Any) -> str | None:
+def scheduler_line(trials: Sequence[TrialView], spec: SearchSpec) -> str | None:
     """What the search's trial scheduler did, in one line; None without one.
 
-    "Saved" counts, for each trial it stopped, the epochs from where it stopped
-    to the scheduler's ``max_epochs`` (as ``ktc_scheduler_stopped_epochs_total``
+    "Not trained" counts, for each trial it stopped, the epochs from where it
+    stopped to the scheduler's ``max_epochs`` (as ``ktc_scheduler_stopped_epochs_total``
     does): what those trials would have trained without it."""
-    scheduler = getattr(spec, "scheduler", None)
-    if scheduler is None:
+    scheduler, max_epochs = spec.scheduler, spec.scheduler_max_epochs
+    if scheduler is None or max_epochs is None:
         return None
-    max_epochs = scheduler.max_epochs or spec.training.epochs
     stopped = [t for t in trials if t.stopped_early]
     saved = sum(max(0, max_epochs - (t.epochs_trained or 0)) for t in stopped)
     judged = sum(1 for t in trials if t.status is TrialStatus.COMPLETED)

@@ -245,10 +245,9 @@ def scheduler_summary(spec: SearchSpec) -> str | None:
     if scheduler is None:
         return None
     if scheduler.type == "asha":
-        max_epochs = scheduler.max_epochs or spec.training.epochs
         return (
             f"asha (grace_epochs {scheduler.grace_epochs}, reduction_factor "
-            f"{scheduler.reduction_factor}, max_epochs {max_epochs})"
+            f"{scheduler.reduction_factor}, max_epochs {spec.scheduler_max_epochs})"
         )
     return f"median (grace_epochs {scheduler.grace_epochs}, min_trials {scheduler.min_trials})"
 

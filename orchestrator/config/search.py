@@ -627,6 +627,14 @@ class SearchSpec(_Model):
             )
         return self
 
+    @property
+    def scheduler_max_epochs(self) -> int | None:
+        """The epochs a trial may train under the trial scheduler (its
+        ``max_epochs``, else ``training.epochs``); None without a scheduler."""
+        if self.scheduler is None:
+            return None
+        return self.scheduler.max_epochs or self.training.epochs
+
     def resolve_directory(self, now: datetime | None = None) -> Path:
         """The search directory: ``output.directory``, else ``searches/<name>-<YYYYmmdd-HHMMSS>``.
 
