@@ -15,6 +15,7 @@ from orchestrator.config.cluster import (
     WorkerEntry,
     default_cluster,
 )
+from orchestrator.config.dataset import BUILTIN_DATASETS, DatasetSpec
 from orchestrator.config.layout import WorkerSlot, node_resource_name
 from orchestrator.config.loader import (
     detect_kind,
@@ -25,9 +26,7 @@ from orchestrator.config.loader import (
     parse_search,
 )
 from orchestrator.config.search import (
-    BUILTIN_DATASETS,
     BUILTIN_HYPERMODELS,
-    DatasetSpec,
     EarlyStoppingSpec,
     FailurePolicy,
     HypermodelSpec,

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictInt,
@@ -33,9 +31,9 @@ from orchestrator.config.layout import (
     node_slots,
     resolved_memory_cap_mb,
 )
+from orchestrator.config.spec_base import NAME_PATTERN, FrozenModel
 from orchestrator.errors import ConfigError
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 GpuIndex = Annotated[StrictInt, Field(ge=0, le=limits.MAX_GPU_INDEX)]
@@ -44,10 +42,6 @@ CpusPerWorker = Annotated[
     float, Field(ge=limits.MIN_CPUS_PER_WORKER, le=limits.MAX_CPUS_PER_WORKER)
 ]
 MemoryMb = Annotated[StrictInt, Field(gt=0, le=limits.MAX_GPU_MEMORY_MB)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_port(port: int, what: str) -> None:
@@ -124,7 +118,7 @@ def _check_head_path(value: str, key: str, what: str) -> str:
     return value
 
 
-class RaySpec(_Model):
+class RaySpec(FrozenModel):
     """Where Ray runs: ``local`` (embedded), ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``;
     and where its dashboard (the Jobs API) answers, when a search runs as a Ray job."""
 
@@ -164,7 +158,7 @@ class RaySpec(_Model):
         return value
 
 
-class TlsSpec(_Model):
+class TlsSpec(FrozenModel):
     """TLS files for the chief's endpoint; relative paths are resolved against the YAML's folder."""
 
     cert: Path
@@ -187,7 +181,7 @@ class TlsSpec(_Model):
         return path
 
 
-class ChiefSpec(_Model):
+class ChiefSpec(FrozenModel):
     """The chief's gRPC endpoint: bind host/port, the address workers dial, TLS."""
 
     host: str = "127.0.0.1"
@@ -256,7 +250,7 @@ class ChiefSpec(_Model):
         )
 
 
-class FleetSpec(_Model):
+class FleetSpec(FrozenModel):
     """Defaults for every worker: CPUs each, and how often worker processes are recycled."""
 
     cpus_per_worker: CpusPerWorker = 1.0
@@ -268,7 +262,7 @@ class FleetSpec(_Model):
     max_workers: StrictInt = Field(limits.DEFAULT_MAX_WORKERS, ge=1, le=limits.MAX_MAX_WORKERS)
 
 
-class WorkerEntry(_Model):
+class WorkerEntry(FrozenModel):
     """One worker of an explicit ``workers`` list; no GPUs means a CPU-only worker.
 
     A bare list is a shorthand: ``- [2, 3]`` means ``- {gpus: [2, 3]}``.
@@ -283,7 +277,7 @@ class WorkerEntry(_Model):
         return {"gpus": data} if isinstance(data, list) else data
 
 
-class NodeSpec(_Model):
+class NodeSpec(FrozenModel):
     """One machine: its host, the GPUs ktcluster may use, CPUs, and its worker layout."""
 
     name: str = Field(pattern=NAME_PATTERN, max_length=128)
@@ -319,7 +313,7 @@ def _is_local_host(host: str) -> bool:
     return host in LOCAL_HOSTS
 
 
-class ClusterSpec(_Model):
+class ClusterSpec(FrozenModel):
     """A whole cluster file. ``worker_slots()`` gives the resolved worker map."""
 
     kind: Literal["cluster"] = "cluster"

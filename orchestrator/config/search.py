@@ -1,75 +1,41 @@
 """The search file: what to tune (hypermodel, dataset), how (oracle, training), and where.
 
-Relative dataset paths are resolved against the current working directory (the
-folder ``ktc submit`` runs in), not against the YAML's folder.
+The dataset section is :mod:`orchestrator.config.dataset`.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     StrictBool,
     StrictInt,
-    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
 from orchestrator.config import limits
+from orchestrator.config.dataset import DatasetSpec
 from orchestrator.config.errors_format import FieldProblems, Problem
+from orchestrator.config.spec_base import (
+    NAME_PATTERN,
+    Epochs,
+    FrozenModel,
+    Seconds,
+    Seed,
+    check_path_text,
+    check_reference,
+    shorthand,
+)
 
 BUILTIN_HYPERMODELS: tuple[str, ...] = ("cnn", "mlp", "transfer", "sleep")
-BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
-FILE_DATASETS: tuple[str, ...] = ("npz", "image_directory")
-# The digits test split: a fixed, stratified hold-out taken before the
-# train/validation split. Fixed (not dataset.seed) so every search on digits
-# holds out the same samples and a test accuracy means the same thing.
-DIGITS_TEST_FRACTION = 0.2
-DIGITS_TEST_SEED = 1797
-LABEL_FORMS: tuple[str, ...] = ("int", "one_hot")
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_REFERENCE_RE = re.compile(rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*$")
 _OVERRIDE_KEYS = frozenset({"min", "max", "step", "sampling", "values", "value", "default"})
 _SAMPLINGS = ("linear", "log", "reverse_log")
-
-Seed = Annotated[StrictInt, Field(ge=0, le=limits.MAX_SEED)]
-Epochs = Annotated[StrictInt, Field(ge=1, le=limits.MAX_EPOCHS)]
-ImageSide = Annotated[StrictInt, Field(ge=1, le=limits.MAX_IMAGE_SIDE)]
-Seconds = Annotated[float, Field(gt=0, le=limits.MAX_LEASE_TIMEOUT_S)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _check_reference(value: str, builtins: Sequence[str], what: str) -> None:
-    if value in builtins or _REFERENCE_RE.match(value):
-        return
-    hint = ""
-    if value.count(":") != 1 and "." in value and ":" not in value:
-        module, _, attr = value.rpartition(".")
-        hint = f" Did you mean '{module}:{attr}'?"
-    raise ValueError(
-        f"expected a built-in name ({', '.join(builtins)}) or 'package.module:attribute', "
-        f"got {value!r}.{hint} Use a built-in {what}, or name your own code as "
-        "module:attribute (dotted module path, exactly one colon)."
-    )
-
-
-def _shorthand(data: Any, key: str) -> Any:
-    return {key: data} if isinstance(data, str) else data
 
 
 def _override_problems(name: str, spec: Any) -> list[Problem]:
@@ -137,7 +103,7 @@ def _override_problems(name: str, spec: Any) -> list[Problem]:
     return []
 
 
-class HypermodelSpec(_Model):
+class HypermodelSpec(FrozenModel):
     """The model to tune: a built-in (``cnn``, ``mlp``, ``transfer``, ``sleep``) or ``module:attr``.
 
     ``overrides`` narrow or fix hyperparameter ranges; ``options`` are other settings.
@@ -151,12 +117,12 @@ class HypermodelSpec(_Model):
     @model_validator(mode="before")
     @classmethod
     def _short(cls, data: Any) -> Any:
-        return _shorthand(data, "name")
+        return shorthand(data, "name")
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        _check_reference(value, BUILTIN_HYPERMODELS, "hypermodel")
+        check_reference(value, BUILTIN_HYPERMODELS, "hypermodel")
         return value
 
     @model_validator(mode="after")
@@ -182,194 +148,7 @@ class HypermodelSpec(_Model):
         return None if self.is_builtin else self.name.split(":", 1)[1]
 
 
-def _resolve_cwd_path(
-    value: str | None, info: ValidationInfo, key: str, kind: Literal["file", "directory"]
-) -> str | None:
-    if value is None:
-        return None
-    _check_path_text(value)
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else Path.cwd() / path
-    if (info.context or {}).get("check_paths", True):
-        problem = _path_problem(path, kind)
-        if problem is not None:
-            raise ValueError(
-                f"{key} {value!r} {problem} (looked for {path}; relative paths are relative "
-                f"to the current directory); expected an existing, readable {kind}. Fix the "
-                "path or run from the right folder."
-            )
-    return str(path)
-
-
-def _path_problem(path: Path, kind: Literal["file", "directory"]) -> str | None:
-    """Why ``path`` cannot be read as a ``kind`` on this machine, or None."""
-    if not path.exists():
-        return "does not exist"
-    if kind == "file" and not path.is_file():
-        return "is a directory, not a file" if path.is_dir() else "is not a regular file"
-    if kind == "directory" and not path.is_dir():
-        return "is a file, not a directory"
-    if not os.access(path, os.R_OK | (os.X_OK if kind == "directory" else 0)):
-        return "is not readable (permission denied)"
-    return None
-
-
-def _check_path_text(value: str) -> None:
-    """Refuse what no filesystem call can take (a NUL byte makes os.stat raise ValueError)."""
-    if not value.strip():
-        raise ValueError(f"expected a file system path, got {value!r}. Write the path.")
-    if "\x00" in value:
-        raise ValueError(
-            f"expected a file system path, got {value!r}, which contains a NUL character. "
-            "Remove the character."
-        )
-
-
-class DatasetSpec(_Model):
-    """Training data: a built-in, ``npz``, ``image_directory`` or ``module:function``.
-
-    The shorthand ``dataset: digits`` means ``{source: digits}``.
-    """
-
-    source: str
-    path: str | None = None
-    image_size: tuple[ImageSide, ImageSide] | None = None
-    color_mode: Literal["rgb", "grayscale"] = "rgb"
-    validation_split: float = Field(0.2, gt=0, lt=1)
-    validation_path: str | None = None
-    test_path: str | None = None
-    subset: StrictInt | None = Field(None, gt=0, le=limits.MAX_SUBSET)
-    seed: Seed = 0
-    # None: labels as the source gives them (integers for every built-in).
-    labels: Literal["int", "one_hot"] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _short(cls, data: Any) -> Any:
-        return _shorthand(data, "source")
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, value: str) -> str:
-        _check_reference(value, (*BUILTIN_DATASETS, *FILE_DATASETS), "dataset")
-        return value
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        # An npz is a file and an image_directory a folder: a folder given as an
-        # npz would otherwise pass here and fail in every worker after Ray started.
-        kind: Literal["file", "directory"] = (
-            "directory" if info.data.get("source") == "image_directory" else "file"
-        )
-        return _resolve_cwd_path(value, info, "path", kind)
-
-    @field_validator("validation_path")
-    @classmethod
-    def _validation_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        kind: Literal["file", "directory"] = (
-            "directory" if info.data.get("source") == "image_directory" else "file"
-        )
-        return _resolve_cwd_path(value, info, "validation_path", kind)
-
-    @field_validator("test_path")
-    @classmethod
-    def _test_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        kind: Literal["file", "directory"] = (
-            "directory" if info.data.get("source") == "image_directory" else "file"
-        )
-        return _resolve_cwd_path(value, info, "test_path", kind)
-
-    @model_validator(mode="after")
-    def _combination(self) -> DatasetSpec:
-        problems: list[Problem] = []
-        needs_path = self.source in FILE_DATASETS
-        if needs_path and self.path is None:
-            problems.append(
-                Problem(
-                    ("path",),
-                    f"source {self.source!r} needs a path; expected 'path: ...' next to it, "
-                    "got none. Add the path.",
-                )
-            )
-        if not needs_path and self.path is not None:
-            problems.append(
-                Problem(
-                    ("path",),
-                    f"path is only used by sources npz and image_directory, not {self.source!r}; "
-                    "expected no path here. Remove it.",
-                )
-            )
-        if self.source == "image_directory" and self.image_size is None:
-            problems.append(
-                Problem(
-                    ("image_size",),
-                    "source 'image_directory' needs image_size: [height, width]; expected it "
-                    "next to the source, got none. Add it.",
-                )
-            )
-        if self.source != "image_directory" and self.image_size is not None:
-            problems.append(
-                Problem(
-                    ("image_size",),
-                    "image_size is only used by source image_directory; expected no image_size "
-                    f"for {self.source!r}. Remove it.",
-                )
-            )
-        if self.test_path is not None and not needs_path:
-            problems.append(
-                Problem(
-                    ("test_path",),
-                    f"test_path is only used by sources npz and image_directory, not "
-                    f"{self.source!r}; expected no test_path here (built-ins bring their own "
-                    "test split, and a function returns its own). Remove it.",
-                )
-            )
-        if self.validation_path is not None and "validation_split" in self.model_fields_set:
-            problems.append(
-                Problem(
-                    ("validation_split",),
-                    "expected either validation_split or validation_path, got both. "
-                    "Remove one of them.",
-                )
-            )
-        if problems:
-            raise FieldProblems(problems)
-        return self
-
-    @property
-    def is_builtin(self) -> bool:
-        """True for a built-in dataset name."""
-        return self.source in BUILTIN_DATASETS
-
-    @property
-    def is_user_function(self) -> bool:
-        """True when the source is the user's own ``module:function``."""
-        return ":" in self.source
-
-    def test_split(self) -> tuple[str | None, bool | None]:
-        """``(definition, present)`` of the held-out test split this spec describes.
-
-        ``definition`` names the held-out set (two searches with the same
-        definition have the same test samples); ``present`` is True when the
-        source always has one, False when it has none, None when only loading
-        tells (an npz's x_test/y_test, a function's third split).
-        """
-        if self.source == "digits":
-            percent = f"{DIGITS_TEST_FRACTION * 100:g}%"
-            return f"digits:stratified-{percent}:seed={DIGITS_TEST_SEED}", True
-        if self.source in BUILTIN_DATASETS:
-            return f"{self.source}:keras-test-set", True
-        if self.test_path is not None:
-            return f"{self.source}:test_path={self.test_path}", True
-        if self.source == "npz":
-            return f"npz:{self.path}[x_test,y_test]", None
-        if self.source == "image_directory":
-            return None, False
-        return f"{self.source}:third-split", None
-
-
-class ObjectiveSpec(_Model):
+class ObjectiveSpec(FrozenModel):
     """The metric to optimise. Without a direction: ``*loss``/``*error`` -> min, else max."""
 
     name: str = Field("val_accuracy", min_length=1, max_length=256)
@@ -378,7 +157,7 @@ class ObjectiveSpec(_Model):
     @model_validator(mode="before")
     @classmethod
     def _short(cls, data: Any) -> Any:
-        return _shorthand(data, "name")
+        return shorthand(data, "name")
 
     @property
     def resolved_direction(self) -> Literal["max", "min"]:
@@ -394,7 +173,7 @@ _TYPE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-class OracleSpec(_Model):
+class OracleSpec(FrozenModel):
     """The search algorithm and its parameters. Type-specific keys are refused on other types."""
 
     type: Literal["random", "grid", "bayesian", "hyperband"] = "random"
@@ -464,7 +243,7 @@ class OracleSpec(_Model):
         return data
 
 
-class EarlyStoppingSpec(_Model):
+class EarlyStoppingSpec(FrozenModel):
     """Stop a trial's training when ``monitor`` stops improving."""
 
     monitor: str = Field("val_loss", min_length=1, max_length=256)
@@ -472,7 +251,7 @@ class EarlyStoppingSpec(_Model):
     min_delta: float = Field(0.0, ge=0)
 
 
-class TrainingSpec(_Model):
+class TrainingSpec(FrozenModel):
     """How each trial trains: epochs, batch size, early stopping, Keras verbosity."""
 
     epochs: Epochs = 10
@@ -487,7 +266,7 @@ _SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-class SchedulerSpec(_Model):
+class SchedulerSpec(FrozenModel):
     """Stop bad trials early, at the chief (orchestrator/chief/schedulers.py).
 
     Epochs count epochs trained: ``grace_epochs: 1`` first judges a trial
@@ -536,7 +315,7 @@ class SchedulerSpec(_Model):
         return data
 
 
-class FailurePolicy(_Model):
+class FailurePolicy(FrozenModel):
     """Retries, the consecutive-failure limit, and trial leases (heartbeat < lease timeout)."""
 
     retries_per_trial: StrictInt = Field(2, ge=0, le=limits.MAX_RETRIES_PER_TRIAL)
@@ -575,7 +354,7 @@ class FailurePolicy(_Model):
         return self
 
 
-class OutputSpec(_Model):
+class OutputSpec(FrozenModel):
     """Where the search directory goes (default ``./searches/<name>-<timestamp>``)."""
 
     directory: str | None = None
@@ -587,11 +366,11 @@ class OutputSpec(_Model):
         # (orchestrator.config.preflight), not here: a resumed search revalidates
         # this spec while its folder exists and holds its ledger.
         if value is not None:
-            _check_path_text(value)
+            check_path_text(value)
         return value
 
 
-class SearchSpec(_Model):
+class SearchSpec(FrozenModel):
     """A whole search file."""
 
     kind: Literal["search"] = "search"

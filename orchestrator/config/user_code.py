@@ -16,8 +16,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from orchestrator.config.dataset import DatasetSpec
 from orchestrator.config.errors_format import suggest
-from orchestrator.config.search import DatasetSpec, HypermodelSpec, SearchSpec
+from orchestrator.config.search import HypermodelSpec, SearchSpec
 from orchestrator.config.yaml_source import YamlDocument
 from orchestrator.errors import ConfigError
 

@@ -18,7 +18,7 @@ import numpy as np
 from orchestrator.errors import KtClusterError
 
 LabelMode = Literal["int", "onehot"]
-# dataset.labels (orchestrator.config.search.LABEL_FORMS) -> the Dataset's label_mode.
+# dataset.labels (orchestrator.config.dataset.LABEL_FORMS) -> the Dataset's label_mode.
 _LABEL_FORM_MODES: dict[str, LabelMode] = {"int": "int", "one_hot": "onehot"}
 
 

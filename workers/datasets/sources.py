@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from orchestrator.config.search import DIGITS_TEST_FRACTION, DIGITS_TEST_SEED
+from orchestrator.config.dataset import DIGITS_TEST_FRACTION, DIGITS_TEST_SEED
 from orchestrator.config.user_code import UserCodeError, import_reference
 from workers.datasets.dataset import DatasetError, RawData, as_array
 
