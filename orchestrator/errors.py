@@ -104,5 +104,9 @@ class FleetError(KtClusterError):
     """Workers could not be placed or started on the Ray cluster."""
 
 
+class JobsApiError(KtClusterError):
+    """The cluster's Ray Jobs API failed a request, or the head cannot run the search."""
+
+
 class DeployError(KtClusterError):
     """Bringing a Ray cluster up or down failed."""

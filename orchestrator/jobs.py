@@ -20,11 +20,9 @@ metadata names the search and its directory (:data:`META_SEARCH`,
 ``ray.address: auto``) uploaded as the job's ``working_dir``, its size checked
 against the Jobs API's limit before the upload.
 
-**The head runs this ktcluster version**, or nothing is submitted:
-:meth:`ClusterJobs.head_environment` runs a tiny job first (no
-``runtime_env``: the head's own Python) that prints the head's ktcluster
-and Python versions and where ``ktc`` is (Ray's ``/api/version`` knows only
-Ray's version). It costs one short job, about 1 s; it is deleted after.
+**The head runs this ktcluster version**, or nothing is submitted: a tiny job
+checks it first (``orchestrator/head_jobs.py``, which also runs the remote
+verbs' short jobs on the head).
 
 **Ray's token** is found where Ray looks (:func:`orchestrator.ray_dashboard.find_ray_token`;
 the environment is passed in) and sent as ``Authorization: Bearer`` on every
@@ -40,9 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import logging
-import shlex
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -53,7 +49,8 @@ from typing import Any
 
 from orchestrator import __version__
 from orchestrator.config import ClusterSpec
-from orchestrator.errors import ConfigError, KtClusterError, NotFoundError
+from orchestrator.errors import ConfigError, JobsApiError, NotFoundError
+from orchestrator.head_jobs import HeadJobs
 from orchestrator.job_package import (
     CLUSTER_FILE,
     SEARCH_FILE,
@@ -73,24 +70,9 @@ META_SEARCH = "ktcluster-search"
 META_SEARCH_DIR = "ktcluster-search-dir"
 META_VERSION = "ktcluster-version"
 META_CLUSTER = "ktcluster-cluster"
-META_CHECK = "ktcluster-check"
 META_RESUME_OF = "ktcluster-resume-of"  # on a resume's job: the search id it continues
-HEAD_CHECK_MARK = "ktcluster-head "
-HEAD_CHECK_TIMEOUT_S = 120.0
 MAX_SAME_SECOND = 9
 AGENT_WAIT_S = 30.0
-HELPER_PREFIXES = ("ktc-check-", "ktc-verb-")  # the ids of ktcluster's own short jobs
-HELPER_SWEEP_AFTER_S = 60.0  # a helper job this long over is deleted by the next one
-# No `import ray` (a second of the check's one): the probe has Ray's version.
-_HEAD_CHECK = (
-    "import json, platform, shutil; import orchestrator; "
-    f"print({HEAD_CHECK_MARK!r} + json.dumps({{'ktcluster': orchestrator.__version__, "
-    "'python': platform.python_version(), 'ktc': shutil.which('ktc')}))"
-)
-
-
-class JobsApiError(KtClusterError):
-    """The cluster's Ray Jobs API failed a request, or the head cannot run the search."""
 
 
 class JobState(str, enum.Enum):
@@ -140,16 +122,6 @@ class SearchJob:
 
 
 @dataclass(frozen=True)
-class HeadEnvironment:
-    """What the head's own Python runs: the versions a search job will see."""
-
-    ktcluster_version: str
-    ray_version: str  # the dashboard's
-    python_version: str
-    ktc_path: str | None
-
-
-@dataclass(frozen=True)
 class SubmittedSearch:
     """A search submitted as a job."""
 
@@ -159,7 +131,7 @@ class SubmittedSearch:
     package_bytes: int
 
 
-class ClusterJobs:
+class ClusterJobs(HeadJobs):
     """The Jobs API of one cluster (``ray.dashboard``), with Ray's token.
 
     Each call is one or a few HTTP requests; nothing is cached but the connection.
@@ -203,59 +175,6 @@ class ClusterJobs:
         except (ConnectionError, RuntimeError) as exc:
             raise JobsApiError(f"ray.dashboard {url}: {exc}") from None
         return cls(client, url, probe.ray_version or "unknown", headers)
-
-    # -- the head ---------------------------------------------------------
-
-    def head_environment(self, *, timeout_s: float = HEAD_CHECK_TIMEOUT_S) -> HeadEnvironment:
-        """Run the tiny version job on the head and read what it printed."""
-        info, logs = self._run_helper_job(
-            HELPER_PREFIXES[0],
-            f"python -c {shlex.quote(_HEAD_CHECK)}",
-            kind="head-environment",
-            what="the version check",
-            timeout_s=timeout_s,
-        )
-        for line in str(logs).splitlines():
-            if line.startswith(HEAD_CHECK_MARK):
-                data = json.loads(line[len(HEAD_CHECK_MARK) :])
-                return HeadEnvironment(
-                    ktcluster_version=str(data["ktcluster"]),
-                    ray_version=self.ray_version,
-                    python_version=str(data["python"]),
-                    ktc_path=data.get("ktc"),
-                )
-        tail = "\n".join(str(logs).strip().splitlines()[-5:])
-        if "No module named 'orchestrator'" in str(logs):
-            raise JobsApiError(
-                f"ray.dashboard {self.url}: ktcluster is not installed in the head's Python "
-                f"(`python -c 'import orchestrator'` failed there); expected ktcluster "
-                f"{__version__}, as on this machine. Install it on the head (`pip install "
-                f"ktcluster=={__version__}`, or in its image)."
-            )
-        raise JobsApiError(
-            f"ray.dashboard {self.url}: the head's version check ended {info.status} without "
-            f"an answer; expected its ktcluster and Ray versions. Its output:\n{tail}"
-        )
-
-    def check_head(self, *, timeout_s: float = HEAD_CHECK_TIMEOUT_S) -> HeadEnvironment:
-        """:meth:`head_environment`, refused unless it runs this ktcluster with ``ktc``."""
-        head = self.head_environment(timeout_s=timeout_s)
-        if head.ktcluster_version != __version__:
-            raise JobsApiError(
-                f"ray.dashboard {self.url}: the head runs ktcluster {head.ktcluster_version}, "
-                f"this machine {__version__}; expected the same version on both (the chief "
-                "on the head and the verbs here speak one protocol and read one ledger). "
-                f"Install ktcluster {__version__} on the head, or submit with the head's "
-                "version from a machine that has it. Nothing was submitted."
-            )
-        if head.ktc_path is None:
-            raise JobsApiError(
-                f"ray.dashboard {self.url}: ktcluster {head.ktcluster_version} is installed "
-                "on the head but `ktc` is not on the PATH its jobs run with; expected the "
-                "`ktc` command there. Install ktcluster in the environment `ray start` ran "
-                "from. Nothing was submitted."
-            )
-        return head
 
     # -- searches ---------------------------------------------------------
 
@@ -441,72 +360,6 @@ class ClusterJobs:
             ) from None
         except RuntimeError as exc:
             raise self._failed(f"follow the logs of {search_id}", exc) from None
-
-    def run_on_head(self, entrypoint: str, *, what: str, timeout_s: float = 900.0) -> Any:
-        """Run a short ``ktc`` verb on the head as a job (the head's own Python, no
-        runtime env) and return its :class:`~orchestrator.remote_verbs.Answer`,
-        read from the job's output; the job is deleted after (stopped if it
-        outlives ``timeout_s``)."""
-        from orchestrator.remote_verbs import Answer
-
-        _, logs = self._run_helper_job(
-            HELPER_PREFIXES[1], entrypoint, kind="verb", what=what, timeout_s=timeout_s
-        )
-        return Answer.from_logs(str(logs), what=what)
-
-    def _run_helper_job(
-        self, prefix: str, entrypoint: str, *, kind: str, what: str, timeout_s: float
-    ) -> tuple[Any, str]:
-        """Run a short job of ktcluster's own (not a search) and return its info
-        and output; it is deleted once it ended (stopped if it outlives
-        ``timeout_s``), as are earlier ones that Ray brought back (below)."""
-        from ray.job_submission import JobStatus
-
-        job_id = f"{prefix}{datetime.now(timezone.utc):%Y%m%d-%H%M%S-%f}"
-        try:
-            self._submit_job(
-                entrypoint=entrypoint, submission_id=job_id, metadata={META_CHECK: kind}
-            )
-        except RuntimeError as exc:
-            raise self._failed(f"submit {what}", exc) from None
-        try:
-            self.wait(job_id, timeout_s=timeout_s)
-            info = self._call(f"read {what}", lambda: self._client.get_job_info(job_id))
-            logs = self._call(f"read {what}", lambda: self._client.get_job_logs(job_id))
-        finally:
-            status = self._call(f"read {what}", lambda: self._client.get_job_status(job_id))
-            if status in (JobStatus.PENDING, JobStatus.RUNNING):
-                self._call(f"stop {what}", lambda: self._client.stop_job(job_id))
-            else:  # a finished helper is clutter in `ray job list`
-                self._call(f"delete {what}", lambda: self._client.delete_job(job_id))
-                self._sweep_helper_jobs(job_id)
-        return info, str(logs)
-
-    def _sweep_helper_jobs(self, current: str) -> None:
-        """Delete ktcluster's helper jobs that ended a while ago.
-
-        A helper deleted right after it ended can come back: Ray's job monitor
-        notices the supervisor actor's exit on its next ping, finds no status
-        (deleted), and writes one, FAILED ("Job supervisor actor died"). Each
-        helper run sweeps those up; a failure here costs nothing but clutter.
-        """
-        cutoff_ms = (time.time() - HELPER_SWEEP_AFTER_S) * 1000
-        try:
-            for job in self._client.list_jobs():
-                meta = job.metadata or {}
-                # Brought back, it has lost its metadata (and its entrypoint): its id tells.
-                ours = META_CHECK in meta or (
-                    not meta and str(job.submission_id).startswith(HELPER_PREFIXES)
-                )
-                if (
-                    ours
-                    and job.submission_id != current
-                    and job.status.is_terminal()
-                    and (job.end_time or job.start_time or 0) < cutoff_ms
-                ):
-                    self._client.delete_job(job.submission_id)
-        except Exception as exc:  # noqa: BLE001 - clutter only; the answer is in hand
-            log.debug("could not sweep ktcluster's finished helper jobs: %s", exc)
 
     def wait(self, job_id: str, *, timeout_s: float) -> None:
         """Return once the job ended; JobsApiError after ``timeout_s``.

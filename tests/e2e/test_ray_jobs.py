@@ -276,7 +276,7 @@ def test_version_mismatch_is_refused_before_anything_starts(
 ) -> None:
     from ray.job_submission import JobSubmissionClient
 
-    from orchestrator import jobs
+    from orchestrator import head_jobs, jobs
     from orchestrator.config.loader import load_cluster
 
     cluster = load_cluster(_cluster_file(ray_head, tmp_path))
@@ -286,7 +286,7 @@ def test_version_mismatch_is_refused_before_anything_starts(
     )
     before = {job.submission_id for job in ray_jobs.list_jobs()}
     head_version = re.escape(jobs.__version__)
-    monkeypatch.setattr(jobs, "__version__", "0.0.0-other")
+    monkeypatch.setattr(head_jobs, "__version__", "0.0.0-other")  # the check's own
     with pytest.raises(
         jobs.JobsApiError,
         match=rf"the head runs ktcluster {head_version}, this machine 0\.0\.0-other; expected "
@@ -581,7 +581,7 @@ def test_attach_runs_the_chief_here_against_the_remote_head(
     workers on the head; no job is submitted."""
     from ray.job_submission import JobSubmissionClient
 
-    from orchestrator import jobs
+    from orchestrator import head_jobs
 
     project = _project(tmp_path, "attached")
     cluster = _cluster_file(ray_head, tmp_path)
@@ -593,7 +593,7 @@ def test_attach_runs_the_chief_here_against_the_remote_head(
         return {
             str(job.submission_id)
             for job in ray_jobs.list_jobs()
-            if not str(job.submission_id).startswith(jobs.HELPER_PREFIXES)
+            if not str(job.submission_id).startswith(head_jobs.HELPER_PREFIXES)
         }
 
     before = searches()

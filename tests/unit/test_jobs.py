@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import job_package, jobs
+from orchestrator import head_jobs, job_package, jobs
 from orchestrator.cli.submit_job import detaches, submit_detached
 from orchestrator.config import parse_cluster
 from orchestrator.errors import ConfigError
@@ -228,14 +228,14 @@ def test_helper_jobs_are_deleted_and_earlier_ones_ray_brought_back_are_swept() -
     from ray.job_submission import JobStatus
 
     now_ms = time.time() * 1000
-    old_ms = now_ms - (jobs.HELPER_SWEEP_AFTER_S + 5) * 1000
+    old_ms = now_ms - (head_jobs.HELPER_SWEEP_AFTER_S + 5) * 1000
 
     def job(job_id: str, status: JobStatus, end_ms: float | None, **meta: str) -> object:
         return SimpleNamespace(
             submission_id=job_id, status=status, end_time=end_ms, start_time=old_ms, metadata=meta
         )
 
-    helper = {jobs.META_CHECK: "verb"}
+    helper = {head_jobs.META_CHECK: "verb"}
     table = {
         # Brought back by Ray: no metadata left, its id tells.
         "ktc-verb-back": job("ktc-verb-back", JobStatus.FAILED, old_ms),
