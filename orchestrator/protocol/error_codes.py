@@ -36,6 +36,7 @@ from orchestrator.errors import (
     FleetError,
     InputError,
     InvalidRequestError,
+    JobsApiError,
     KtClusterError,
     LedgerError,
     LimitExceededError,
@@ -121,6 +122,8 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ),
     ErrorCode(LedgerError, _Code.INTERNAL),
     ErrorCode(DeployError, _Code.INTERNAL),
+    # Raised on the user's machine about a cluster's Jobs API; never by a chief.
+    ErrorCode(JobsApiError, _Code.INTERNAL),
 )
 
 # gRPC's own deadline means to us what UNAVAILABLE means: no chief answered.
