@@ -95,31 +95,15 @@ class DatasetSpec(FrozenModel):
         check_reference(value, (*BUILTIN_DATASETS, *FILE_DATASETS), "dataset")
         return value
 
-    @field_validator("path")
+    @field_validator("path", "validation_path", "test_path")
     @classmethod
-    def _path(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _paths(cls, value: str | None, info: ValidationInfo) -> str | None:
         # An npz is a file and an image_directory a folder: a folder given as an
         # npz would otherwise pass here and fail in every worker after Ray started.
         kind: Literal["file", "directory"] = (
             "directory" if info.data.get("source") == "image_directory" else "file"
         )
-        return _resolve_cwd_path(value, info, "path", kind)
-
-    @field_validator("validation_path")
-    @classmethod
-    def _validation_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        kind: Literal["file", "directory"] = (
-            "directory" if info.data.get("source") == "image_directory" else "file"
-        )
-        return _resolve_cwd_path(value, info, "validation_path", kind)
-
-    @field_validator("test_path")
-    @classmethod
-    def _test_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        kind: Literal["file", "directory"] = (
-            "directory" if info.data.get("source") == "image_directory" else "file"
-        )
-        return _resolve_cwd_path(value, info, "test_path", kind)
+        return _resolve_cwd_path(value, info, info.field_name or "path", kind)
 
     @model_validator(mode="after")
     def _combination(self) -> DatasetSpec:
