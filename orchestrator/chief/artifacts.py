@@ -100,6 +100,9 @@ class ArtifactStore:
         (:class:`LimitExceededError`, nothing kept)."""
         target = self.path(trial_id, name)
         base = self.trial_dir(trial_id)
+        # Before any directory is made: a refused upload leaves the folder as it was.
+        existing = next(p for p in (base, *base.parents) if p.is_dir())
+        self._check_disk(existing, declared_bytes, min_free_bytes, trial_id, name)
         # One level at a time: mkdir(parents=True) gives the parents the umask's mode.
         for directory in (base.parent, base, *reversed(target.parent.relative_to(base).parents)):
             (directory if directory.is_absolute() else base / directory).mkdir(
@@ -109,7 +112,6 @@ class ArtifactStore:
         target = self.path(trial_id, name)  # again: the directories exist now
         digest = hashlib.sha256()
         size = 0
-        self._check_disk(target.parent, declared_bytes, min_free_bytes, trial_id, name)
         checked_at = 0
         # mkstemp creates the file 0600; os.replace keeps that mode.
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")

@@ -163,6 +163,7 @@ def test_an_upload_into_the_disk_reserve_is_refused_and_the_trial_still_ends(
             with pytest.raises(LimitExceededError, match=r"for the search's ledger"):
                 client.upload_artifact(trial, "checkpoint.weights.h5", weights)
             assert client.list_artifacts(trial.trial_id) == []
+            assert not (search_dir / "trials" / trial.trial_id).exists()
             assert ledger_rows(search_dir / "ledger.db") == rows
             # The result is recorded all the same: the reserve is there for it.
             client.report(trial, 0, {"score": 0.3})
