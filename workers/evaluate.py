@@ -382,7 +382,7 @@ class EvaluationProcess:
                 apply_cuda_visibility(plan)
             configure_tensorflow(plan)
             if dataset is None:
-                from workers.runner import require_dataset_paths
+                from workers.dataset_paths import require_dataset_paths
 
                 require_dataset_paths(job.search_json, who="evaluation worker")
             outcome = evaluate(job, dataset)

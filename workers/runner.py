@@ -18,9 +18,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import re
 import shutil
-import socket
 import tempfile
 import time
 import traceback
@@ -29,8 +27,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from orchestrator.config import SearchSpec, WorkerSlot
 from orchestrator.errors import (
@@ -42,12 +38,13 @@ from orchestrator.errors import (
 from orchestrator.protocol.client import (
     AssignmentKind,
     LeasedTrial,
-    LeaseKeeper,
     ReportAction,
     TrialClient,
 )
 from orchestrator.protocol.failures import TRACEBACK_TAIL_CHARS, FailureKind, strip_ansi
+from orchestrator.protocol.lease_keeper import LeaseKeeper
 from orchestrator.protocol.trials import AttemptStatus
+from workers.dataset_paths import require_dataset_paths
 from workers.failures import Failure, classify, classify_setup
 
 log = logging.getLogger(__name__)
@@ -96,47 +93,9 @@ class WorkerConfig:
         return SearchSpec.model_validate_json(self.search_json, context={"check_paths": False})
 
 
-_SUBMIT_HINTS = re.compile(r" \(looked for [^)]*\)| Fix the path or run from the right folder\.")
-
-
-def dataset_path_problems(search_json: str) -> list[str]:
-    """Why the search's dataset paths cannot be read on this machine (empty when they can).
-
-    The config's own path checks (``DatasetSpec``'s validators) run again here:
-    on a remote cluster ``ktc submit`` could not run them, because the paths are
-    the workers', not the submitting machine's.
-    """
-    try:
-        SearchSpec.model_validate_json(search_json, context={"check_paths": True})
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            cause = (error.get("ctx") or {}).get("error")
-            key = ".".join(str(part) for part in error["loc"])
-            text = str(cause) if cause is not None else error["msg"]
-            # The config's hints are about the submitting machine's current
-            # folder; here the path is already absolute and the fix is below.
-            problems.append(f"{key}: {_SUBMIT_HINTS.sub('', text).strip()}")
-        return problems
-    return []
-
-
 def check_dataset_paths(config: WorkerConfig) -> None:
     """Raise DatasetUnavailableError unless the search's dataset paths can be read here."""
     require_dataset_paths(config.search_json, who=f"worker {config.worker_id}")
-
-
-def require_dataset_paths(search_json: str, *, who: str) -> None:
-    """Raise DatasetUnavailableError, naming ``who`` and this host, unless the
-    dataset paths of ``search_json`` can be read on this machine."""
-    problems = dataset_path_problems(search_json)
-    if problems:
-        raise DatasetUnavailableError(
-            f"{who} on {socket.gethostname()}: "
-            + "; ".join(problems)
-            + " On a Ray cluster the dataset is read on each worker's machine: put it at this "
-            "path on every worker node (or on shared storage), or fix the path."
-        )
 
 
 class SetupFailed(Exception):

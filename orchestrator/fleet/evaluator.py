@@ -161,7 +161,7 @@ def _dataset_ref(cluster: ClusterSpec, job: EvaluationJob, dataset: Any) -> Any:
     ``ktc submit`` does); otherwise the worker loads its own copy."""
     if dataset is None or (cluster.is_local and not cluster.is_multi_machine):
         return None
-    from workers.runner import dataset_path_problems
+    from workers.dataset_paths import dataset_path_problems
 
     if dataset_path_problems(job.search_json):
         return None  # the paths are the workers'

@@ -262,8 +262,8 @@ class SearchSession:
 
         if self.search.dataset is None or not needs_tensorflow(self.search.hypermodel):
             return None
+        from workers.dataset_paths import dataset_path_problems
         from workers.datasets import load_dataset
-        from workers.runner import dataset_path_problems
 
         if not self.cluster.is_local and dataset_path_problems(spec_json(self.search)):
             # On a remote cluster the dataset paths are the workers': each worker

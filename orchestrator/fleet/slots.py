@@ -15,8 +15,8 @@ resources with ``ray.autoscaler.sdk.request_resources``.
 
 The slot bookkeeping (which slots exist and are wanted, which to retire first)
 is ``slot_table.py``; an actor's Ray options and pending reasons are
-``placement.py``; what a scale request changes is ``scaling.py``. This module
-is the monitor that drives them.
+``placement.py``; what a scale request changes is ``scaling.py``; warm spares
+are ``spares.py``. This module is the monitor that drives them.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from orchestrator.fleet.placement import (
     search_tag,
 )
 from orchestrator.fleet.scaling import FleetScaling
-from orchestrator.fleet.slot_table import SlotRuntime, SlotTable, Spare
+from orchestrator.fleet.slot_table import SlotRuntime, SlotTable
+from orchestrator.fleet.spares import FleetSpares
 from orchestrator.protocol.status_document import WorkerState, WorkerStatus
 from workers.runner import ExitReason
 
@@ -96,7 +97,7 @@ class BrokerHooks:
         self.broker.fail_search(message)
 
 
-class Fleet(FleetScaling):
+class Fleet(FleetScaling, FleetSpares):
     """Worker actors for one search. Start with :meth:`start`, stop with :meth:`shutdown`."""
 
     def __init__(
@@ -268,22 +269,6 @@ class Fleet(FleetScaling):
                 release_slot(rt.group)
                 rt.group = rt.group_slot = None
 
-    def _spares_on(self) -> bool:
-        fleet = self.cluster.fleet
-        return fleet.warm_spares and fleet.recycle_after_trials > 0
-
-    @staticmethod
-    def _takes_spares(rt: SlotRuntime, starting: bool) -> bool:
-        """Whether the slot may have a spare: still wanted, neither dead nor
-        draining, while trials are still to start."""
-        return starting and rt.wanted and rt.state not in (WorkerState.DEAD, WorkerState.DRAINING)
-
-    def _spare_wanted(self, rt: SlotRuntime, starting: bool) -> bool:
-        """Whether the slot keeps the spare it has (one of its current shape)."""
-        return (
-            rt.spare is not None and rt.spare.slot == rt.slot and self._takes_spares(rt, starting)
-        )
-
     def _create_process(self, rt: SlotRuntime) -> tuple[Any, int]:
         """A new worker process for the slot, inside its placement group
         (reserved first if the slot has none, or had one of another shape)."""
@@ -325,65 +310,6 @@ class Fleet(FleetScaling):
         rt.pending_reason = None
         rt.preempt = False
         log.info("started actor for %s (incarnation %d)", rt.worker_id, rt.incarnation)
-
-    def _start_spare(self, rt: SlotRuntime) -> None:
-        """Start the slot's next process now, during the current one's last trial."""
-        actor, incarnation = self._create_process(rt)
-        rt.spare = Spare(
-            actor=actor,
-            slot=rt.slot,
-            incarnation=incarnation,
-            info_ref=actor.info.remote(),
-            warm_ref=actor.warm.remote(self._needs_tensorflow(), [self.dataset_ref]),
-        )
-        log.info("warming a spare for %s (incarnation %d)", rt.worker_id, incarnation)
-
-    def _promote_spare(self, rt: SlotRuntime) -> None:
-        """The slot's process is gone: its spare takes over (warm, or still warming)."""
-        spare = rt.spare
-        assert spare is not None
-        rt.spare = None
-        rt.actor = spare.actor
-        rt.incarnation = spare.incarnation
-        rt.run_ref = None
-        rt.due_ref = None
-        rt.created_at = time.monotonic()
-        rt.pending_reason = None
-        rt.preempt = False
-        log.info(
-            "spare for %s takes over (incarnation %d, %s)",
-            rt.worker_id,
-            rt.incarnation,
-            "warm" if spare.warm else "still warming",
-        )
-        if not spare.warm and self._spare_lead < self.cluster.fleet.recycle_after_trials:
-            # Trials are shorter than a spare's warm-up here: start the next
-            # spares one trial earlier.
-            self._spare_lead += 1
-            log.info("spares now start %d trial(s) before a recycle", self._spare_lead)
-        if spare.info is not None:
-            self._begin_run(rt, spare.info)
-        else:
-            rt.info_ref = spare.info_ref
-            rt.state = WorkerState.STARTING
-
-    def _drop_spare(self, rt: SlotRuntime, why: str) -> None:
-        import ray
-
-        spare = rt.spare
-        rt.spare = None
-        if spare is not None:
-            with contextlib.suppress(Exception):  # already gone
-                ray.kill(spare.actor, no_restart=True)
-            log.info("spare for %s stopped: %s", rt.worker_id, why)
-
-    def _needs_tensorflow(self) -> bool:
-        if self._tensorflow is None:
-            from workers.hypermodels import needs_tensorflow
-
-            any_slot = next(iter(self._slots)).slot
-            self._tensorflow = needs_tensorflow(self.make_config(any_slot, "").search.hypermodel)
-        return self._tensorflow
 
     def _begin_run(self, rt: SlotRuntime, info: dict[str, Any]) -> None:
         """The process is placed: register it (a fresh credential, revoking its
@@ -428,32 +354,11 @@ class Fleet(FleetScaling):
                 self._begin_run(rt, info)
                 return
             if ref is rt.due_ref or ref == rt.due_ref:
-                rt.due_ref = None
-                try:
-                    due = ray.get(ref, timeout=5)
-                except Exception:  # the process died: run_ref says so
-                    due = False
-                if (
-                    due
-                    and rt.spare is None
-                    and self._spares_on()
-                    and self._takes_spares(rt, self.hooks.trials_to_start())
-                ):
-                    self._start_spare(rt)
+                self._on_recycle_due(rt, ref)
                 return
             spare = rt.spare
             if spare is not None and ref in (spare.info_ref, spare.warm_ref):
-                try:
-                    value = ray.get(ref, timeout=5)
-                except Exception as exc:
-                    self._drop_spare(rt, f"died while warming: {death_reason(exc)}")
-                    return
-                if ref == spare.info_ref:
-                    spare.info_ref = None
-                    spare.info = value
-                else:
-                    spare.warm_ref = None
-                    spare.warm = True
+                self._on_spare_ready(rt, ref)
                 return
             if ref is rt.run_ref or ref == rt.run_ref:
                 rt.run_ref = None

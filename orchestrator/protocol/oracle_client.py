@@ -10,7 +10,7 @@ Tuner's own distributed mode swaps in its ``OracleClient``::
 
 It subclasses ``keras_tuner.Oracle`` only so ``BaseTuner``'s isinstance check
 passes; every decision is the chief's. While a trial runs, a
-:class:`~orchestrator.protocol.client.LeaseKeeper` renews its lease in the background.
+:class:`~orchestrator.protocol.lease_keeper.LeaseKeeper` renews its lease in the background.
 
 What a Keras Tuner user reads from ``tuner.oracle`` stays what Keras Tuner's own
 oracle would give (its own tuner tests judge it: ``make kt-suite``):
@@ -54,13 +54,13 @@ from orchestrator.errors import (
 from orchestrator.protocol.client import (
     AssignmentKind,
     LeasedTrial,
-    LeaseKeeper,
     ReportAction,
     TrialClient,
     TrialSummary,
 )
 from orchestrator.protocol.failures import TRACEBACK_TAIL_CHARS
 from orchestrator.protocol.kt_state import hyperparameters_from_config, trial_from_state
+from orchestrator.protocol.lease_keeper import LeaseKeeper
 from orchestrator.protocol.metrics import build_objective, register_metrics
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 

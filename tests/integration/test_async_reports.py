@@ -23,7 +23,8 @@ import pytest
 
 from orchestrator.chief.chief import Chief
 from orchestrator.errors import InvalidRequestError, StaleLeaseError
-from orchestrator.protocol.client import LeaseKeeper, ReportAction, TrialClient
+from orchestrator.protocol.client import ReportAction, TrialClient
+from orchestrator.protocol.lease_keeper import LeaseKeeper
 from tests.helpers import float_space, ledger_rows, make_search, wait_until
 
 StartChief = Callable[..., tuple[Chief, Any]]

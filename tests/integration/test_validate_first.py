@@ -215,7 +215,7 @@ def test_a_lease_keeper_stops_quietly_when_its_client_is_closed(
     the thread ends without an unhandled exception."""
     import threading
 
-    from orchestrator.protocol.client import LeaseKeeper
+    from orchestrator.protocol.lease_keeper import LeaseKeeper
 
     _, ep, _, _ = chief_and_stub
     client = TrialClient(ep.address, ep.token, worker_id="w0")
