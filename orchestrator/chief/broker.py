@@ -290,10 +290,7 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
         """
         with self._cond:
             rec = self._record_locked(trial_id)
-            lease = self.leases.get(trial_id)
-            if lease is None or lease.token != token:
-                raise StaleLeaseError(self._stale_message_locked(rec, token))
-            _check_holder(lease, worker_id)
+            self._held_lease_locked(rec, token, worker_id)
             verdict = None
             if epoch >= 0:
                 progress = self.book.progress(trial_id, epoch, metrics)
@@ -327,16 +324,22 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
         """Raise unless ``token`` holds the trial's current lease (artifact uploads)."""
         with self._cond:
             rec = self._record_locked(trial_id)
-            lease = self.leases.get(trial_id)
-            if lease is None or lease.token != token:
-                raise StaleLeaseError(self._stale_message_locked(rec, token))
-            _check_holder(lease, worker_id)
+            self._held_lease_locked(rec, token, worker_id)
 
     def _record_locked(self, trial_id: str) -> TrialRecord:
         rec = self.book.records.get(trial_id)
         if rec is None:
             raise UnknownTrialError(f"unknown trial id {trial_id!r}; the chief never created it")
         return rec
+
+    def _held_lease_locked(self, rec: TrialRecord, token: str, worker_id: str) -> Lease:
+        """The trial's current lease, which ``token`` must hold and ``worker_id``
+        (when named) must own; StaleLeaseError or PermissionDeniedError otherwise."""
+        lease = self.leases.get(rec.trial_id)
+        if lease is None or lease.token != token:
+            raise StaleLeaseError(self._stale_message_locked(rec, token))
+        _check_holder(lease, worker_id)
+        return lease
 
     def _stale_message_locked(self, rec: TrialRecord, token: str) -> str:
         lease = self.leases.get(rec.trial_id)
@@ -380,10 +383,7 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
             previous = rec.ended_tokens.get(token)
             if previous is not None:
                 return EndOutcome(recorded=False, final_status=previous)
-            lease = self.leases.get(trial_id)
-            if lease is None or lease.token != token:
-                raise StaleLeaseError(self._stale_message_locked(rec, token))
-            _check_holder(lease, worker_id)
+            lease = self._held_lease_locked(rec, token, worker_id)
             if status is AttemptStatus.COMPLETED and self.objective not in metrics:
                 status = AttemptStatus.INVALID
                 error_message = (
