@@ -80,7 +80,7 @@ def build_synthetic_search(
     broker = chief.broker
     try:
         for n in range(trials + running):
-            a = broker.create_trial("bench-w0", wait_s=0)
+            a = broker.create_trial(f"bench-w{n}", wait_s=0)  # one worker per running trial
             if a.kind is not AssignmentKind.TRIAL or a.trial_id is None or a.values is None:
                 raise RuntimeError(f"the oracle gave no trial at {n}: {a.kind} {a.reason}")
             values = a.values

@@ -18,6 +18,7 @@ import grpc
 from orchestrator.chief.request_checks import check_lease_token, check_range
 from orchestrator.chief.rpc import Undecodable, answer_error, observe_rpc, rpc, run_in
 from orchestrator.errors import InvalidRequestError, LimitExceededError
+from orchestrator.protocol.auth import caller_worker_id
 from orchestrator.protocol.error_codes import wire_error
 from orchestrator.protocol.names import check_artifact_name, check_trial_id
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
@@ -53,10 +54,12 @@ class ArtifactRpcs:
     ) -> pb.UploadArtifactResponse:
         peer = context.peer() or ""
         with self.uploads.hold(peer, over_total=_uploads_busy):
-            size, sha = await self._upload(request_iterator, peer)
+            size, sha = await self._upload(request_iterator, peer, caller_worker_id(context))
         return pb.UploadArtifactResponse(size=size, sha256=sha)
 
-    async def _upload(self, request_iterator: AsyncIterator[Any], peer: str) -> tuple[int, str]:
+    async def _upload(
+        self, request_iterator: AsyncIterator[Any], peer: str, worker_id: str
+    ) -> tuple[int, str]:
         loop = asyncio.get_running_loop()
         stream = aiter(request_iterator)
         first = await anext(stream, None)
@@ -70,7 +73,11 @@ class ArtifactRpcs:
         check_lease_token(first.lease_token)
         limit = self.limits.max_artifact_bytes
         check_range("total_size", first.total_size, 0, limit, f"0..{limit} bytes")
-        await run_in(self.pools.broker, self.broker.check_lease, trial_id, first.lease_token)
+        token = first.lease_token
+        await run_in(
+            self.pools.broker,
+            lambda: self.broker.check_lease(trial_id, token, worker_id=worker_id),
+        )
         room = self.limits.max_trial_artifact_bytes - await run_in(
             self.pools.io, self.artifacts.trial_bytes, trial_id, excluding=name
         )
@@ -115,6 +122,9 @@ class ArtifactRpcs:
             max_bytes=min(limit, max(room, 0)),
             min_free_bytes=self.limits.min_free_disk_bytes,
             declared_bytes=first.total_size,
+            # Checked again as the file lands, under the broker's lock: an upload
+            # that outlived its lease (expired, replaced, the attempt ended) keeps nothing.
+            guard=lambda: self.broker.holding_lease(trial_id, token, worker_id=worker_id),
         )
 
     async def DownloadArtifact(

@@ -15,6 +15,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from orchestrator.chief.limits import GIB
@@ -90,17 +91,25 @@ class ArtifactStore:
         max_bytes: int = MAX_ARTIFACT_BYTES,
         min_free_bytes: int = 0,
         declared_bytes: int = 0,
+        guard: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> tuple[int, str]:
         """Stream ``chunks`` into the artifact (at most ``max_bytes``); returns (size, sha256).
+
+        The finished file replaces any earlier one inside ``guard()``: the trial
+        service passes the broker's check that the uploader still holds the
+        attempt's lease, held across the rename, so an upload that outlived its
+        lease (expired, or the attempt ended) keeps nothing.
 
         ``expected_sha256`` (or a callable giving it once the chunks are read) is
         checked before the file replaces any earlier one. The disk keeps
         ``min_free_bytes`` free: checked against ``declared_bytes`` before the
         first chunk and every :data:`DISK_CHECK_BYTES` written after it
-        (:class:`LimitExceededError`, nothing kept)."""
+        (:class:`LimitExceededError`, nothing kept). A declared size (not 0)
+        must be the size sent."""
         target = self.path(trial_id, name)
         base = self.trial_dir(trial_id)
         # Before any directory is made: a refused upload leaves the folder as it was.
+        self._check_no_clash(base, target, trial_id, name)
         existing = next(p for p in (base, *base.parents) if p.is_dir())
         self._check_disk(existing, declared_bytes, min_free_bytes, trial_id, name)
         # One level at a time: mkdir(parents=True) gives the parents the umask's mode.
@@ -119,6 +128,8 @@ class ArtifactStore:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
                     size += len(chunk)
+                    if declared_bytes and size > declared_bytes:
+                        raise self._size_mismatch(trial_id, name, declared_bytes, "more")
                     if size > max_bytes:
                         raise InvalidRequestError(
                             f"artifact {name!r} of trial {trial_id}: more than {max_bytes} "
@@ -130,6 +141,8 @@ class ArtifactStore:
                         self._check_disk(target.parent, 0, min_free_bytes, trial_id, name)
                     digest.update(chunk)
                     handle.write(chunk)
+            if declared_bytes and size != declared_bytes:
+                raise self._size_mismatch(trial_id, name, declared_bytes, f"only {size}")
             sha = digest.hexdigest()
             if callable(expected_sha256):
                 expected_sha256 = expected_sha256()
@@ -138,11 +151,35 @@ class ArtifactStore:
                     f"artifact {name!r} of trial {trial_id}: checksum mismatch "
                     f"(expected {expected_sha256}, got {sha}); upload it again"
                 )
-            os.replace(tmp_name, target)
+            with guard():
+                os.replace(tmp_name, target)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
         return size, sha
+
+    @staticmethod
+    def _size_mismatch(trial_id: str, name: str, declared: int, sent: str) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"artifact {name!r} of trial {trial_id}: the first chunk's total_size declared "
+            f"{declared} bytes, and {sent} bytes were sent; declare the file's size (or 0)"
+        )
+
+    @staticmethod
+    def _check_no_clash(base: Path, target: Path, trial_id: str, name: str) -> None:
+        """The name must not need a file where a folder is, or a folder where a file is."""
+        if target.is_dir():
+            raise InvalidRequestError(
+                f"artifact {name!r} of trial {trial_id}: trials/{trial_id}/{name} is a folder "
+                "of other artifacts; upload the file under another name"
+            )
+        for parent in target.relative_to(base).parents:
+            folder = base / parent
+            if folder != base and folder.exists() and not folder.is_dir():
+                raise InvalidRequestError(
+                    f"artifact {name!r} of trial {trial_id}: trials/{trial_id}/{parent} is "
+                    "an artifact file, so it cannot hold other files; upload under another name"
+                )
 
     @staticmethod
     def _check_disk(

@@ -25,6 +25,7 @@ Concurrency (the reason for the shape of this class):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -46,6 +47,7 @@ from orchestrator.chief.events import (
 from orchestrator.chief.leases import Lease, LeaseTable
 from orchestrator.chief.ledger import Ledger
 from orchestrator.chief.lifecycle import SearchLifecycle
+from orchestrator.chief.limits import ReportBudget
 from orchestrator.chief.long_poll import LongPolls
 from orchestrator.chief.oracle_gate import OracleGate
 from orchestrator.chief.oracle_host import OracleHost, RestoredTrial
@@ -62,7 +64,7 @@ from orchestrator.protocol.answers import (
     EndOutcome,
     ReportDecision,
 )
-from orchestrator.protocol.kt_state import canonical_json
+from orchestrator.protocol.kt_state import canonical_json, check_assigned_values
 from orchestrator.protocol.trials import (
     AttemptStatus,
     SearchState,
@@ -113,6 +115,9 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
         self.scheduler: TrialScheduler | None = build_scheduler(search)
         # The chief's Prometheus metrics (prometheus.py), when it serves them.
         self.metrics: ChiefMetrics | None = None
+
+        # The ledger bytes each attempt's reports took (its cap: Chief.limits).
+        self.report_budget = ReportBudget()
 
         self._cond = threading.Condition(threading.Lock())
         # Parked CreateTrial long-polls; woken by _wake_parked_locked (parking.py).
@@ -293,8 +298,10 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
             self._held_lease_locked(rec, token, worker_id)
             verdict = None
             if epoch >= 0:
+                used = self.report_budget.check(trial_id, rec.attempt, metrics)
                 progress = self.book.progress(trial_id, epoch, metrics)
                 self._commit_locked([progress])
+                self.report_budget.record(trial_id, rec.attempt, used)
                 if self.scheduler is not None:
                     verdict = self.scheduler.apply(progress)
             self.leases.renew(trial_id, token)
@@ -331,6 +338,15 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
         if rec is None:
             raise UnknownTrialError(f"unknown trial id {trial_id!r}; the chief never created it")
         return rec
+
+    @contextlib.contextmanager
+    def holding_lease(self, trial_id: str, token: str, *, worker_id: str = "") -> Iterator[None]:
+        """Hold the broker's lock while ``token`` holds the trial's lease
+        (``check_lease``'s errors otherwise): what runs inside, an upload's
+        rename, cannot race the attempt's end, requeue or expiry."""
+        with self._cond:
+            self._held_lease_locked(self._record_locked(trial_id), token, worker_id)
+            yield
 
     def _held_lease_locked(self, rec: TrialRecord, token: str, worker_id: str) -> Lease:
         """The trial's current lease, which ``token`` must hold and ``worker_id``
@@ -384,6 +400,12 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
             if previous is not None:
                 return EndOutcome(recorded=False, final_status=previous)
             lease = self._held_lease_locked(rec, token, worker_id)
+            if hyperparameters_config is not None:
+                check_assigned_values(
+                    hyperparameters_config.get("values", {}),
+                    rec.values,
+                    where="trial_state_json.hyperparameters",
+                )
             if status is AttemptStatus.COMPLETED and self.objective not in metrics:
                 status = AttemptStatus.INVALID
                 error_message = (

@@ -258,6 +258,7 @@ class Chief:
         self.log_file.open()
         log_capacity(raise_open_files_limit(), self.cluster.fleet.max_workers)
         pools = RpcPools(uploads=self.limits.max_uploads)
+        self.broker.report_budget.cap = self.limits.max_progress_bytes_per_attempt
         self.control.pools = pools
         self.control.metrics = self.metrics
         trials = TrialServicer(

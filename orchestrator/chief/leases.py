@@ -28,13 +28,25 @@ class Lease:
 
 
 class LeaseTable:
-    """The live leases. Thread-safe; every method is O(1) except :meth:`expired`."""
+    """The live leases. Thread-safe; :meth:`held_by` is O(the worker's leases),
+    :meth:`expired`, :meth:`all` and :meth:`seconds_to_next_expiry` O(leases),
+    the rest O(1)."""
 
     def __init__(self, clock: Clock, timeout_s: float) -> None:
         self._clock = clock
         self.timeout_s = timeout_s
         self._by_trial: dict[str, Lease] = {}
+        self._by_worker: dict[str, dict[str, None]] = {}  # worker -> its trial ids, in order
         self._lock = threading.Lock()
+
+    def _forget_locked(self, trial_id: str) -> Lease | None:
+        lease = self._by_trial.pop(trial_id, None)
+        if lease is not None:
+            held = self._by_worker[lease.worker_id]
+            del held[trial_id]
+            if not held:
+                del self._by_worker[lease.worker_id]
+        return lease
 
     def grant(self, trial_id: str, worker_id: str, attempt: int, token: str | None = None) -> Lease:
         """Lease ``trial_id`` to ``worker_id`` (replacing any previous lease)."""
@@ -46,7 +58,9 @@ class LeaseTable:
             deadline_s=self._clock.monotonic() + self.timeout_s,
         )
         with self._lock:
+            self._forget_locked(trial_id)
             self._by_trial[trial_id] = lease
+            self._by_worker.setdefault(worker_id, {})[trial_id] = None
         return lease
 
     def get(self, trial_id: str) -> Lease | None:
@@ -66,7 +80,7 @@ class LeaseTable:
     def release(self, trial_id: str) -> Lease | None:
         """Drop the lease (the attempt ended); returns it."""
         with self._lock:
-            return self._by_trial.pop(trial_id, None)
+            return self._forget_locked(trial_id)
 
     def expired(self) -> list[Lease]:
         """Leases whose deadline has passed (they stay in the table)."""
@@ -75,8 +89,9 @@ class LeaseTable:
             return [lease for lease in self._by_trial.values() if lease.deadline_s <= now]
 
     def held_by(self, worker_id: str) -> list[Lease]:
+        """The worker's leases, oldest first."""
         with self._lock:
-            return [lease for lease in self._by_trial.values() if lease.worker_id == worker_id]
+            return [self._by_trial[t] for t in self._by_worker.get(worker_id, ())]
 
     def all(self) -> list[Lease]:
         with self._lock:

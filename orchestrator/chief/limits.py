@@ -31,6 +31,11 @@ protocol"):
   (RESOURCE_EXHAUSTED, nothing kept), checked before the first byte and every
   64 MiB written, so the ledger always has room to commit the trials' results.
   The trial itself still ends and is recorded; only its files are not kept.
+- **Epoch reports** (``max_progress_bytes_per_attempt``, 8 MiB of ledger per
+  attempt, :class:`ReportBudget`): past it a Report is refused
+  (RESOURCE_EXHAUSTED, nothing committed), so a leased worker cannot fill the
+  disk with reports. A worker that asks for a trial while it holds one gets
+  that attempt again (the broker's long-poll), so it cannot hold more.
 
 Each counter costs O(1) under its own small lock.
 """
@@ -38,7 +43,7 @@ Each counter costs O(1) under its own small lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -61,6 +66,10 @@ class ProtocolLimits:
     max_uploads_per_peer: int = 2
     upload_bytes_per_s_per_peer: float = 256.0 * MIB
     min_free_disk_bytes: int = 1 * GIB
+    # The ledger bytes one attempt's epoch reports may take (about 20,000
+    # reports of 10 metrics); past it a Report is refused, so one leased
+    # worker cannot fill the chief's disk with reports.
+    max_progress_bytes_per_attempt: int = 8 * MIB
 
 
 @dataclass
@@ -154,3 +163,37 @@ class UploadThrottle:
 
 
 __all__ = ["ProtocolLimits", "PeerSlots", "UploadThrottle"]
+
+
+class ReportBudget:
+    """The ledger bytes each attempt's epoch reports have taken, against a cap
+    (:attr:`ProtocolLimits.max_progress_bytes_per_attempt`), so that one leased
+    worker cannot fill the chief's disk with reports.
+
+    Not thread-safe: the broker calls it under its lock. O(1) per report; one
+    entry per trial."""
+
+    def __init__(self, cap: int = ProtocolLimits.max_progress_bytes_per_attempt) -> None:
+        self.cap = cap
+        self._used: dict[str, tuple[int, int]] = {}  # trial id -> (attempt, bytes)
+
+    @staticmethod
+    def size(metrics: Mapping[str, float]) -> int:
+        """About what one epoch report adds to the ledger: its JSON payload and row."""
+        return 96 + sum(len(name.encode("utf-8", "surrogatepass")) + 28 for name in metrics)
+
+    def check(self, trial_id: str, attempt: int, metrics: Mapping[str, float]) -> int:
+        """The attempt's bytes with this report's; LimitExceededError past the cap."""
+        seen, used = self._used.get(trial_id, (attempt, 0))
+        used = (used if seen == attempt else 0) + self.size(metrics)
+        if used > self.cap:
+            raise LimitExceededError(
+                f"trial {trial_id} attempt {attempt}: its epoch reports would take {used} "
+                f"bytes of the ledger, over the {self.cap}-byte cap per attempt; report fewer "
+                "or shorter metrics per epoch (the attempt keeps its lease)"
+            )
+        return used
+
+    def record(self, trial_id: str, attempt: int, used: int) -> None:
+        """The report :meth:`check` passed was committed."""
+        self._used[trial_id] = (attempt, used)

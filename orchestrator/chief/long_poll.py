@@ -29,11 +29,11 @@ from orchestrator.protocol.answers import Assignment, AssignmentKind
 if TYPE_CHECKING:
     from collections.abc import Generator, Sequence
 
-    from orchestrator.chief.leases import LeaseTable
+    from orchestrator.chief.leases import Lease, LeaseTable
     from orchestrator.chief.oracle_gate import OracleGate
     from orchestrator.chief.oracle_host import OracleHost
     from orchestrator.chief.schedulers import TrialScheduler
-    from orchestrator.chief.trial_book import TrialBook
+    from orchestrator.chief.trial_book import TrialBook, TrialRecord
     from orchestrator.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -301,6 +301,9 @@ class LongPolls:
         stop = self._stop_answer_locked(worker_id)
         if stop is not None:
             return stop
+        held = self._held_assignment_locked(worker_id)
+        if held is not None:
+            return held
         if self.book.queue:
             return self._assign_locked(self.book.queue[0], worker_id, prefix=[])
         return None
@@ -329,12 +332,49 @@ class LongPolls:
         # The oracle ran outside the lock: a Ctrl-C, cancel or drain may have
         # come meanwhile. The trial it made is recorded (PENDING, for whoever
         # runs next or a resume); this worker starts nothing.
-        stop = self._stop_answer_locked(worker_id)
-        if stop is not None:
+        answer = self._stop_answer_locked(worker_id) or self._held_assignment_locked(worker_id)
+        if answer is not None:
+            # Stopping, or a newer call of the same worker got a trial meanwhile:
+            # the new trial is queued for whoever asks next.
             self._commit_locked([event], snapshot=created.snapshot)
-            return stop
+            self._wake_parked_locked()
+            return answer
         return self._assign_locked(
             created.trial_id, worker_id, prefix=[event], snapshot=created.snapshot
+        )
+
+    def _held_assignment_locked(self, worker_id: str) -> Assignment | None:
+        """The attempt ``worker_id`` already holds, answered again, or None.
+
+        A worker runs one trial at a time, so a CreateTrial from a worker that
+        holds a lease is a retry whose answer was lost (or a client hoarding
+        trials): it gets the same attempt and token back, as Keras Tuner's
+        oracle gives a tuner its ongoing trial, and no other trial. The lease
+        is renewed; nothing is committed."""
+        held = self.leases.held_by(worker_id)
+        if not held:
+            return None
+        lease = held[0]
+        self.leases.renew(lease.trial_id, lease.token)
+        rec = self.book.records[lease.trial_id]
+        log.info(
+            "trial %s attempt %d: worker %s asked for a trial while holding it; answered again",
+            lease.trial_id,
+            lease.attempt,
+            worker_id,
+        )
+        return self._assignment(rec, lease)
+
+    def _assignment(self, rec: TrialRecord, lease: Lease) -> Assignment:
+        return Assignment(
+            AssignmentKind.TRIAL,
+            trial_id=rec.trial_id,
+            attempt=lease.attempt,
+            token=lease.token,
+            values=dict(rec.values),
+            trial_state=rec.trial_state,
+            lease_timeout_s=self.leases.timeout_s,
+            reports_async=self.scheduler is None,
         )
 
     def _assign_locked(
@@ -354,18 +394,8 @@ class LongPolls:
         except BaseException:
             self.leases.release(trial_id)
             raise
-        rec = self.book.records[trial_id]
         log.info("trial %s attempt %d -> worker %s", trial_id, attempt, worker_id)
-        return Assignment(
-            AssignmentKind.TRIAL,
-            trial_id=trial_id,
-            attempt=attempt,
-            token=lease.token,
-            values=dict(rec.values),
-            trial_state=rec.trial_state,
-            lease_timeout_s=self.leases.timeout_s,
-            reports_async=self.scheduler is None,
-        )
+        return self._assignment(self.book.records[trial_id], lease)
 
 
 __all__ = [

@@ -53,17 +53,27 @@ def format_score(score: float | None) -> str:
     return "-" if score is None else f"{score:.4f}"
 
 
+def printable(text: str) -> str:
+    """``text`` with every character the terminal would act on (control and
+    format characters: ESC, BEL, bidi overrides) shown as its escape instead.
+    The chief refuses them in names and values now; a ledger written before
+    that may still hold them."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def format_value(value: Any) -> str:
     """A hyperparameter value, short."""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return printable(str(value))
 
 
 def format_hyperparameters(values: Mapping[str, Any], *, max_chars: int = 120) -> str:
     """``name=value`` pairs, without Keras Tuner's bookkeeping (``tuner/...``)."""
     text = " ".join(
-        f"{name}={format_value(value)}"
+        f"{printable(str(name))}={format_value(value)}"
         for name, value in values.items()
         if not str(name).startswith("tuner/")
     )

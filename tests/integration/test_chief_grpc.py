@@ -407,15 +407,21 @@ def test_waiting_on_a_hyperband_round_is_a_long_poll_not_a_busy_loop(
                 calls[self.worker_id] += 1
             return super().create_trial(wait_s)
 
-    holder = CountingClient(ep.address, ep.token, worker_id="holder")
+    # One holder per trial of the first round (a worker holding a trial gets it again).
+    holders: list[TrialClient] = []
     round0 = []
-    while (a := holder.create_trial(wait_s=0.2)).kind is AssignmentKind.TRIAL:
+    while True:
+        holder = CountingClient(ep.address, ep.token, worker_id=f"holder{len(round0)}")
+        if (a := holder.create_trial(wait_s=0.2)).kind is not AssignmentKind.TRIAL:
+            holder.close()
+            break
+        holders.append(holder)
         round0.append(a.trial)
     assert a.kind is AssignmentKind.WAIT and len(round0) >= 2
-    for trial in round0[:-1]:
+    for holder, trial in zip(holders[:-1], round0[:-1], strict=True):
         assert trial is not None
         holder.end_trial(trial, "COMPLETED", metrics={"score": float(trial.values["x"])})
-    last = round0[-1]
+    holder, last = holders[-1], round0[-1]
     assert last is not None
 
     got: dict[str, list[str]] = {"w1": [], "w2": []}
@@ -442,7 +448,8 @@ def test_waiting_on_a_hyperband_round_is_a_long_poll_not_a_busy_loop(
     assert chief.wait(60) is SearchState.COMPLETED
     for t in threads:
         t.join(10)
-    holder.close()
+    for holder in holders:
+        holder.close()
     # ~3 s of waiting at one call per 1 s long-poll: about 3-4 calls each. A busy
     # loop (Keras Tuner's own) makes hundreds.
     assert all(n <= 6 for n in during.values()), during

@@ -68,6 +68,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     client.end_trial(first.trial, "COMPLETED", metrics={"score": 0.5})
     second = client.create_trial(wait_s=0)
     assert second.trial is not None
+    client.upload_artifact(second.trial, "dir/a.bin", src)  # a folder and a file to clash with
     channel = grpc.insecure_channel(endpoint.address)
     yield Live(
         chief=chief,
@@ -138,6 +139,36 @@ def _chunks(live: Live, *extra: pb.ArtifactChunk, **first: Any) -> list[pb.Artif
         "data": b"x",
     }
     return [pb.ArtifactChunk(**{**base, **first}), *extra]
+
+
+def _state(live: Live, values: dict[str, Any] | None = None, space: Any = None) -> str:
+    """EndTrial's trial_state_json: the leased trial's own, with ``values``
+    merged in, or with ``space`` (a list of hyperparameter configs) instead."""
+    config = json.loads(json.dumps(live.leased.trial_state["hyperparameters"]))
+    config["values"].update(values or {})
+    if space is not None:
+        config["space"] = space
+    return json.dumps({**live.leased.trial_state, "hyperparameters": config})
+
+
+def _hp(class_name: str, name: str = "y", **config: Any) -> dict[str, Any]:
+    """One hyperparameter's entry in a HyperParameters config's 'space' list."""
+    return {"class_name": class_name, "config": {"name": name, "conditions": [], **config}}
+
+
+def _space(*hps: dict[str, Any], values: dict[str, Any] | None = None) -> pb.SpaceMessage:
+    return pb.SpaceMessage(
+        hyperparameters_json=json.dumps({"space": list(hps), "values": values or {}})
+    )
+
+
+def _other_x(live: Live) -> float:
+    """A valid value of x that the oracle did not assign to the leased trial."""
+    return 0.25 if live.leased.values["x"] != 0.25 else 0.75
+
+
+_INT = {"min_value": 0, "max_value": 10, "step": 1, "sampling": "linear", "default": 0}
+_FLOAT = {"min_value": 0.0, "max_value": 1.0, "step": None, "sampling": "linear", "default": 0.0}
 
 
 @dataclass(frozen=True)
@@ -217,6 +248,16 @@ CORPUS: dict[str, Case] = {
     "end nan metric": Case(T, "EndTrial", lambda lv: _end(lv, metrics={"score": float("nan")}), INVALID, "finite"),
     "end forged token": Case(T, "EndTrial", lambda lv: _end(lv, lease_token=_FORGED), PRECONDITION, "not the current attempt"),
     "end unknown trial": Case(T, "EndTrial", lambda lv: _end(lv, trial_id="nosuch"), INVALID, "unknown trial id"),
+    # --- EndTrial: hyperparameters Keras Tuner parses but its oracles cannot use
+    "end value of the wrong type": Case(T, "EndTrial", lambda lv: _end(lv, trial_state_json=_state(lv, {"x": "abc"})), INVALID, "values['x']: expected a number in [0.0, 1.0]"),
+    "end value null": Case(T, "EndTrial", lambda lv: _end(lv, trial_state_json=_state(lv, {"x": None})), INVALID, "values['x']"),
+    "end value out of range": Case(T, "EndTrial", lambda lv: _end(lv, trial_state_json=_state(lv, {"x": 1e308})), INVALID, "values['x']"),
+    "end value not the assigned one": Case(T, "EndTrial", lambda lv: _end(lv, trial_state_json=_state(lv, {"x": _other_x(lv)})), INVALID, "the oracle assigned"),
+    "end new value a list": Case(T, "EndTrial", lambda lv: _end(lv, trial_state_json=_state(lv, {"new": [1, 2]})), INVALID, "expected an int, float, str, bool or null"),
+    "end escape in a value": Case(T, "EndTrial", lambda lv: _end(lv, trial_state_json=_state(lv, {"new": "\x1b[2J"})), INVALID, "printable text"),
+    "end escape in a name": Case(T, "EndTrial", lambda lv: _end(lv, trial_state_json=_state(lv, {"\x1b]0;x\x07": 1})), INVALID, "hyperparameter name"),
+    "end bidi override in a name": Case(T, "EndTrial", lambda lv: _end(lv, trial_state_json=_state(lv, {"name\u202e": 1})), INVALID, "hyperparameter name"),
+    "end space with a step 0": Case(T, "EndTrial", lambda lv: _end(lv, trial_state_json=_state(lv, space=[*lv.leased.trial_state["hyperparameters"]["space"], _hp("Int", **{**_INT, "step": 0})])), INVALID, "step of at least 1"),
     "end finished trial": Case(T, "EndTrial", lambda lv: _end(lv, trial_id=lv.done, lease_token=_FORGED), PRECONDITION, "already ended"),
     # --- reads and the space
     "best trials negative": Case(T, "GetBestTrials", lambda lv: pb.GetBestTrialsRequest(num_trials=-1), INVALID, "num_trials"),
@@ -224,6 +265,19 @@ CORPUS: dict[str, Case] = {
     "space deep": Case(T, "UpdateSpace", lambda lv: pb.SpaceMessage(hyperparameters_json="[" * 5000 + "]" * 5000), INVALID, "hyperparameters_json"),
     "space null": Case(T, "UpdateSpace", lambda lv: pb.SpaceMessage(hyperparameters_json="null"), INVALID, "hyperparameters_json"),
     "space oversize": Case(T, "UpdateSpace", lambda lv: pb.SpaceMessage(hyperparameters_json=" " * (1024 * 1024 + 1)), INVALID, "hyperparameters_json"),
+    "space int step 0": Case(T, "UpdateSpace", lambda lv: _space(_hp("Int", **{**_INT, "step": 0})), INVALID, "step of at least 1"),
+    "space int step negative": Case(T, "UpdateSpace", lambda lv: _space(_hp("Int", **{**_INT, "step": -2})), INVALID, "step"),
+    "space int beyond 2**53": Case(T, "UpdateSpace", lambda lv: _space(_hp("Int", **{**_INT, "max_value": 10**18})), INVALID, "2**53"),
+    "space float step 0": Case(T, "UpdateSpace", lambda lv: _space(_hp("Float", **{**_FLOAT, "step": 0.0})), INVALID, "step above 0"),
+    "space float span overflows": Case(T, "UpdateSpace", lambda lv: _space(_hp("Float", **{**_FLOAT, "min_value": -1e308, "max_value": 1e308, "default": 0.0})), INVALID, "finite span"),
+    "space unknown parent": Case(T, "UpdateSpace", lambda lv: _space(_hp("Int", **_INT) | {"config": {"name": "y", **_INT, "conditions": [{"class_name": "Parent", "config": {"name": "nosuch", "values": [1]}}]}}), INVALID, "parent 'nosuch'"),
+    "space escape in a choice": Case(T, "UpdateSpace", lambda lv: _space(_hp("Choice", values=["relu", "\x1b[31mred"], ordered=False, default="relu")), INVALID, "printable text"),
+    "space empty name": Case(T, "UpdateSpace", lambda lv: _space(_hp("Int", name="", **_INT)), INVALID, "hyperparameter name"),
+    # --- uploads that would clash with what the trial keeps
+    "upload onto a folder": Case(T, "UploadArtifact", lambda lv: _chunks(lv, name="dir"), INVALID, "is a folder"),
+    "upload under a file": Case(T, "UploadArtifact", lambda lv: _chunks(lv, name="dir/a.bin/x"), INVALID, "is an artifact file"),
+    "upload larger than declared": Case(T, "UploadArtifact", lambda lv: _chunks(lv, total_size=1, data=b"xyz"), INVALID, "total_size declared 1 bytes"),
+    "upload smaller than declared": Case(T, "UploadArtifact", lambda lv: _chunks(lv, total_size=5, data=b"xyz"), INVALID, "only 3 bytes"),
     # --- control
     "scale -5": Case(C, "Scale", lambda lv: pb.ScaleRequest(total_workers=-5), INVALID, "0..1024"),
     "scale past max_workers": Case(C, "Scale", lambda lv: pb.ScaleRequest(total_workers=1025), INVALID, "fleet.max_workers"),

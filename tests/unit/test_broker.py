@@ -224,15 +224,15 @@ def test_idle_long_poll_asks_the_oracle_once_per_change(tmp_path: Path, fake_clo
     host = broker.oracle_host
     assert isinstance(host, _CountingHost)
     first_round = []
-    while True:
-        a = broker.create_trial("w0", wait_s=0)
+    while True:  # one worker per trial: a worker holding a trial gets it again
+        a = broker.create_trial(f"w{len(first_round)}", wait_s=0)
         if a.kind is not AssignmentKind.TRIAL:
             break
         first_round.append(a)
     assert len(first_round) >= 2
     creates = host.creates
     started = time.monotonic()
-    answer = broker.create_trial("w1", wait_s=1.0)
+    answer = broker.create_trial("idle", wait_s=1.0)
     assert answer.kind is AssignmentKind.WAIT
     assert time.monotonic() - started >= 0.9  # it long-polled
     assert host.creates == creates  # and asked the oracle nothing new
@@ -240,7 +240,7 @@ def test_idle_long_poll_asks_the_oracle_once_per_change(tmp_path: Path, fake_clo
     for a in first_round:
         assert a.trial_id is not None
         broker.end_trial(a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"score": 1})
-    nxt = broker.create_trial("w1", wait_s=1.0)
+    nxt = broker.create_trial("idle", wait_s=1.0)
     assert nxt.kind is AssignmentKind.TRIAL
     assert nxt.values is not None and "tuner/trial_id" in nxt.values
 
