@@ -27,14 +27,18 @@ from collections.abc import Mapping
 from orchestrator.config.cluster import NAME_PATTERN
 from orchestrator.errors import InvalidRequestError
 from orchestrator.protocol.kt_state import canonical_hyperparameters
-from orchestrator.protocol.names import check_worker_id, is_forbidden_control
+from orchestrator.protocol.names import (
+    METRIC_NAME_RULE,
+    check_worker_id,
+    is_forbidden_control,
+    is_metric_name,
+)
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 
 MAX_TEXT_BYTES = 64 * 1024
 MAX_STATE_JSON_BYTES = 1024 * 1024
 MAX_EPOCH = 1_000_000
 MAX_METRICS = 256
-MAX_METRIC_NAME_CHARS = 200
 MAX_WAIT_S = 30.0
 MAX_NUM_TRIALS = 10_000
 MAX_PATH_CHARS = 4096
@@ -101,14 +105,9 @@ def check_metrics(metrics: Mapping[str, float], *, max_metrics: int = MAX_METRIC
             f"metrics: at most {max_metrics} entries are accepted, got {len(metrics)}"
         )
     for name, value in metrics.items():
-        if (
-            not isinstance(name, str)
-            or not name
-            or len(name) > MAX_METRIC_NAME_CHARS
-            or not name.isprintable()
-        ):
+        if not is_metric_name(name):
             raise InvalidRequestError(
-                "metrics: metric names must be printable strings of 1-200 characters, got "
+                f"metrics: metric names must be {METRIC_NAME_RULE}, got "
                 + (_shown(name) if isinstance(name, str) else repr(name))
             )
         if not isinstance(value, float | int) or not math.isfinite(value):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import load_cluster
+from orchestrator.config.loader import load_cluster_text
 from orchestrator.errors import ChiefUnavailableError, ConfigError
 from orchestrator.protocol.client import TrialClient
 from orchestrator.search_dir import require_search_dir
@@ -123,10 +123,11 @@ def run(args: argparse.Namespace) -> int:
         kwargs["node_workers"] = parse_node_args(args.node)
     else:
         path = Path(args.apply)
-        if not path.is_file():
-            raise ConfigError(f"--apply {path}: no such file; expected a cluster YAML file")
-        load_cluster(path)  # ConfigError (exit 2) before anything is sent
-        kwargs["cluster_yaml"] = path.read_text()
+        try:
+            # ConfigError (exit 2) before anything is sent; the text checked is the text sent.
+            _, kwargs["cluster_yaml"] = load_cluster_text(path)
+        except ConfigError as exc:
+            raise ConfigError(f"--apply {exc}") from None
         kwargs["cluster_yaml_path"] = str(path.resolve())
     with connect(
         args.search_dir,

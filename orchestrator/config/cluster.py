@@ -31,6 +31,7 @@ from orchestrator.config.layout import (
     node_slots,
     resolved_memory_cap_mb,
 )
+from orchestrator.config.local_paths import path_problem
 from orchestrator.config.spec_base import NAME_PATTERN, FrozenModel
 from orchestrator.errors import ConfigError
 
@@ -171,10 +172,11 @@ class TlsSpec(FrozenModel):
         base = Path((info.context or {}).get("base_dir") or Path.cwd())
         path = value.expanduser()
         path = path if path.is_absolute() else base / path
-        if not path.is_file():
+        problem = path_problem(path, "file")
+        if problem is not None:
             raise ValueError(
-                f"TLS file {str(value)!r} does not exist (looked for {path}); expected an "
-                "existing PEM file. "
+                f"TLS file {str(value)!r} {problem} (looked for {path}); expected an "
+                "existing, readable PEM file. "
                 "Create the files with `ktc cluster certs DIR` or fix the path "
                 "(relative paths are relative to the cluster file's folder)."
             )

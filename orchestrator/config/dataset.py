@@ -7,7 +7,6 @@ folder ``ktc submit`` runs in), not against the YAML's folder.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_va
 
 from orchestrator.config import limits
 from orchestrator.config.errors_format import FieldProblems, Problem
+from orchestrator.config.local_paths import path_problem
 from orchestrator.config.spec_base import (
     FrozenModel,
     ImageSide,
@@ -43,7 +43,7 @@ def _resolve_cwd_path(
     path = Path(value).expanduser()
     path = path if path.is_absolute() else Path.cwd() / path
     if (info.context or {}).get("check_paths", True):
-        problem = _path_problem(path, kind)
+        problem = path_problem(path, kind)
         if problem is not None:
             raise ValueError(
                 f"{key} {value!r} {problem} (looked for {path}; relative paths are relative "
@@ -51,19 +51,6 @@ def _resolve_cwd_path(
                 "path or run from the right folder."
             )
     return str(path)
-
-
-def _path_problem(path: Path, kind: Literal["file", "directory"]) -> str | None:
-    """Why ``path`` cannot be read as a ``kind`` on this machine, or None."""
-    if not path.exists():
-        return "does not exist"
-    if kind == "file" and not path.is_file():
-        return "is a directory, not a file" if path.is_dir() else "is not a regular file"
-    if kind == "directory" and not path.is_dir():
-        return "is a file, not a directory"
-    if not os.access(path, os.R_OK | (os.X_OK if kind == "directory" else 0)):
-        return "is not readable (permission denied)"
-    return None
 
 
 class DatasetSpec(FrozenModel):

@@ -9,10 +9,12 @@ so the message points at the exact key rather than at the whole model.
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -62,6 +64,39 @@ def _got(value: Any) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+def number_hint(value: Any, *, integer: bool = False) -> str:
+    """Where a number was expected and text was given that Python reads as one: how
+    to write it so YAML does too (``" (YAML reads 1e12 as text: ...)"``), else ``""``.
+
+    YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent:
+    ``1.0e+12`` is a number, ``1e12`` and ``1E+12`` are strings.
+    """
+    if not isinstance(value, str):
+        return ""
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""  # 'nan' and 'inf' are refused as such, not hinted at
+    mantissa, sep, exponent = text.replace("E", "e").partition("e")
+    if not sep or ("." in mantissa and exponent.startswith(("+", "-"))):
+        # YAML would have read it as a number: it was quoted.
+        return " (this is text, not a number; remove the quotes)"
+    exact = Decimal(text)
+    if integer and exact == exact.to_integral_value() and abs(number) < 1e30:
+        return f" (YAML reads {text} as text; write the integer {int(exact)})"
+    if "." not in mantissa:
+        mantissa += ".0"
+    if not exponent.startswith(("+", "-")):
+        exponent = "+" + exponent
+    return (
+        f" (YAML reads {text} as text: a number in this form needs a dot and a signed "
+        f"exponent; write {mantissa}e{exponent})"
+    )
 
 
 def _unwrap(annotation: Any) -> list[Any]:
@@ -164,7 +199,9 @@ def _describe(error: Any, root: type[BaseModel]) -> tuple[KeyPath, str]:
             f"{len(value) if isinstance(value, str) else _got(value)}. Shorten the value."
         )
     if kind in _TYPE_NAMES:
-        return loc, f"expected {_TYPE_NAMES[kind]}, got {_got(value)}. Fix the value."
+        integer = kind.startswith("int")
+        hint = number_hint(value, integer=integer) if kind.startswith(("int", "float")) else ""
+        return loc, f"expected {_TYPE_NAMES[kind]}, got {_got(value)}{hint}. Fix the value."
     if kind == "literal_error":
         return loc, f"expected one of {ctx.get('expected')}, got {_got(value)}. Use one of those."
     if kind in _BOUNDS:

@@ -61,4 +61,21 @@ MAX_SEED = 2**32 - 1
 MAX_SUBSET = 2**31 - 1
 MAX_IMAGE_SIDE = 16_384
 MAX_RETRIES_PER_TRIAL = 1_000
+MIN_LEASE_TIMEOUT_S = 1.0
+"""A trial lease shorter than a second expires between two heartbeats of a busy worker."""
 MAX_LEASE_TIMEOUT_S = 7 * 86_400.0
+MIN_HEARTBEAT_INTERVAL_S = 0.1
+"""Below this a worker does little but heartbeat (the default is a quarter of the lease)."""
+MAX_BAYESIAN_COEFFICIENT = 1e6
+"""``oracle.alpha`` and ``oracle.beta`` (Keras Tuner's 1e-4 and 2.6 by default): beyond
+this the Gaussian process' noise or its exploration term swamps every score."""
+
+# --- built-in hypermodels' options -------------------------------------------------
+MAX_SLEEP_EPOCH_S = 86_400.0
+"""``sleep``'s ``epoch_s``: a day per epoch (``time.sleep`` overflows past about 9e9 s)."""
+MIN_TRANSFER_IMAGE_SIDE = 32
+"""MobileNetV2 refuses inputs smaller than 32x32."""
+MAX_TRANSFER_IMAGE_SIDE = 1_024
+"""ImageNet weights exist up to 224; 1024x1024 already needs gigabytes per batch."""
+MAX_TRANSFER_ALPHA = 4.0
+"""MobileNetV2's width multiplier (ImageNet weights exist up to 1.4)."""

@@ -15,7 +15,13 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.config.cluster import ClusterSpec
 from orchestrator.config.errors_format import translate
 from orchestrator.config.search import SearchSpec
-from orchestrator.config.yaml_source import YamlDocument, document_from, read_yaml_file
+from orchestrator.config.yaml_source import (
+    YamlDocument,
+    document_from,
+    parse_yaml_text,
+    read_config_text,
+    read_yaml_file,
+)
 from orchestrator.errors import ConfigError
 
 Kind = Literal["cluster", "search"]
@@ -95,6 +101,14 @@ def _search_from(doc: YamlDocument, check_paths: bool) -> SearchSpec:
 def load_cluster(path: str | Path) -> ClusterSpec:
     """Load a cluster file. TLS paths are relative to the file's folder."""
     return _cluster_from(read_yaml_file(path))
+
+
+def load_cluster_text(path: str | Path) -> tuple[ClusterSpec, str]:
+    """:func:`load_cluster`, with the text it was read from (read once: what is
+    checked is what ``ktc scale --apply`` sends)."""
+    text = read_config_text(path)
+    doc = parse_yaml_text(text, str(path), Path(path).resolve().parent)
+    return _cluster_from(doc), text
 
 
 def load_search(path: str | Path, *, check_paths: bool = True) -> SearchSpec:

@@ -21,17 +21,19 @@ from pydantic import (
 
 from orchestrator.config import limits
 from orchestrator.config.dataset import DatasetSpec
-from orchestrator.config.errors_format import FieldProblems, Problem
+from orchestrator.config.errors_format import FieldProblems, Problem, number_hint
 from orchestrator.config.spec_base import (
     NAME_PATTERN,
     Epochs,
     FrozenModel,
-    Seconds,
+    HeartbeatSeconds,
+    LeaseSeconds,
     Seed,
     check_path_text,
     check_reference,
     shorthand,
 )
+from orchestrator.protocol.names import METRIC_NAME_RULE, is_metric_name, shown_name
 
 BUILTIN_HYPERMODELS: tuple[str, ...] = ("cnn", "mlp", "transfer", "sleep")
 _OVERRIDE_KEYS = frozenset({"min", "max", "step", "sampling", "values", "value", "default"})
@@ -74,10 +76,11 @@ def _override_problems(name: str, spec: Any) -> list[Problem]:
     if forms == ["range"]:
         low, high = spec.get("min"), spec.get("max")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            hint = number_hint(low) or number_hint(high)
             return [
                 Problem(
                     path,
-                    f"expected numeric min and max, got min={low!r}, max={high!r}. "
+                    f"expected numeric min and max, got min={low!r}, max={high!r}{hint}. "
                     "Write both as numbers.",
                 )
             ]
@@ -101,6 +104,18 @@ def _override_problems(name: str, spec: Any) -> list[Problem]:
             )
         ]
     return []
+
+
+def check_metric_name(value: str) -> str:
+    """The chief's rule for metric names (:func:`orchestrator.protocol.names.is_metric_name`):
+    a name it would refuse in every report cannot be the objective or the monitor."""
+    if not is_metric_name(value):
+        raise ValueError(
+            f"expected a metric name: {METRIC_NAME_RULE} (the chief refuses any other in a "
+            f"report), got {shown_name(value)}. Use the name Keras "
+            "logs the metric under, such as val_accuracy or val_loss."
+        )
+    return value
 
 
 class HypermodelSpec(FrozenModel):
@@ -151,13 +166,18 @@ class HypermodelSpec(FrozenModel):
 class ObjectiveSpec(FrozenModel):
     """The metric to optimise. Without a direction: ``*loss``/``*error`` -> min, else max."""
 
-    name: str = Field("val_accuracy", min_length=1, max_length=256)
+    name: str = "val_accuracy"
     direction: Literal["max", "min"] | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _short(cls, data: Any) -> Any:
         return shorthand(data, "name")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_metric_name(value)
 
     @property
     def resolved_direction(self) -> Literal["max", "min"]:
@@ -184,8 +204,8 @@ class OracleSpec(FrozenModel):
     factor: StrictInt = Field(3, ge=2, le=limits.MAX_HYPERBAND_FACTOR)
     hyperband_iterations: StrictInt = Field(1, ge=1, le=limits.MAX_HYPERBAND_ITERATIONS)
     num_initial_points: StrictInt | None = Field(None, ge=1, le=limits.MAX_TRIALS)
-    alpha: float = Field(1e-4, gt=0)
-    beta: float = Field(2.6, gt=0)
+    alpha: float = Field(1e-4, gt=0, le=limits.MAX_BAYESIAN_COEFFICIENT)
+    beta: float = Field(2.6, gt=0, le=limits.MAX_BAYESIAN_COEFFICIENT)
 
     @model_validator(mode="after")
     def _type_keys(self) -> OracleSpec:
@@ -246,9 +266,14 @@ class OracleSpec(FrozenModel):
 class EarlyStoppingSpec(FrozenModel):
     """Stop a trial's training when ``monitor`` stops improving."""
 
-    monitor: str = Field("val_loss", min_length=1, max_length=256)
+    monitor: str = "val_loss"
     patience: StrictInt = Field(3, ge=0, le=limits.MAX_EPOCHS)
     min_delta: float = Field(0.0, ge=0)
+
+    @field_validator("monitor")
+    @classmethod
+    def _monitor(cls, value: str) -> str:
+        return check_metric_name(value)
 
 
 class TrainingSpec(FrozenModel):
@@ -324,8 +349,8 @@ class FailurePolicy(FrozenModel):
     # unless this is set (workers/failures.py has the table).
     retry_deterministic: StrictBool = False
     max_consecutive_failed_trials: StrictInt = Field(5, ge=1, le=limits.MAX_TRIALS)
-    lease_timeout_s: Seconds = 60.0
-    heartbeat_interval_s: Seconds | None = None
+    lease_timeout_s: LeaseSeconds = 60.0
+    heartbeat_interval_s: HeartbeatSeconds | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -336,7 +361,7 @@ class FailurePolicy(FrozenModel):
             if (
                 isinstance(lease, (int, float))
                 and not isinstance(lease, bool)
-                and 0 < lease <= limits.MAX_LEASE_TIMEOUT_S
+                and limits.MIN_LEASE_TIMEOUT_S <= lease <= limits.MAX_LEASE_TIMEOUT_S
             ):
                 return {**data, "heartbeat_interval_s": lease / 4}
         return data

@@ -19,7 +19,10 @@ _REFERENCE_RE = re.compile(rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*$"
 Seed = Annotated[StrictInt, Field(ge=0, le=limits.MAX_SEED)]
 Epochs = Annotated[StrictInt, Field(ge=1, le=limits.MAX_EPOCHS)]
 ImageSide = Annotated[StrictInt, Field(ge=1, le=limits.MAX_IMAGE_SIDE)]
-Seconds = Annotated[float, Field(gt=0, le=limits.MAX_LEASE_TIMEOUT_S)]
+LeaseSeconds = Annotated[float, Field(ge=limits.MIN_LEASE_TIMEOUT_S, le=limits.MAX_LEASE_TIMEOUT_S)]
+HeartbeatSeconds = Annotated[
+    float, Field(ge=limits.MIN_HEARTBEAT_INTERVAL_S, le=limits.MAX_LEASE_TIMEOUT_S)
+]
 
 
 class FrozenModel(BaseModel):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from orchestrator.config.limits import (
     MAX_NESTING,
     MIN_INT,
 )
+from orchestrator.config.local_paths import open_regular_file
 from orchestrator.errors import ConfigError
 
 KeyPath = tuple[str | int, ...]
@@ -412,23 +414,28 @@ def _too_big(source: str, size: int | None) -> ConfigError:
     )
 
 
-def read_yaml_file(path: str | Path) -> YamlDocument:
-    """Read and parse a YAML config file; a missing, unreadable, oversized or
-    non-UTF-8 file is a ConfigError."""
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file, read once and bounded.
+
+    A missing, unreadable, oversized or non-UTF-8 file, and anything but a
+    regular file (a folder, a FIFO, a device, a symlink loop), is a
+    ConfigError; nothing but a regular file is opened.
+    """
     file = Path(path)
     source = str(path)
-    if not file.exists():
+    opened = open_regular_file(file)
+    if isinstance(opened, str):
+        cwd = "" if file.is_absolute() else f" (it is relative to {Path.cwd()})"
         raise ConfigError(
-            f"{source}: no such file; expected a YAML file. Check the path (it is relative "
-            f"to {Path.cwd()})."
+            f"{source}: {opened}; expected a readable YAML file (a regular file). "
+            f"Check the path{cwd}, or name the file itself."
         )
-    if file.is_dir():
-        raise ConfigError(f"{source}: is a directory; expected a YAML file. Name the file.")
     try:
-        if file.is_file() and file.stat().st_size > MAX_CONFIG_BYTES:
-            raise _too_big(source, file.stat().st_size)
-        with file.open("rb") as stream:
-            # Bounded read: a device or pipe (/dev/zero) has no size to check first.
+        with opened as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > MAX_CONFIG_BYTES:
+                raise _too_big(source, size)
+            # Bounded read even so: the file may grow between fstat and read.
             raw = stream.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
@@ -437,7 +444,13 @@ def read_yaml_file(path: str | Path) -> YamlDocument:
         ) from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise _too_big(source, None)
-    return parse_yaml_text(_decode(raw, source), source, file.resolve().parent)
+    return _decode(raw, source)
+
+
+def read_yaml_file(path: str | Path) -> YamlDocument:
+    """Read (:func:`read_config_text`) and parse a YAML config file."""
+    text = read_config_text(path)
+    return parse_yaml_text(text, str(path), Path(path).resolve().parent)
 
 
 def document_from(data: str | Mapping[str, Any], source: str, base_dir: Path) -> YamlDocument:

@@ -18,6 +18,12 @@ path, so a name can never leave the directory the chief joins it to.
   letter, digit or ``_`` followed by up to 127 letters, digits, ``.``, ``_``
   and ``-`` (no segment starts with ``.``: the chief keeps its temporary files
   there, and ``..`` cannot be spelled).
+- **Metric names** (:func:`is_metric_name`): printable text (``str.isprintable``:
+  no control, format or separator characters but the space) of 1 to
+  ``MAX_METRIC_NAME_CHARS`` characters. The chief refuses any other in a
+  report, and the search file's ``objective`` and ``early_stopping.monitor``
+  are checked by this same rule, so a search cannot name a metric no worker
+  may ever report.
 - **Free text** (error messages, tracebacks): no control characters but tab,
   newline and carriage return (:func:`is_forbidden_control`); the chief refuses
   them and the client strips them before it sends.
@@ -35,6 +41,8 @@ WORKER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$"
 ARTIFACT_SEGMENT_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 MAX_ARTIFACT_NAME_CHARS = 255
 MAX_ARTIFACT_SEGMENTS = 8
+MAX_METRIC_NAME_CHARS = 200
+METRIC_NAME_RULE = f"printable text of 1-{MAX_METRIC_NAME_CHARS} characters"
 
 _TEXT_CONTROLS_ALLOWED = frozenset("\t\n\r")
 
@@ -49,8 +57,16 @@ def is_forbidden_control(char: str) -> bool:
     return char not in _TEXT_CONTROLS_ALLOWED and unicodedata.category(char) in ("Cc", "Cs")
 
 
-def _shown(value: str) -> str:
-    """The value for a message: quoted, and cut so a 1 MB id stays a short line."""
+def is_metric_name(value: object) -> bool:
+    """True if ``value`` may name a metric: :data:`METRIC_NAME_RULE`."""
+    return (
+        isinstance(value, str) and 0 < len(value) <= MAX_METRIC_NAME_CHARS and value.isprintable()
+    )
+
+
+def shown_name(value: str) -> str:
+    """A name for a message: quoted with control characters escaped (``repr``), and
+    cut so a 1 MB name stays a short line."""
     return repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value)} characters)"
 
 
@@ -84,7 +100,7 @@ def check_trial_id(value: str, *, field: str = "trial_id") -> None:
     if not is_trial_id(value):
         raise InvalidRequestError(
             f"{field}: expected a trial id matching {TRIAL_ID_PATTERN} (no '..'), got "
-            f"{_shown(value)}; use the trial id CreateTrial gave"
+            f"{shown_name(value)}; use the trial id CreateTrial gave"
         )
 
 
@@ -93,7 +109,7 @@ def check_worker_id(value: str, *, field: str = "worker_id") -> None:
     if not is_worker_id(value):
         raise InvalidRequestError(
             f"{field}: expected a worker id matching {WORKER_ID_PATTERN} (no '..'), got "
-            f"{_shown(value)}; workers are named like 'local-w0'"
+            f"{shown_name(value)}; workers are named like 'local-w0'"
         )
 
 
@@ -104,7 +120,7 @@ def check_artifact_name(value: str, *, field: str = "name") -> None:
             f"{field}: expected an artifact name: a relative path of at most "
             f"{MAX_ARTIFACT_SEGMENTS} segments and {MAX_ARTIFACT_NAME_CHARS} characters, each "
             f"segment matching {ARTIFACT_SEGMENT_PATTERN} (no '..', not absolute), got "
-            f"{_shown(value)}"
+            f"{shown_name(value)}"
         )
 
 
@@ -112,12 +128,16 @@ __all__ = [
     "ARTIFACT_SEGMENT_PATTERN",
     "MAX_ARTIFACT_NAME_CHARS",
     "MAX_ARTIFACT_SEGMENTS",
+    "MAX_METRIC_NAME_CHARS",
+    "METRIC_NAME_RULE",
     "TRIAL_ID_PATTERN",
     "WORKER_ID_PATTERN",
     "check_artifact_name",
     "check_trial_id",
     "check_worker_id",
     "is_artifact_name",
+    "is_metric_name",
     "is_trial_id",
     "is_worker_id",
+    "shown_name",
 ]

@@ -151,7 +151,7 @@ GENERATED = [
     ),
     Entry(
         "yaml-dev-zero",
-        r": the file is more than 1,048,576 bytes; expected a config file of at most 1 MiB",
+        r": is a device, not a regular file; expected a readable YAML file \(a regular file\)",
         frozenset({"no-key", "no-line"}),
         lambda workdir: Path("/dev/zero"),
     ),

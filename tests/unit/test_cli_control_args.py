@@ -73,7 +73,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["--node", "a=1", "--node", "a=2"], "node 'a' is given twice"),
         (
             ["--apply", "/nonexistent/cluster.yaml"],
-            "--apply /nonexistent/cluster.yaml: no such file",
+            "--apply /nonexistent/cluster.yaml: does not exist",
         ),
     ],
 )

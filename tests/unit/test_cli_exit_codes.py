@@ -83,8 +83,8 @@ def test_the_rule_follows_the_exception_type() -> None:
 
 
 BAD_INPUT = [
-    (["validate", "nosuch.yaml"], r"nosuch\.yaml: no such file"),
-    (["submit", "nosuch.yaml"], r"nosuch\.yaml: no such file"),
+    (["validate", "nosuch.yaml"], r"nosuch\.yaml: does not exist"),
+    (["submit", "nosuch.yaml"], r"nosuch\.yaml: does not exist"),
     (["submit", "not-yaml.yaml"], r"not-yaml\.yaml"),
     (["submit", str(SEARCH_FILE), "--cluster", "bad-cluster.yaml"], "nodes: expected a list"),
     (["resume", "nosuch"], NOT_A_SEARCH_DIR),
@@ -98,7 +98,7 @@ BAD_INPUT = [
     (["scale", "empty", "--node", "a=-2"], "--node a: expected a number of workers >= 0"),
     (["scale", "empty", "--apply", "bad-cluster.yaml"], "nodes: expected a list"),
     (["cancel", "nosuch"], NOT_A_SEARCH_DIR),
-    (["cluster", "render", "nosuch.yaml", "--format", "ray-up"], "no such file"),
+    (["cluster", "render", "nosuch.yaml", "--format", "ray-up"], "does not exist"),
     (["cluster", "render", "bad-cluster.yaml", "--format", "ray-up"], "expected a list"),
     (["cluster", "up", "not-yaml.yaml", "--dry-run"], r"not-yaml\.yaml"),
     (["cluster", "down", "--local"], "pass the cluster YAML or --state-dir"),

@@ -387,7 +387,7 @@ def test_hypermodel_option_errors_name_the_real_file_and_line(
         code, _, err = _ktc(argv, capsys)
         assert code == 2
         assert err == (
-            "error: my-search.yaml:5: hypermodel.options.bogus: unknown option for 'sleep' "
+            "error: my-search.yaml:5: hypermodel.options.bogus: unknown option for 'sleep'. "
             "Expected one of: epoch_s, fail_rate, fail_on. Fix the name or remove it.\n"
         )
 
@@ -395,7 +395,7 @@ def test_hypermodel_option_errors_name_the_real_file_and_line(
 def test_no_raw_pydantic_text() -> None:
     with pytest.raises(
         ConfigError,
-        match=r"^s:2: objective\.name: expected a non-empty string, got '' \(str\)\. Write a value",
+        match=r"^s:2: objective\.name: expected a metric name: printable text of 1-200 characters",
     ):
         parse_search("hypermodel: cnn\nobjective: {name: ''}\n", "s")
 

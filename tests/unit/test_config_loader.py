@@ -96,7 +96,9 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"is a directory; expected a YAML file"):
+    with pytest.raises(
+        ConfigError, match=r"is a directory, not a file; expected a readable YAML file"
+    ):
         load_config(tmp_path)
 
 

@@ -52,9 +52,9 @@ def test_unknown_override_name_suggests_the_close_one() -> None:
     [
         ({"filters": {"min": 64, "max": 32}}, r"filters: `min <= max` must hold.*min=64, max=32"),
         ({"filters": {"min": 8.5, "max": 32}}, r"filters\.min: expected an integer, got 8\.5"),
-        ({"learning_rate": {"min": 0.0, "sampling": "log"}}, r"sampling 'log' needs min > 0"),
+        ({"dropout": {"min": 0.0, "sampling": "log"}}, r"sampling 'log' needs min > 0"),
         ({"dropout": {"max": 1.5}}, r"'dropout' must lie in \[0, 1\)"),
-        ({"units": {"value": 0}}, r"'units' must be >= 1, got 0"),
+        ({"units": {"value": 0}}, r"'units' must lie in \[1, 65536\], got 0"),
         ({"optimizer": {"values": ["adam", "adamm"]}}, r"'adamm' is not supported.*'adam'"),
         ({"activation": {"min": 1, "max": 2}}, r"a range .* applies only to Int and Float"),
         ({"batch_norm": {"value": "yes"}}, r"expected true or false for 'batch_norm'"),

@@ -391,7 +391,7 @@ def test_one_bad_file_fails_the_run_but_all_are_checked(
 
 def test_missing_file(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "nope.yaml"]) == 2
-    assert "nope.yaml: no such file" in capsys.readouterr().err
+    assert "nope.yaml: does not exist" in capsys.readouterr().err
 
 
 def test_user_code_reference_that_imports_is_valid(

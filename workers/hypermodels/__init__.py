@@ -48,7 +48,7 @@ def _split(spec: HypermodelSpecLike) -> tuple[str, str] | None:
         if spec.name not in BUILTIN_HYPERMODELS:
             raise ConfigError(
                 f"search.yaml: hypermodel.name: unknown built-in hypermodel {spec.name!r}"
-                f"{suggest(spec.name, BUILTIN_HYPERMODELS)} Expected one of "
+                f"{suggest(spec.name, BUILTIN_HYPERMODELS) or '.'} Expected one of "
                 f"{', '.join(BUILTIN_HYPERMODELS)}, or 'package.module:attribute' for your own. "
                 "Fix the name."
             )

@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.config.errors_format import number_hint
+from orchestrator.config.limits import MAX_SLEEP_EPOCH_S
 from orchestrator.errors import ConfigError
 from workers.hypermodels.catalog import SLEEP_SPACE
 from workers.hypermodels.space import declare, resolve_space
@@ -57,9 +59,14 @@ class SleepOptions:
         resolve_space(SLEEP_SPACE, {}, options)
         where = "search.yaml: hypermodel.options"
         epoch_s = options.get("epoch_s", 0.5)
-        if not isinstance(epoch_s, int | float) or isinstance(epoch_s, bool) or epoch_s < 0:
+        if (
+            not isinstance(epoch_s, int | float)
+            or isinstance(epoch_s, bool)
+            or not 0 <= epoch_s <= MAX_SLEEP_EPOCH_S
+        ):
             raise ConfigError(
-                f"{where}.epoch_s: expected a number >= 0, got {epoch_s!r}. Fix the value."
+                f"{where}.epoch_s: expected a number >= 0 and <= {MAX_SLEEP_EPOCH_S:g} (a day), "
+                f"got {epoch_s!r}{number_hint(epoch_s)}. Fix the value."
             )
         fail_rate = options.get("fail_rate", 0.0)
         if (
@@ -68,7 +75,8 @@ class SleepOptions:
             or not 0 <= fail_rate <= 1
         ):
             raise ConfigError(
-                f"{where}.fail_rate: expected a number in [0, 1], got {fail_rate!r}. Fix the value."
+                f"{where}.fail_rate: expected a number in [0, 1], got {fail_rate!r}"
+                f"{number_hint(fail_rate)}. Fix the value."
             )
         fail_on = options.get("fail_on", [])
         if not isinstance(fail_on, list | tuple) or not all(

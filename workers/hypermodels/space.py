@@ -24,8 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from orchestrator.config.errors_format import suggest
+from orchestrator.config import limits
+from orchestrator.config.errors_format import number_hint, suggest
 from orchestrator.errors import ConfigError
+from workers.hypermodels.bounds import ANY, TYPE_WORDS, Bounds, ValueType
 
 HpKind = Literal["int", "float", "choice", "boolean", "fixed"]
 Scalar = int | float | str | bool
@@ -41,7 +43,10 @@ class HpDef:
 
     ``allowed`` restricts the values a Choice/Fixed override may take (for
     example the optimizer names the model knows how to build); empty means any
-    value of the right type. ``per_index`` marks a template such as ``filters``
+    value of the right type. ``value_type`` is that type (derived from ``kind``
+    for Int, Float and Boolean; None: any scalar Keras Tuner takes) and
+    ``bounds`` the numbers the model can build with (:mod:`.bounds`): every
+    override value is checked against both. ``per_index`` marks a template such as ``filters``
     that is declared once per block as ``filters_0``, ``filters_1``, ...
     """
 
@@ -57,6 +62,16 @@ class HpDef:
     per_index: bool = False
     doc: str = ""
     only_when_overridden: bool = False
+    value_type: ValueType | None = None
+    bounds: Bounds = ANY
+
+    @property
+    def expected_type(self) -> ValueType | None:
+        """The type every value of this hyperparameter must have (None: any scalar)."""
+        if self.value_type is not None:
+            return self.value_type
+        derived: dict[str, ValueType] = {"int": "int", "float": "float", "boolean": "bool"}
+        return derived.get(self.kind)
 
     def describe(self) -> str:
         """A one-line human description of the range, for docs and errors."""
@@ -120,7 +135,7 @@ def effective_def(space: SpaceSpec, name: str, override: Any) -> HpDef:
     except KeyError:
         raise ConfigError(
             f"{where}: unknown hyperparameter for {space.hypermodel!r}"
-            f"{suggest(name, space.names)} Expected one of: {', '.join(space.names)}. "
+            f"{suggest(name, space.names) or '.'} Expected one of: {', '.join(space.names)}. "
             "Fix the name or remove the override."
         ) from None
     if not isinstance(override, Mapping):
@@ -133,7 +148,7 @@ def effective_def(space: SpaceSpec, name: str, override: Any) -> HpDef:
     if unknown:
         bad = unknown[0]
         raise ConfigError(
-            f"{where}.{bad}: unknown override key{suggest(bad, sorted(_ALL_KEYS))} "
+            f"{where}.{bad}: unknown override key{suggest(bad, sorted(_ALL_KEYS)) or '.'} "
             f"Expected one of min, max, step, sampling, values, value, default. "
             "Rename or remove it."
         )
@@ -201,23 +216,34 @@ def effective_def(space: SpaceSpec, name: str, override: Any) -> HpDef:
 
 
 def _check_member(where: str, base: HpDef, value: Any) -> None:
-    if base.kind == "int" and not _is_int(value):
+    """One fixed or choice value (or a default) against the type and bounds of ``base``."""
+    kind = base.expected_type
+    scalar = isinstance(value, int | float | str) and not (
+        isinstance(value, float) and not math.isfinite(value)
+    )
+    ok = {
+        "int": _is_int(value),
+        "float": _is_number(value),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+        None: scalar,
+    }[kind]
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        hint = number_hint(value, integer=kind == "int") if kind in ("int", "float") else ""
         raise ConfigError(
-            f"{where}: expected an integer for {base.name!r}, got {value!r}. Fix the value."
-        )
-    if base.kind == "float" and not _is_number(value):
-        raise ConfigError(
-            f"{where}: expected a number for {base.name!r}, got {value!r}. Fix the value."
-        )
-    if base.kind == "boolean" and not isinstance(value, bool):
-        raise ConfigError(
-            f"{where}: expected true or false for {base.name!r}, got {value!r}. Fix the value."
+            f"{where}: expected {TYPE_WORDS[kind]} for {base.name!r}, got {shown}{hint}. "
+            "Fix the value."
         )
     if base.allowed and value not in base.allowed:
         raise ConfigError(
             f"{where}: {value!r} is not supported for {base.name!r}"
-            f"{suggest(str(value), [str(a) for a in base.allowed])} "
+            f"{suggest(str(value), [str(a) for a in base.allowed]) or '.'} "
             f"Expected one of: {', '.join(map(str, base.allowed))}. Use one of those."
+        )
+    if _is_number(value) and not base.bounds.contains(value):
+        raise ConfigError(
+            f"{where}: {base.name!r} {base.bounds.describe()}, got {value!r}. Fix the value."
         )
 
 
@@ -226,19 +252,27 @@ def _merge_range(where: str, base: HpDef, override: Mapping[str, Any]) -> HpDef:
     hi = override.get("max", base.max)
     step = override.get("step", base.step)
     sampling = override.get("sampling", base.sampling)
-    check = _is_int if base.kind == "int" else _is_number
+    integer = base.kind == "int"
+    check = _is_int if integer else _is_number
     for key, value in (("min", lo), ("max", hi)):
         if not check(value):
             raise ConfigError(
-                f"{where}.{key}: expected {'an integer' if base.kind == 'int' else 'a number'}, "
-                f"got {value!r}. Fix the value."
+                f"{where}.{key}: expected {'an integer' if integer else 'a number'}, "
+                f"got {value!r}{number_hint(value, integer=integer)}. Fix the value."
+            )
+        if not base.bounds.contains(value):
+            raise ConfigError(
+                f"{where}.{key}: {base.name!r} {base.bounds.describe()}, got {value!r}. Fix {key}."
             )
     if step is not None and (not check(step) or step <= 0):
-        raise ConfigError(f"{where}.step: expected a positive number, got {step!r}. Fix the step.")
+        raise ConfigError(
+            f"{where}.step: expected a positive number, got {step!r}"
+            f"{number_hint(step, integer=integer)}. Fix the step."
+        )
     if sampling not in _SAMPLINGS:
         raise ConfigError(
             f"{where}.sampling: expected one of {', '.join(_SAMPLINGS)}, got {sampling!r}"
-            f"{suggest(str(sampling), _SAMPLINGS)} Use one of those."
+            f"{suggest(str(sampling), _SAMPLINGS) or '.'} Use one of those."
         )
     if lo > hi:
         raise ConfigError(
@@ -249,11 +283,16 @@ def _merge_range(where: str, base: HpDef, override: Mapping[str, Any]) -> HpDef:
             f"{where}: sampling {sampling!r} needs min > 0, got min={lo}; "
             "expected min > 0. Raise min or use sampling: linear."
         )
-    if base.name in _POSITIVE and lo < 1:
-        raise ConfigError(f"{where}.min: {base.name!r} must be >= 1, got {lo}. Raise min.")
-    if base.name in _UNIT_INTERVAL and (lo < 0 or hi >= 1):
+    if integer and not (lo >= limits.MIN_INT and hi <= limits.MAX_INT):
         raise ConfigError(
-            f"{where}: {base.name!r} must lie in [0, 1), got (min={lo}, max={hi}). Fix the range."
+            f"{where}: expected integers between {limits.MIN_INT} and {limits.MAX_INT}, got "
+            f"(min={lo}, max={hi}). Narrow the range."
+        )
+    if not math.isfinite(float(hi) - float(lo)):
+        # Keras Tuner samples min + (max - min) * u: an infinite width is NaN.
+        raise ConfigError(
+            f"{where}: `max - min` must be a finite number, but got (min={lo}, max={hi}). "
+            "Narrow the range."
         )
     if base.kind == "int":
         lo, hi = int(lo), int(hi)
@@ -276,29 +315,6 @@ def _merge_range(where: str, base: HpDef, override: Mapping[str, Any]) -> HpDef:
     return replace(base, min=lo, max=hi, step=step, sampling=sampling, default=default)
 
 
-# Names whose values must be positive integers or probabilities, checked on ranges.
-_POSITIVE = frozenset({"conv_blocks", "filters", "units", "dense_layers", "pool_size"})
-_UNIT_INTERVAL = frozenset({"dropout"})
-
-
-def check_value_bounds(where: str, hp: HpDef) -> None:
-    """Reject Choice/Fixed values that cannot build (e.g. ``units: {value: 0}``)."""
-    values = hp.values if hp.kind in ("choice", "fixed") else ()
-    for value in values:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            continue
-        if hp.name in _POSITIVE and value < 1:
-            raise ConfigError(f"{where}: {hp.name!r} must be >= 1, got {value!r}. Fix the value.")
-        if hp.name in _UNIT_INTERVAL and not 0 <= value < 1:
-            raise ConfigError(
-                f"{where}: {hp.name!r} must lie in [0, 1), got {value!r}. Fix the value."
-            )
-        if hp.name == "learning_rate" and value <= 0:
-            raise ConfigError(
-                f"{where}: 'learning_rate' must be > 0, got {value!r}. Fix the value."
-            )
-
-
 def resolve_space(
     space: SpaceSpec, overrides: Mapping[str, Any], options: Mapping[str, Any]
 ) -> dict[str, HpDef]:
@@ -312,14 +328,12 @@ def resolve_space(
             known = ", ".join(space.options) or "(none)"
             raise ConfigError(
                 f"search.yaml: hypermodel.options.{key}: unknown option for "
-                f"{space.hypermodel!r}{suggest(str(key), list(space.options))} Expected one "
+                f"{space.hypermodel!r}{suggest(str(key), list(space.options)) or '.'} Expected one "
                 f"of: {known}. Fix the name or remove it."
             )
     resolved: dict[str, HpDef] = {}
     for name, override in overrides.items():
-        hp = effective_def(space, str(name), override)
-        check_value_bounds(_where(space.hypermodel, str(name)), hp)
-        resolved[str(name)] = hp
+        resolved[str(name)] = effective_def(space, str(name), override)
     out: dict[str, HpDef] = {}
     for hp in space.hps:
         if hp.name in resolved:
