@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import InvalidRequestError
+from orchestrator.protocol.names import METRIC_NAME_RULE, is_metric_name, shown_name
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -120,7 +121,6 @@ def canonical_trial_state(state: Any, *, where: str) -> dict[str, Any]:
         ) from exc
 
 
-MAX_HP_NAME_CHARS = 200
 MAX_HP_TEXT_CHARS = 1000
 # Integers beyond 2**53 do not survive a float (Keras Tuner's samplers and the
 # Bayesian oracle's vectors are floats) nor every JSON reader.
@@ -130,7 +130,8 @@ MAX_HP_INT = 2**53
 def check_hyperparameters(hp: keras_tuner.HyperParameters, *, where: str) -> None:
     """Refuse a space or values that Keras Tuner parsed but its oracles cannot use.
 
-    - every name: printable (no control or format characters), 1..200 characters;
+    - every name: printable (no control or format characters), 1..200 characters
+      (the metric-name rule, :func:`~orchestrator.protocol.names.is_metric_name`);
     - ``Int``: integer bounds within +-2**53, a step of at least 1;
     - ``Float``: finite bounds whose span is finite, a finite step above 0;
     - ``Choice`` and ``Fixed``: finite numbers, printable strings;
@@ -195,17 +196,12 @@ def _names(by_name: Mapping[str, Any]) -> str:
 
 
 def _check_name(name: Any, *, where: str) -> None:
-    if (
-        not isinstance(name, str)
-        or not 1 <= len(name) <= MAX_HP_NAME_CHARS
-        or not name.isprintable()
-    ):
-        shown = (
-            repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:60]) + "..."
-        )
+    # A hyperparameter's name is shown as a metric's is: one rule for both.
+    if not is_metric_name(name):
         raise InvalidRequestError(
-            f"{where}: a hyperparameter name must be printable text (no control or format "
-            f"characters) of 1..{MAX_HP_NAME_CHARS} characters, got {shown}"
+            f"{where}: a hyperparameter name must be {METRIC_NAME_RULE} (no control or "
+            f"format characters), got "
+            + (shown_name(name) if isinstance(name, str) else repr(name))
         )
 
 
