@@ -276,18 +276,21 @@ def test_search_completes_promptly_after_last_end_and_workers_get_stop(
     start_chief: StartChief,
 ) -> None:
     chief, ep = start_chief(_random(3), initial_space=float_space(), long_poll_s=1.0)
-    with TrialClient(ep.address, ep.token, worker_id="w0") as client:
-        held = [client.create_trial(wait_s=1.0).trial for _ in range(3)]
+    workers = [TrialClient(ep.address, ep.token, worker_id=f"w{i}") for i in range(3)]
+    with TrialClient(ep.address, ep.token, worker_id="idle") as client:
+        held = [w.create_trial(wait_s=1.0).trial for w in workers]
         assert all(held)
         # The oracle is exhausted but trials are running: WAIT, not STOP.
         assert client.create_trial(wait_s=0.2).kind is AssignmentKind.WAIT
         assert chief.wait(0) is None
-        for trial in held[:-1]:
+        for worker, trial in zip(workers[:-1], held[:-1], strict=True):
             assert trial is not None
-            client.end_trial(trial, "COMPLETED", metrics={"score": 0.1})
+            worker.end_trial(trial, "COMPLETED", metrics={"score": 0.1})
         last = held[-1]
         assert last is not None
-        client.end_trial(last, "COMPLETED", metrics={"score": 0.2})
+        workers[-1].end_trial(last, "COMPLETED", metrics={"score": 0.2})
+        for worker in workers:
+            worker.close()
         ended = time.monotonic()
         assert chief.wait(5.0) is SearchState.COMPLETED
         elapsed = time.monotonic() - ended

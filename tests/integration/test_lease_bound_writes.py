@@ -12,6 +12,7 @@ of 2026-12-01):
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +36,7 @@ def chief(tmp_path: Path) -> Iterator[tuple[Chief, str, str]]:
         {"type": "random", "max_trials": 20, "seed": 1}, failure={"lease_timeout_s": 600}
     )
     chief = Chief.create(search, tmp_path / "search", initial_space=float_space(), long_poll_s=0)
-    chief.limits.max_progress_bytes_per_attempt = 2_000
+    chief.limits = dataclasses.replace(chief.limits, max_progress_bytes_per_attempt=2_000)
     endpoint = chief.start()
     yield chief, endpoint.address, endpoint.token
     chief.cancel(now=True)

@@ -88,7 +88,7 @@ def test_a_bad_trial_state_is_refused_and_changes_nothing(
     assert "trial_state_json" in (info.value.details() or "")
     assert (ledger_rows(search_dir / "ledger.db"), _state(chief)) == (before_rows, before)
     # The same attempt can still end properly.
-    good = json.dumps({"hyperparameters": float_space().get_config()})
+    good = json.dumps({"hyperparameters": trial.trial_state["hyperparameters"]})
     answer = stub.EndTrial(
         request.__class__(**{**_fields(request), "trial_state_json": good}), metadata=metadata
     )
