@@ -5,9 +5,13 @@ A worker turns an exception into one line, ``Type: message[ — hint]``, with no
 ANSI colour codes (Ray and Keras colour theirs) and no line breaks, so the
 live display, the logs, ``ktc status`` and ``ktc results`` all show the real
 cause as it was raised. The chief compares failures by
-:func:`error_signature`: the same type and message once numbers and ids are
-normalised, so "the same error on 3 different hyperparameter sets" does not
-depend on a shape, a trial id or a worker id in the text.
+:func:`error_signature`: the same type and message once ids are normalised
+(a layer's ``dense_3``, a worker's ``local-w0``, a trial or process number, an
+address), so "the same error on 3 different hyperparameter sets" does not
+depend on them. Plain numbers are kept: a shape, a size or a hyperparameter's
+value in the message ("units 64 not supported", "(None, 4, 4, 32)") is what
+makes an error depend on the hyperparameters, and such errors must not end
+the search as if they did not.
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ CRASH_TRACEBACK_MARK = "--- worker traceback ---"
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _HEX_ID = re.compile(r"\b(?:0x)?[0-9a-fA-F]{8,}\b")
-_NUMBER = re.compile(r"\d+")
+_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+# A number that counts something other than the model: a trial, an attempt, a process.
+_COUNTER = re.compile(r"\b(trial|attempt|incarnation|pid|port|worker)(\s*[ =:#]\s*)\d+\b", re.I)
+# A word with digits glued to letters: a layer (dense_3), a worker (local-w0), a node.
+_NAME_WITH_DIGITS = re.compile(r"\b(?=\w*[A-Za-z])\w*\d\w*\b")
+_DIGITS = re.compile(r"\d+")
 _SPACES = re.compile(r"\s+")
 
 
@@ -70,9 +79,14 @@ def format_error(type_name: str, message: str, *, hint: str = "") -> str:
 
 def error_signature(message: str) -> str:
     """What two failures must share to count as the same error: the text with
-    ANSI codes, long hex ids and every number normalised, and the retry
-    bookkeeping the chief appends ("(attempt 3; retry limit 2 reached)") cut."""
+    ANSI codes and ids normalised (hex ids, addresses, trial/attempt/process
+    numbers, digits inside names such as ``dense_3``), plain numbers kept, and
+    the retry bookkeeping the chief appends ("(attempt 3; retry limit 2
+    reached)") cut."""
     text = one_line(message, limit=10_000)
     text = re.sub(r" \(attempt \d+; retry limit \d+ reached\)$", "", text)
     text = _HEX_ID.sub("<id>", text)
-    return _NUMBER.sub("#", text)[:MAX_ERROR_CHARS]
+    text = _ADDRESS.sub("<address>", text)
+    text = _COUNTER.sub(lambda m: f"{m.group(1)}{m.group(2)}#", text)
+    text = _NAME_WITH_DIGITS.sub(lambda m: _DIGITS.sub("#", m.group()), text)
+    return text[:MAX_ERROR_CHARS]

@@ -98,11 +98,15 @@ def test_errors_before_the_first_trial_are_fatal_unless_transient() -> None:
     assert classify_setup(_named("ResourceExhaustedError")("OOM")).kind is FailureKind.TRANSIENT
 
 
-def test_error_signatures_ignore_numbers_ids_and_retry_notes() -> None:
+def test_error_signatures_ignore_ids_and_retry_notes() -> None:
     a = error_signature(
-        "worker local-w0 died: ValueError: shape (None, 10) for trial 03 (attempt 3; retry limit 2 reached)"
+        'worker local-w0 died: ValueError: layer "dense_3" wants shape (None, 10) for trial 03 '
+        "(pid=812, ip=10.0.0.7) (attempt 3; retry limit 2 reached)"
     )
-    b = error_signature("worker local-w1 died: ValueError: shape (None, 12) for trial 17")
+    b = error_signature(
+        'worker local-w1 died: ValueError: layer "dense_12" wants shape (None, 10) for trial 17 '
+        "(pid=4410, ip=10.0.0.9)"
+    )
     assert a == b
     assert error_signature("ValueError: x") != error_signature("TypeError: x")
     assert error_signature("actor 3f9a0c1d2e4b5a69 gone") == error_signature(
@@ -306,17 +310,39 @@ def test_a_failed_attempt_is_not_retried(make_broker: Callable[..., TrialBroker]
     assert view.error_message == f"ValueError: {KERAS_RANK_ERROR}"
 
 
+def test_error_signatures_keep_the_numbers_that_come_from_the_hyperparameters() -> None:
+    """A shape or a hyperparameter's value in the message makes the error depend
+    on the hyperparameters (the user audit's B1: three different `units` values)."""
+    assert error_signature("ValueError: units 64 not supported") != error_signature(
+        "ValueError: units 96 not supported"
+    )
+    assert error_signature("ValueError: shape (None, 4, 4, 32)") != error_signature(
+        "ValueError: shape (None, 2, 2, 64)"
+    )
+
+
 def test_the_same_error_on_three_hyperparameter_sets_ends_the_search(
     make_broker: Callable[..., TrialBroker],
 ) -> None:
     broker = _broker(make_broker, max_trials=10)
-    for _ in range(2):
-        _fail(broker, "ValueError: layer 7 wants 3 dims", AttemptStatus.FAILED)
+    for layer in ("dense_3", "dense_7"):
+        _fail(broker, f"ValueError: layer {layer} wants 3 dims", AttemptStatus.FAILED)
     assert broker.state is SearchState.RUNNING
-    _fail(broker, "ValueError: layer 9 wants 4 dims", AttemptStatus.FAILED)
+    _fail(broker, "ValueError: layer dense_9 wants 3 dims", AttemptStatus.FAILED)
     assert broker.state is SearchState.FAILED
-    assert broker.message.startswith("ValueError: layer 9 wants 4 dims (the same error ended 3 ")
+    assert broker.message.startswith(
+        "ValueError: layer dense_9 wants 3 dims (the same error ended 3 "
+    )
     assert "does not depend on them" in broker.message
+
+
+def test_errors_that_differ_in_a_hyperparameters_value_do_not_end_the_search(
+    make_broker: Callable[..., TrialBroker],
+) -> None:
+    broker = _broker(make_broker, max_trials=10)
+    for units in (64, 96, 128):
+        _fail(broker, f"ValueError: units {units} not supported", AttemptStatus.FAILED)
+    assert broker.state is SearchState.RUNNING
 
 
 def test_different_errors_do_not_add_up(make_broker: Callable[..., TrialBroker]) -> None:
