@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,19 +107,13 @@ class Ledger:
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # 0600 from the start, whatever the umask: created here before SQLite
-            # opens it; an older, looser ledger is tightened on open (resume).
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, LEDGER_FILE_MODE))
-            os.chmod(self.path, LEDGER_FILE_MODE)
+            if not self.path.exists():
+                _create(self.path)
+            os.chmod(self.path, LEDGER_FILE_MODE)  # an older, looser ledger is tightened (resume)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.executescript(_SCHEMA)
-            # A new ledger is written in this schema (old ones carry their own).
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (json.dumps(SCHEMA_VERSION),),
-            )
+            self._conn.executescript(_SCHEMA)  # IF NOT EXISTS: a ledger of before a table
             for suffix in _SIDE_FILES:
                 side = self.path.with_name(self.path.name + suffix)
                 if side.exists():
@@ -267,3 +262,27 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _create(path: Path) -> None:
+    """A new ledger, whole: its schema written in a 0600 file beside ``path`` and
+    renamed into place, so a reader (``ktc status``, ``ktc report``) that opens
+    the search directory as the chief starts finds no ledger yet or a complete
+    one, never an empty file without tables."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600
+    os.close(fd)
+    try:
+        conn = sqlite3.connect(tmp_name, isolation_level=None)
+        try:
+            conn.executescript(_SCHEMA)
+            # A new ledger is written in this schema (old ones carry their own).
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                (json.dumps(SCHEMA_VERSION),),
+            )
+        finally:
+            conn.close()
+        os.rename(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

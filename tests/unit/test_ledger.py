@@ -8,7 +8,9 @@ restored must hand out exactly what the uninterrupted one does.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 
 from orchestrator.chief.broker import TrialBroker
 from orchestrator.chief.events import EventKind
-from orchestrator.chief.ledger import Ledger
+from orchestrator.chief.ledger import SCHEMA_VERSION, Ledger
 from orchestrator.chief.oracle_host import OracleHost
 from orchestrator.chief.replay import replay
 from orchestrator.protocol.answers import AssignmentKind
@@ -428,3 +430,33 @@ def test_ledger_is_wal_and_read_only_refuses_writes(tmp_path: Path) -> None:
             ro.append([SearchChanged(state=SearchState.RUNNING)])
     with pytest.raises(LedgerError, match="no ledger here"):
         Ledger(tmp_path / "missing.db", read_only=True)
+
+
+def test_a_new_ledger_appears_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader that opens the search directory while the chief starts finds no
+    ledger or a complete one, never an empty file without tables (the user
+    audit's U9: `ktc report` during start-up read "no such table: meta")."""
+    import orchestrator.chief.ledger as ledger_module
+
+    path = tmp_path / "ledger.db"
+    seen: list[tuple[bool, list[str]]] = []
+    rename = os.rename
+
+    def checked_rename(src: str, dst: Path) -> None:
+        with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as conn:
+            tables = [
+                r[0]
+                for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if not r[0].startswith("sqlite_")
+            ]
+        seen.append((Path(dst).exists(), tables))
+        rename(src, dst)
+
+    monkeypatch.setattr(ledger_module.os, "rename", checked_rename)
+    Ledger(path)
+    assert [(exists, sorted(tables)) for exists, tables in seen] == [
+        (False, ["events", "meta", "oracle_snapshot"])
+    ]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert Ledger(path, read_only=True).meta()["schema_version"] == SCHEMA_VERSION
