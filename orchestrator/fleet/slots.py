@@ -398,13 +398,10 @@ class Fleet(FleetScaling, FleetSpares):
         if len(rt.recent_deaths) >= CRASH_LOOP_LIMIT:
             rt.state = WorkerState.DEAD
             rt.pending_reason = f"crash loop: died {len(rt.recent_deaths)} times in {CRASH_LOOP_WINDOW_S:g} s; last: {reason}"
-            wanted = [r for r in self._slots if r.wanted]
-            if wanted and all(r.state is WorkerState.DEAD for r in wanted):
-                # Nobody is left to run trials: fail loudly instead of waiting forever.
-                self.hooks.fail_search(
-                    f"{reason} (every worker crashed {CRASH_LOOP_LIMIT} times in a row; "
-                    f"this is the last error, from {wid})"
-                )
+            self._fail_if_no_worker_left(
+                f"{reason} (every worker crashed {CRASH_LOOP_LIMIT} times in a row; "
+                f"this is the last error, from {wid})"
+            )
         else:
             rt.state = WorkerState.STOPPED
 
@@ -428,7 +425,24 @@ class Fleet(FleetScaling, FleetSpares):
         if self.credentials is not None:
             self.credentials.revoke(worker_id)
 
+    def _fail_if_no_worker_left(self, message: str) -> None:
+        """Every wanted slot is DEAD: nobody is left to run trials, so the search
+        fails loudly with ``message`` instead of waiting forever."""
+        wanted = [r for r in self._slots if r.wanted]
+        if wanted and all(r.state is WorkerState.DEAD for r in wanted):
+            self.hooks.fail_search(message)
+
     def _update_pending(self) -> None:
+        """Say why slow slots are not up; give up on those whose node is gone.
+
+        A worker whose node is not in the Ray cluster waits
+        ``fleet.startup_timeout_s`` for it to join (a node still booting, an
+        autoscaler's), then its slot is given up (DEAD, with the reason). On the
+        embedded local Ray the one node is this machine's, so a missing node
+        means its raylet died: nothing can join, and the slot is given up at
+        once. A worker waiting for CPUs or GPUs that are in use (another search
+        holds them) waits as long as they are held. When no wanted slot is left,
+        the search fails with the reason (resumable once Ray is back)."""
         now = time.monotonic()
         slow = [
             rt
@@ -441,9 +455,31 @@ class Fleet(FleetScaling, FleetSpares):
         by_label = resources_by_label()
         holders = holders_by_label()
         own = search_tag(self.actor_name_prefix)
+        timeout_s = 0.0 if self.cluster.is_local else self.cluster.fleet.startup_timeout_s
         for rt in slow:
             rt.state = WorkerState.PENDING
             rt.pending_reason = pending_reason(rt.slot, by_label, holders, own)
+            if rt.slot.node_resource not in by_label and now - rt.created_at > timeout_s:
+                self._give_up(rt, now - rt.created_at)
+
+    def _give_up(self, rt: SlotRuntime, waited_s: float) -> None:
+        wid = rt.slot.worker_id
+        if self.cluster.is_local:
+            reason = (
+                f"the embedded Ray's node is gone (its raylet died), so worker {wid} cannot "
+                f"start; resume the search (`ktc resume`) to start Ray again"
+            )
+        else:
+            reason = (
+                f"worker {wid} gave up after {waited_s:.0f} s (fleet.startup_timeout_s): "
+                f"{rt.pending_reason}"
+            )
+        self._drop_spare(rt, "its slot was given up")
+        self._kill(rt, "its node is gone")
+        rt.state = WorkerState.DEAD
+        rt.pending_reason = reason
+        log.error("%s", reason)
+        self._fail_if_no_worker_left(reason)
 
     def _request_resources(self) -> None:
         if self.autoscale:
