@@ -227,6 +227,22 @@ class ArtifactStore:
         """Yield the artifact in chunks; NotFoundError when absent."""
         return self.open(trial_id, name)[1]
 
+    def remove_partial_uploads(self) -> list[Path]:
+        """Delete the temporary files of uploads a killed chief left half-written
+        (``.<name>.<random>``, never an artifact's name); returns them. Call only
+        while no upload runs: when the chief starts."""
+        root = self._root_resolved()
+        if not root.is_dir():
+            return []
+        removed = []
+        for path in root.rglob(".*"):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        if removed:
+            log.info("removed %d partial upload(s) left by an earlier chief", len(removed))
+        return removed
+
     def list(self, trial_id: str) -> list[str]:
         """The trial's artifact names (plain files; links and temporary files left out)."""
         base = self.trial_dir(trial_id)

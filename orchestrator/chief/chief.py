@@ -256,6 +256,9 @@ class Chief:
         if refusal is not None:
             raise ConfigError(f"cluster chief.host: {refusal}")
         self.log_file.open()
+        # A chief killed mid-upload left its temporary file; it would count
+        # against the trial's artifact quota forever.
+        self.artifacts.remove_partial_uploads()
         log_capacity(raise_open_files_limit(), self.cluster.fleet.max_workers)
         pools = RpcPools(uploads=self.limits.max_uploads)
         self.broker.report_budget.cap = self.limits.max_progress_bytes_per_attempt

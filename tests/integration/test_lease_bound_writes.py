@@ -7,7 +7,9 @@ of 2026-12-01):
 - a worker that asks for a trial while it holds one gets that attempt back, so
   one credential cannot hold every trial;
 - one attempt's epoch reports have a ledger budget, so a leased worker cannot
-  fill the chief's disk with reports.
+  fill the chief's disk with reports;
+- the half-written file of an upload that a killed chief left behind is removed
+  when a chief starts, so it does not count against the trial's quota.
 """
 
 from __future__ import annotations
@@ -172,3 +174,21 @@ def test_an_attempts_reports_have_a_ledger_budget(chief: tuple[Chief, str, str])
         w0.end_trial(trial, "COMPLETED", metrics={"score": 0.5})
         # The budget is per attempt: the next trial reports again.
         w0.report(_lease(w0), 0, metrics)
+
+
+def test_a_starting_chief_removes_the_partial_uploads_a_killed_one_left(tmp_path: Path) -> None:
+    search = make_search({"type": "random", "max_trials": 2, "seed": 1})
+    boss = Chief.create(search, tmp_path / "search", initial_space=float_space())
+    trial_dir = tmp_path / "search" / "trials" / "0" / "ckpt"
+    trial_dir.mkdir(parents=True)
+    partial = trial_dir / ".checkpoint.weights.h5.zh0oh3vj"
+    partial.write_bytes(b"x" * 1000)
+    kept = trial_dir / "checkpoint.weights.h5"
+    kept.write_bytes(b"y" * 10)
+    assert boss.artifacts.trial_bytes("0") == 1010
+    boss.start()
+    try:
+        assert not partial.exists() and kept.exists()
+        assert boss.artifacts.trial_bytes("0") == 10
+    finally:
+        boss.close(grace_s=0.2)
