@@ -58,13 +58,28 @@ def import_reference(reference: str) -> Any:
     return target
 
 
-def _import_callable(reference: str) -> None:
+def _import_callable(reference: str, *, hypermodel_instance_ok: bool = False) -> None:
     target = import_reference(reference)
-    if not callable(target):
-        raise UserCodeError(
-            f"{reference!r} is a {type(target).__name__}, not callable; "
-            "expected a function or class. Name a function or class after ':'."
-        )
+    if callable(target):
+        return
+    # A keras_tuner.HyperModel instance is a hypermodel too (Keras Tuner takes
+    # one). Its module imported keras_tuner to make it, so no import here.
+    keras_tuner = sys.modules.get("keras_tuner")
+    if (
+        hypermodel_instance_ok
+        and keras_tuner is not None
+        and isinstance(target, keras_tuner.HyperModel)
+    ):
+        return
+    expected = (
+        "a build_model(hp) function, a keras_tuner.HyperModel subclass or instance"
+        if hypermodel_instance_ok
+        else "a function or class"
+    )
+    raise UserCodeError(
+        f"{reference!r} is a {type(target).__name__}, not callable; expected {expected}. "
+        "Name one after ':'."
+    )
 
 
 @contextlib.contextmanager
@@ -107,7 +122,7 @@ def check_importable(
     with user_code_path(search_path):
         for reference, key in refs:
             try:
-                _import_callable(reference)
+                _import_callable(reference, hypermodel_instance_ok=key[0] == "hypermodel")
             except ValueError as exc:
                 if doc is not None:
                     raise doc.error(key, str(exc)) from None

@@ -132,6 +132,19 @@ def test_check_importable_accepts_a_user_module(tmp_path: Path) -> None:
         check_importable(bad, [str(tmp_path)])
 
 
+def test_check_importable_accepts_a_hypermodel_instance(tmp_path: Path) -> None:
+    """Keras Tuner takes a HyperModel instance, and so do the workers
+    (resolve_hypermodel): the config check must not refuse it."""
+    (tmp_path / "ktc_instance_mod.py").write_text(
+        "import keras_tuner\n"
+        "class Model(keras_tuner.HyperModel):\n"
+        "    def build(self, hp):\n"
+        "        return None\n"
+        "model = Model()\n"
+    )
+    check_importable(parse_search("hypermodel: ktc_instance_mod:model\n"), [str(tmp_path)])
+
+
 def test_check_importable_reports_the_module_error(tmp_path: Path) -> None:
     (tmp_path / "ktc_broken_mod.py").write_text("raise RuntimeError('boom at import')\n")
     spec = parse_search("hypermodel: ktc_broken_mod:build\n")
