@@ -145,3 +145,43 @@ def classify_setup(exc: BaseException) -> Failure:
     if isinstance(exc, ChiefUnavailableError) or _names(exc) & _TRANSIENT_NAMES:
         return failure
     return Failure(FailureKind.FATAL, failure.message, failure.type_name)
+
+
+class SpaceDeclarationFailed(Exception):
+    """Keras Tuner's build of the model while declaring the search space raised
+    ``cause``: it fails for the values Keras Tuner chose there (the defaults),
+    which says nothing about the other hyperparameter values."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class SetupFailed(Exception):
+    """The worker cannot run any trial of the search (raised before its first
+    trial, with the search's end message): the runner returns ExitReason.FATAL."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def setup_failed(exc: Exception, worker_id: str) -> SetupFailed | None:
+    """An exception before a worker's first trial as :class:`SetupFailed` (the
+    search ends with its message), or None when it may pass on another try."""
+    if isinstance(exc, SpaceDeclarationFailed):
+        failure = classify(exc.cause)
+        return SetupFailed(
+            f"{failure.message} (worker {worker_id}, before its first trial, while Keras "
+            "Tuner declared the search space: it builds the model with each hyperparameter's "
+            "default, once per conditional branch, and this build raised; Keras Tuner's own "
+            "search stops here too. Make build_model work for those values, e.g. by giving "
+            "the hyperparameters defaults that build)"
+        )
+    failure = classify_setup(exc)
+    if failure.kind is not FailureKind.FATAL:
+        return None
+    return SetupFailed(
+        f"{failure.message} (worker {worker_id}, before its first trial: this error does not "
+        "depend on the hyperparameters, so every trial would fail the same way)"
+    )

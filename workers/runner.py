@@ -45,7 +45,13 @@ from orchestrator.protocol.failures import TRACEBACK_TAIL_CHARS, FailureKind, st
 from orchestrator.protocol.lease_keeper import LeaseKeeper
 from orchestrator.protocol.trials import AttemptStatus
 from workers.dataset_paths import require_dataset_paths
-from workers.failures import Failure, classify, classify_setup
+from workers.failures import (
+    Failure,
+    SetupFailed,
+    SpaceDeclarationFailed,
+    classify,
+    setup_failed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +102,6 @@ class WorkerConfig:
 def check_dataset_paths(config: WorkerConfig) -> None:
     """Raise DatasetUnavailableError unless the search's dataset paths can be read here."""
     require_dataset_paths(config.search_json, who=f"worker {config.worker_id}")
-
-
-class SetupFailed(Exception):
-    """The worker cannot run any trial of the search (raised before its first
-    trial, with the search's end message): the runner returns ExitReason.FATAL."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -180,14 +177,7 @@ class TrialRunner:
         """An exception before the first trial as :class:`SetupFailed` (the search
         ends with its message), or None when it may pass on another try (it is
         raised on: the process crashes and the fleet restarts it)."""
-        failure = classify_setup(exc)
-        if failure.kind is not FailureKind.FATAL:
-            return None
-        return SetupFailed(
-            f"{failure.message} (worker {self.config.worker_id}, before its first trial: "
-            "this error does not depend on the hyperparameters, so every trial would fail "
-            "the same way)"
-        )
+        return setup_failed(exc, self.config.worker_id)
 
     def on_trial_failure(self, trial_id: str, failure: Failure) -> AttemptStatus:
         """Record a trial's exception; the attempt status to end it with.
@@ -389,15 +379,22 @@ class TrialRunner:
         remote = RemoteOracle.for_search(
             self.client, self.search, wait_s=self.config.wait_s, raise_on_failed_search=False
         )
-        tuner = ktc_tuner_class()(
-            oracle=remote,
-            hypermodel=hypermodel,
-            directory=str(workdir),
-            project_name="trials",
-            overwrite=False,
-            executions_per_trial=self.search.oracle.executions_per_trial,
-            distribution_strategy=setup.strategy() if setup.visible_gpus > 1 else None,
-        )
+        try:
+            tuner = ktc_tuner_class()(
+                oracle=remote,
+                hypermodel=hypermodel,
+                directory=str(workdir),
+                project_name="trials",
+                overwrite=False,
+                executions_per_trial=self.search.oracle.executions_per_trial,
+                distribution_strategy=setup.strategy() if setup.visible_gpus > 1 else None,
+            )
+        except (ChiefUnavailableError, KtClusterError):
+            raise
+        except Exception as exc:
+            # Keras Tuner's constructor builds the model to declare the space:
+            # with each hyperparameter's default, once per conditional branch.
+            raise SpaceDeclarationFailed(exc) from exc
         tuner.runner = self
         training = self.search.training
         callbacks: list[Any] = []

@@ -478,3 +478,17 @@ def test_an_error_with_brackets_prints_as_written() -> None:
     console = Console(width=400, record=True)
     console.print(trials_table([view], objective="val_accuracy"))
     assert f"error: {error}" in console.export_text()
+
+
+def test_a_build_that_fails_while_keras_tuner_declares_the_space_is_named_so() -> None:
+    """Keras Tuner builds the model with the defaults to declare the space: a
+    failure there depends on those values, and the message must not claim it
+    does not depend on the hyperparameters (fault audit 4)."""
+    from workers.failures import SpaceDeclarationFailed, setup_failed
+
+    cause = ValueError("conv_blocks=2 with units=32 is unsupported")
+    failed = setup_failed(SpaceDeclarationFailed(cause), "local-w0")
+    assert failed is not None
+    assert failed.detail.startswith("ValueError: conv_blocks=2 with units=32 is unsupported")
+    assert "while Keras Tuner declared the search space" in failed.detail
+    assert "does not depend" not in failed.detail
