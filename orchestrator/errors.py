@@ -34,6 +34,19 @@ class InvalidRequestError(InputError):
     """The chief rejected a malformed request (INVALID_ARGUMENT); nothing changed."""
 
 
+class NothingToResumeError(InputError):
+    """``ktc resume`` of a search that already completed: refused, nothing changed
+    (the same words for a search directory here and a search id on a cluster)."""
+
+    @classmethod
+    def completed(cls, search: str) -> NothingToResumeError:
+        """The refusal for ``search`` (its directory, or its id on a cluster)."""
+        return cls(
+            f"{search}: the search already completed; nothing to resume. "
+            f"See the results with `ktc results {search}`."
+        )
+
+
 class NotFoundError(KtClusterError):
     """The chief has no such object (an artifact of a trial), though the request
     was well formed."""

@@ -15,8 +15,10 @@ dashboard refuses a request body over ``DASHBOARD_CLIENT_MAX_SIZE`` (100 MiB,
 ``GCS_STORAGE_MAX_SIZE`` (512 MiB, ``ray/_private/runtime_env/packaging.py``);
 the smaller one is the limit.
 
-The entrypoint makes the storage root (``python -m orchestrator.storage``)
-and runs ``ktc submit --no-progress --dir <storage>/<search id>`` on the head,
+The entrypoint makes the storage root (``python -m orchestrator.storage``),
+keeps the unpacked package as the search's code (``python -m
+orchestrator.search_code``: the later verbs import the user's code from
+there), and runs ``ktc submit --no-progress --dir <storage>/<search id>`` on the head,
 as the KubeRay ``RayJob`` does (``deploy/render_kuberay_job.py``).
 """
 
@@ -107,20 +109,22 @@ def _mib(n: int) -> str:
     return f"{n / 1024**2:.1f} MiB"
 
 
-def job_cluster_text(spec: ClusterSpec, search_id: str) -> str:
-    """The cluster file the chief reads on the head (the module docstring)."""
+def job_cluster_text(spec: ClusterSpec, search_id: str, *, working_dir: str | None = None) -> str:
+    """The cluster file the chief reads on the head (the module docstring); a verb's job
+    on the head ships its own folder to the workers it starts (``working_dir``)."""
     data = spec_data(spec)
     ray = dict(data.get("ray", {}))
     ray["address"] = "auto"
     ray.pop("dashboard", None)
-    ray["working_dir"] = None  # the workers inherit the job's working_dir
+    ray["working_dir"] = working_dir  # None: the workers inherit the job's working_dir
     data["ray"] = ray
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     parse_cluster(text, f"{CLUSTER_FILE} of search {search_id}")  # it must load on the head
+    shipped = working_dir or "null (the workers inherit the job's)"
     return (
         f"# The cluster file of search {search_id}, copied by `ktc submit` from cluster "
         f"{spec.name!r}: ray.address auto (the chief runs as a Ray job on the head), no "
-        "ray.dashboard, ray.working_dir null (the workers inherit the job's).\n" + text
+        f"ray.dashboard, ray.working_dir {shipped}.\n" + text
     )
 
 
@@ -134,22 +138,31 @@ def _shell_path(path: str) -> str:
 
 
 def search_entrypoint(
-    storage: str, search_id: str, *, workers: int | None = None, files_dir: str = JOB_FILES_DIR
+    storage: str,
+    search_id: str,
+    *,
+    workers: int | None = None,
+    files_dir: str = JOB_FILES_DIR,
+    keep_code: bool = False,
 ) -> str:
     """The job's shell command: make the storage root, then run the chief in it
     (``files_dir``: where the job finds the search and cluster files; the KubeRay
-    ``RayJob`` mounts them elsewhere)."""
+    ``RayJob`` mounts them elsewhere). ``keep_code``: first copy the folder the job
+    runs in (its shipped package) into the search directory, for the verbs that
+    import the user's code later (``orchestrator/search_code.py``)."""
     root = storage.rstrip("/") or "/"
-    words = [
-        "python -m orchestrator.storage",
-        _shell_path(root),
+    search_dir = _shell_path(posixpath.join(root, search_id))
+    words = ["python -m orchestrator.storage", _shell_path(root)]
+    if keep_code:
+        words += ["&& python -m orchestrator.search_code", search_dir]
+    words += [
         "&& ktc submit",
         f"{files_dir}/{SEARCH_FILE}",
         "--cluster",
         f"{files_dir}/{CLUSTER_FILE}",
         "--no-progress",
         "--dir",
-        _shell_path(posixpath.join(root, search_id)),
+        search_dir,
     ]
     if workers is not None:
         words += ["--workers", str(workers)]

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -115,6 +116,12 @@ class SearchJob:
     ray_job_id: str | None  # the driver's Ray job id (hex), once it connected
     job_id: str = ""  # the submission id of the search's newest job (the search id, or a resume's)
     runs: int = 1  # its jobs: the submit, then one per resume
+
+    @property
+    def end_reason(self) -> str:
+        """Why the job ended, in one line: Ray's own first line (its message carries
+        the job's whole log tail after it) and the last error line of that tail."""
+        return end_reason(self.message)
 
     def age_s(self, now_s: float) -> float | None:
         """Seconds since the job started."""
@@ -210,7 +217,9 @@ class ClusterJobs(HeadJobs):
                 search_dir = search_dir_on_head(storage, search_id)
                 try:
                     self._submit_job(
-                        entrypoint=search_entrypoint(storage, search_id, workers=workers),
+                        entrypoint=search_entrypoint(
+                            storage, search_id, workers=workers, keep_code=True
+                        ),
                         submission_id=search_id,
                         runtime_env={"working_dir": str(package.path)},
                         metadata={
@@ -432,10 +441,9 @@ def _quiet_ray_client() -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def cluster_jobs_for(explicit: str | None, env: Mapping[str, str]) -> ClusterJobs:
-    """The Jobs API of the cluster a remote verb names: ``--cluster``, else the file
-    ``ktc use`` remembered; ConfigError when there is neither."""
-    from orchestrator.config.loader import load_cluster
+def cluster_file_of(explicit: str | None, env: Mapping[str, str]) -> str:
+    """The cluster file a remote verb names: ``--cluster``, else the file ``ktc use``
+    remembered; ConfigError when there is neither."""
     from orchestrator.config.user_settings import cluster_file_for
 
     cluster_file = cluster_file_for(explicit, env)
@@ -445,7 +453,14 @@ def cluster_jobs_for(explicit: str | None, env: Mapping[str, str]) -> ClusterJob
             "use CLUSTER.yaml`, naming the cluster (its ray.dashboard) the search runs on. "
             "Pass --cluster, or run `ktc use CLUSTER.yaml` once."
         )
-    return ClusterJobs.connect(load_cluster(cluster_file), env)
+    return cluster_file
+
+
+def cluster_jobs_for(explicit: str | None, env: Mapping[str, str]) -> ClusterJobs:
+    """The Jobs API of the cluster a remote verb names (:func:`cluster_file_of`)."""
+    from orchestrator.config.loader import load_cluster
+
+    return ClusterJobs.connect(load_cluster(cluster_file_of(explicit, env)), env)
 
 
 def _run_id(search_id: str, run: int) -> str:
@@ -470,6 +485,27 @@ def _search_job(job: Any, search_id: str | None = None, runs: int = 1) -> Search
         job_id=str(job.submission_id),
         runs=runs,
     )
+
+
+# Ray's message for a failed job: "Job entrypoint command failed with exit code -9,
+# last available logs (truncated to 20,000 chars):\n<the tail of the job's output>".
+_LOGS_FOLLOW = re.compile(r",?\s*last available logs.*$", re.IGNORECASE)
+_ERROR_LINE = re.compile(r"\b(\w*Error|\w*Exception|error:|Killed|Fatal|fatal)\b")
+MAX_REASON_CHARS = 300
+
+
+def end_reason(message: str) -> str:
+    """A job's end in one line (:attr:`SearchJob.end_reason`)."""
+    first, _, tail = message.strip().partition("\n")
+    reason = _LOGS_FOLLOW.sub("", first).strip()
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    error = next((line for line in reversed(lines) if _ERROR_LINE.search(line)), None)
+    if error and error not in reason:
+        reason = f"{reason}: {error}" if reason else error
+    reason = reason or "no reason given"
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 3] + "..."
+    return reason
 
 
 def now_s() -> float:

@@ -41,13 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ConfigError, KtClusterError, NotFoundError, SearchDirError
+from orchestrator.errors import KtClusterError, NotFoundError, SearchDirError
 
 ANSWER_MARK = "ktcluster-remote-answer "
 # The verbs that take a search directory and can run on the head instead.
 REMOTE_VERBS = ("status", "results", "report", "export", "evaluate", "scale", "cancel", "resume")
-# A search id as `ktc submit` prints it (a Ray submission id: <name>-<time>[-n]).
+# Any Ray submission id a search may have (a KubeRay RayJob's may be the user's name).
 SEARCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# A search id as `ktc submit` prints it: <name>-<YYYYmmdd-HHMMSS>, then -<n> for a
+# second search in the same second (orchestrator/jobs.py) or KubeRay's job suffix.
+SUBMITTED_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,110}-\d{8}-\d{6}(?:-[a-z0-9]{1,8})?")
 MAX_ANSWER_BYTES = 512 * 1024 * 1024  # the largest folder or file a verb brings back
 HEAD_VERB_TIMEOUT_S = 900.0
 WATCH_INTERVAL_S = 2.0
@@ -63,6 +66,9 @@ class Request:
     files_in: dict[str, bytes] = field(default_factory=dict)  # name in {tmp} -> content
     collect: list[str] = field(default_factory=list)  # paths to bring back
     columns: int = 160
+    # The search's own code on the head (orchestrator/search_code.py): the verb runs
+    # there, so `module:attr` imports the code the search ran with, never the head's.
+    code_dir: str | None = None
 
     def encode(self) -> str:
         data = {
@@ -70,6 +76,7 @@ class Request:
             "files_in": {k: base64.b64encode(v).decode() for k, v in self.files_in.items()},
             "collect": self.collect,
             "columns": self.columns,
+            "code_dir": self.code_dir,
         }
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
 
@@ -81,6 +88,7 @@ class Request:
             files_in={str(k): base64.b64decode(v) for k, v in data["files_in"].items()},
             collect=[str(p) for p in data["collect"]],
             columns=int(data["columns"]),
+            code_dir=data.get("code_dir"),
         )
 
 
@@ -127,38 +135,53 @@ class Answer:
 def remote_search_id(args: argparse.Namespace) -> str | None:
     """The search id this verb names, when it should run on the cluster; else None.
 
-    It runs remotely when its DIR is not a path on this machine, has the shape of
-    a search id, and a cluster file is remembered (``ktc use``).
+    The one resolver of ``DIR | ID`` (``orchestrator/cli/search_arg.py``). The
+    argument is a search id when it is no path here (no ``/``, nothing of that
+    name in this folder) and has an id's shape: any job id with ``--cluster``,
+    the shape ``ktc submit`` prints (``<name>-<YYYYmmdd-HHMMSS>``) with the
+    cluster ``ktc use`` remembered. Anything else is a search directory, and
+    the verb says so if it is not one. An id with no cluster known is bad
+    input (SearchDirError) naming both ways to give one.
     """
-    if getattr(args, "verb", None) not in REMOTE_VERBS:
+    if getattr(args, "verb", None) not in (*REMOTE_VERBS, "logs"):
         return None
-    target = getattr(args, "search_dir", None) or getattr(args, "dir", None)
+    target = _target(args)
     if target is None:
         return None
     text = str(target)
-    if Path(text).exists() or not SEARCH_ID.fullmatch(text) or ".." in text:
+    if "/" in text or Path(text).exists() or not SEARCH_ID.fullmatch(text) or ".." in text:
         return None
     from orchestrator.config.user_settings import cluster_file_for
 
-    if args.verb == "resume" and getattr(args, "cluster", None):
+    if getattr(args, "cluster", None):
         return text
-    if cluster_file_for(None, os.environ) is None:
+    if not SUBMITTED_ID.fullmatch(text):
         return None
+    if cluster_file_for(None, os.environ) is None:
+        raise SearchDirError(
+            f"{text}: neither a search directory here nor a search id with a cluster to look "
+            "it up on; expected a search directory, or the id `ktc submit` printed with its "
+            "cluster file. Pass --cluster CLUSTER.yaml, or run `ktc use CLUSTER.yaml` once."
+        )
     return text
+
+
+def _target(args: argparse.Namespace) -> object | None:
+    """The verb's ``DIR | ID`` argument, whatever its parser named it."""
+    for name in ("search_dir", "dir", "search_id"):
+        value = getattr(args, name, None)
+        if value is not None:
+            return value
+    return None
 
 
 def run_remote(args: argparse.Namespace, argv: Sequence[str], search_id: str) -> int:
     """Run the verb on the head for ``search_id``; returns its exit code."""
     from orchestrator.config.loader import load_cluster
-    from orchestrator.config.user_settings import cluster_file_for
-    from orchestrator.jobs import ClusterJobs
+    from orchestrator.jobs import ClusterJobs, cluster_file_of
 
     env = dict(os.environ)
-    explicit = getattr(args, "cluster", None) if args.verb == "resume" else None
-    cluster_file = cluster_file_for(explicit, env)
-    if cluster_file is None:  # remote_search_id checked it
-        raise ConfigError(f"{search_id}: no cluster file; run `ktc use CLUSTER.yaml` first")
-    cluster = load_cluster(cluster_file)
+    cluster = load_cluster(cluster_file_of(getattr(args, "cluster", None), env))
     jobs = ClusterJobs.connect(cluster, env)
     try:
         job = jobs.search(search_id)
@@ -170,9 +193,9 @@ def run_remote(args: argparse.Namespace, argv: Sequence[str], search_id: str) ->
             "a local search directory. Check the id with `ktc list`."
         ) from None
     if args.verb == "resume":
-        return _resume(jobs, cluster, search_id, args)
+        return _resume(jobs, cluster, job, args)
     verb_args = _verb_args(argv, args.verb)
-    request = _request(args, verb_args, search_id, job.search_dir)
+    request = _request(args, verb_args, search_id, job.search_dir, cluster)
     if args.verb == "status":
         return _status(jobs, job, request, args)
     answer = jobs.run_on_head(verb_entrypoint(request), what=f"ktc {args.verb} {search_id}")
@@ -187,14 +210,23 @@ def _verb_args(argv: Sequence[str], verb: str) -> list[str]:
 
 
 def _request(
-    args: argparse.Namespace, verb_args: list[str], search_id: str, head_dir: str
+    args: argparse.Namespace, verb_args: list[str], search_id: str, head_dir: str, cluster: Any
 ) -> Request:
-    forwarded = [head_dir if a == search_id else a for a in verb_args]
+    from orchestrator.job_package import job_cluster_text
+    from orchestrator.search_code import code_dir_on_head
+
+    # --cluster named the cluster here (a file on this machine), not one on the head.
+    forwarded = [head_dir if a == search_id else a for a in _drop_option(verb_args, "--cluster")]
     files_in: dict[str, bytes] = {}
     collect: list[str] = []
     if args.verb == "export":
         forwarded = _replace_value(forwarded, "--out", f"{TMP}/model.keras")
         collect.append(f"{TMP}/model.keras")
+    elif args.verb == "evaluate":
+        # The evaluation's worker needs the search's code too: the cluster as the
+        # search's job sees it, shipping the folder the verb runs in (its code).
+        files_in["cluster.yaml"] = job_cluster_text(cluster, search_id, working_dir=".").encode()
+        forwarded += ["--cluster", f"{TMP}/cluster.yaml"]
     elif args.verb == "report":
         collect.append(f"{head_dir}/report")
     elif args.verb == "scale" and getattr(args, "apply", None):
@@ -205,7 +237,21 @@ def _request(
     if args.verb == "status":
         forwarded = [a for a in forwarded if a not in ("--watch", "-w")]
     columns = os.get_terminal_size().columns if sys.stdout.isatty() else 160
-    return Request([args.verb, *forwarded], files_in, collect, columns)
+    return Request([args.verb, *forwarded], files_in, collect, columns, code_dir_on_head(head_dir))
+
+
+def _drop_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
 
 
 def _replace_value(argv: list[str], option: str, value: str) -> list[str]:
@@ -279,7 +325,12 @@ def _status(jobs: Any, job: Any, request: Request, args: argparse.Namespace) -> 
         if answer.code != 0:
             sys.stderr.write(commands_by_id(answer.stderr, job.search_dir, job.search_id))
             return answer.code
-        document = StatusDocument.from_json(json.loads(answer.stdout))
+        data = json.loads(answer.stdout)
+        # The head's advice (`ktc resume <its directory>`) names the search by id here.
+        data["message"] = commands_by_id(
+            str(data.get("message", "")), job.search_dir, job.search_id
+        )
+        document = StatusDocument.from_json(data)
         job = jobs.search(job.search_id)
         if args.json:
             print(json.dumps({**document.to_json(), "job": _job_json(job)}))
@@ -296,28 +347,46 @@ def _job_json(job: Any) -> dict[str, Any]:
 
 
 def _job_line(job: Any, search_state: str) -> str:
+    """The chief's job in one line; a job that ended mid-search with its reason, in one
+    line too (Ray's message holds the job's whole log tail), and the way back."""
     line = f"chief's job: {job.job_id} {job.state.value}"
     if job.state.is_terminal and search_state in ("running", "interrupted"):
         line += (
-            f" ({job.message.strip()}); the search did not end: `ktc resume {job.search_id}` "
-            "submits its chief again"
+            f" ({job.end_reason}; its full log: `ktc logs {job.search_id}`); the search did "
+            f"not end: `ktc resume {job.search_id}` submits its chief again"
         )
     return line
 
 
-def _resume(jobs: Any, cluster: Any, search_id: str, args: argparse.Namespace) -> int:
+def _resume(jobs: Any, cluster: Any, job: Any, args: argparse.Namespace) -> int:
     from orchestrator.cli.submit_job import working_dir_of
+    from orchestrator.errors import NothingToResumeError
 
-    job = jobs.resume_search(
-        search_id=search_id,
+    if job.state.is_terminal:
+        # As a local resume refuses it, before anything is submitted: a job that
+        # finds nothing to resume would leave the search listed as failed.
+        state = _search_state(jobs, job)
+        if state == "completed":
+            raise NothingToResumeError.completed(job.search_id)
+    resumed = jobs.resume_search(
+        search_id=job.search_id,
         cluster=cluster,
         working_dir=working_dir_of(cluster),
         workers=getattr(args, "workers", None),
     )
-    print(f"resumed search {search_id} as job {job.job_id} on cluster {cluster.name!r}")
-    print(f"  ktc status {search_id}          # its state, trials and workers")
-    print(f"  ktc logs {search_id} --follow   # the chief's output")
+    print(f"resumed search {job.search_id} as job {resumed.job_id} on cluster {cluster.name!r}")
+    print(f"  ktc status {job.search_id}          # its state, trials and workers")
+    print(f"  ktc logs {job.search_id} --follow   # the chief's output")
     return 0
+
+
+def _search_state(jobs: Any, job: Any) -> str | None:
+    """The search's state as its ledger on the head says (None: it has no ledger yet)."""
+    request = Request(["status", job.search_dir, "--json"])
+    answer = jobs.run_on_head(verb_entrypoint(request), what=f"ktc status {job.search_id}")
+    if answer.code != 0:
+        return None
+    return str(json.loads(answer.stdout).get("state"))
 
 
 def _extract_one(data: bytes, out: Path) -> None:
@@ -386,8 +455,6 @@ def summary_of(search_dir: str) -> dict[str, Any]:
 
 def serve(request: Request) -> Answer:
     """Run ``ktc`` for ``request`` in this process, its output captured."""
-    from orchestrator.cli.main import main
-
     if request.argv[:1] == [SUMMARIES]:
         summaries = {d: summary_of(d) for d in request.argv[1:]}
         return Answer(0, json.dumps(summaries), "", {})
@@ -398,12 +465,24 @@ def serve(request: Request) -> Answer:
             path.write_bytes(content)
         argv = [a.replace(TMP, tmp) for a in request.argv]
         os.environ["COLUMNS"] = str(request.columns)
+        # The search's code, or an empty folder: never the head's own working
+        # directory, whose my_models.py would be another project's.
+        kept = request.code_dir is not None and Path(request.code_dir).is_dir()
+        workdir = str(request.code_dir) if kept else tmp
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(argv, own_process=False)
-            except SystemExit as exc:  # argparse
-                code = exc.code if isinstance(exc.code, int) else 2
+        previous = os.getcwd()
+        os.chdir(workdir)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = _run_ktc(argv)
+        finally:
+            os.chdir(previous)
+        if code != 0 and request.code_dir is not None and not kept:
+            err.write(
+                f"note: this search's code is not kept on the head ({request.code_dir} is "
+                "missing: it was submitted before ktcluster kept it, or by a RayJob), so its "
+                "own modules (hypermodel or dataset `module:attr`) cannot be imported here.\n"
+            )
         files: dict[str, bytes] = {}
         total = 0
         for wanted in request.collect:
@@ -424,6 +503,15 @@ def serve(request: Request) -> Answer:
         return Answer(code, out.getvalue(), err.getvalue(), files)
 
 
+def _run_ktc(argv: list[str]) -> int:
+    from orchestrator.cli.main import main
+
+    try:
+        return main(argv, own_process=False)
+    except SystemExit as exc:  # argparse
+        return exc.code if isinstance(exc.code, int) else 2
+
+
 def _pack(path: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -431,11 +519,24 @@ def _pack(path: Path) -> bytes:
     return buffer.getvalue()
 
 
+def _forget_start_dir() -> None:
+    """Take the head's working directory off ``sys.path`` (``python -m`` put it first):
+    user code imports from the search's code only (:func:`serve`). It stays when it
+    is where ktcluster itself is imported from (a checkout on the head)."""
+    import orchestrator
+
+    start = os.path.realpath(os.getcwd())
+    home = os.path.realpath(Path(orchestrator.__file__).parent.parent)
+    if sys.path and sys.path[0] in ("", os.getcwd(), start) and start != home:
+        del sys.path[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m orchestrator.remote_verbs REQUEST", file=sys.stderr)
         return 2
+    _forget_start_dir()
     answer = serve(Request.decode(args[0]))
     print(ANSWER_MARK + answer.encode(), flush=True)
     return 0

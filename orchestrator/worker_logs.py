@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import NotFoundError
+from orchestrator.errors import ConfigError
 from orchestrator.jobs import ClusterJobs, JobsApiError, SearchJob
 
 REQUEST_TIMEOUT_S = 30.0
@@ -83,11 +83,12 @@ def worker_processes(jobs: ClusterJobs, job: SearchJob) -> list[WorkerProcess]:
 
 
 def latest_process(processes: list[WorkerProcess], worker_id: str, search_id: str) -> WorkerProcess:
-    """The newest process of ``worker_id``; NotFoundError naming the search's workers."""
+    """The newest process of ``worker_id``; ConfigError (bad input: an argument that
+    names no worker of the search) naming the search's workers."""
     mine = [p for p in processes if p.worker_id == worker_id]
     if not mine:
         known = ", ".join(sorted({p.worker_id for p in processes})) or "none yet"
-        raise NotFoundError(
+        raise ConfigError(
             f"--worker {worker_id}: search {search_id} has no such worker; expected one of "
             f"its workers ({known}). `ktc status {search_id}` lists them."
         )

@@ -43,7 +43,7 @@ from orchestrator.chief.service import ControlServicer, TrialServicer
 from orchestrator.chief.trial_book import RetryPolicy
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import ClusterSpec, SearchSpec, default_cluster
-from orchestrator.errors import ConfigError, KtClusterError, LedgerError
+from orchestrator.errors import ConfigError, KtClusterError, LedgerError, NothingToResumeError
 from orchestrator.protocol.auth import (
     TOKEN_FILE_NAME,
     TokenAuthInterceptor,
@@ -216,10 +216,7 @@ class Chief:
             ) from None
         if replayed.state is SearchState.COMPLETED:
             ledger.close()
-            raise KtClusterError(
-                f"{search_dir}: the search already completed; nothing to resume. "
-                f"See the results with `ktc results {search_dir}`."
-            )
+            raise NothingToResumeError.completed(str(search_dir))
         host = OracleHost(search)
         broker = TrialBroker(
             search=search, ledger=ledger, oracle_host=host, clock=clock, long_poll_s=long_poll_s

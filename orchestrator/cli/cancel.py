@@ -8,10 +8,10 @@ completed trial, and ``ktc resume DIR`` continues the search.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.scale import connect
+from orchestrator.cli.search_arg import add_cluster_argument, add_search_argument
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +24,8 @@ def register(subparsers: Any) -> None:
             "first with --drain. Every result is kept; continue with `ktc resume DIR`."
         ),
     )
-    parser.add_argument("search_dir", metavar="DIR", type=Path, help="the search directory")
+    add_search_argument(parser)
+    add_cluster_argument(parser)
     parser.add_argument(
         "--drain", action="store_true", help="let running trials finish before stopping"
     )

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from orchestrator.cli.render import format_hyperparameters, format_score, make_console
+from orchestrator.cli.search_arg import add_cluster_argument, add_search_argument
 from orchestrator.config.user_code import user_code_path
 from orchestrator.evaluation import DEFAULT_SEED
 from orchestrator.evaluation_results import EvaluationResults
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
             "DIR/evaluation.json. A running search is refused."
         ),
     )
-    parser.add_argument("search_dir", metavar="DIR", type=Path, help="the search directory")
+    add_search_argument(parser)
     parser.add_argument(
         "--top", type=int, default=1, metavar="K", help="evaluate the K best trials (default 1)"
     )
@@ -55,10 +55,10 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help=f"the retrain's random seed (keras.utils.set_random_seed; default {DEFAULT_SEED})",
     )
-    parser.add_argument(
-        "--cluster",
-        metavar="CLUSTER.yaml",
-        help="where to run (default: the cluster the search ran on, as recorded in its ledger)",
+    add_cluster_argument(
+        parser,
+        also="the evaluation runs there (default: the cluster the search ran on, as its "
+        "ledger recorded)",
     )
     parser.set_defaults(func=run)
 

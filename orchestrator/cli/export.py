@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.render import format_hyperparameters, format_score
+from orchestrator.cli.search_arg import add_cluster_argument, add_search_argument
 from orchestrator.config.user_code import user_code_path
 from orchestrator.errors import ConfigError
 from orchestrator.export import (
@@ -44,7 +45,8 @@ def register(subparsers: Any) -> None:
             "and save it as a .keras file that keras.models.load_model reads."
         ),
     )
-    parser.add_argument("search_dir", metavar="DIR", type=Path, help="the search directory")
+    add_search_argument(parser)
+    add_cluster_argument(parser)
     parser.add_argument(
         "--out", required=True, type=Path, metavar="FILE.keras", help="where to write the model"
     )

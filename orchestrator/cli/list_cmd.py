@@ -121,6 +121,8 @@ def _trials_and_best(summary: dict[str, Any] | None) -> tuple[str, str]:
     total = summary.get("max_trials")
     trials = f"{summary['completed']}/{total}" if total else str(summary["completed"])
     if summary.get("running"):
-        trials += f" ({summary['running']} running)"
+        # In flight with no live chief (a dead job): resume re-runs them.
+        live = summary.get("state") == "running"
+        trials += f" ({summary['running']} {'running' if live else 'interrupted'})"
     best = summary.get("best")
     return trials, "-" if best is None else f"{summary['objective']} {best:.4f}"

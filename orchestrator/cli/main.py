@@ -119,9 +119,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     try:
         # A search id instead of a local DIR, with a cluster known (`ktc use`):
         # the verb runs on the cluster's head (orchestrator/remote_verbs.py).
-        from orchestrator.remote_verbs import remote_search_id, run_remote
+        from orchestrator.remote_verbs import REMOTE_VERBS, remote_search_id, run_remote
 
-        search_id = remote_search_id(args)
+        search_id = remote_search_id(args) if args.verb in REMOTE_VERBS else None
         if search_id is not None:
             return run_remote(args, sys.argv[1:] if argv is None else argv, search_id)
         return int(args.func(args) or 0)

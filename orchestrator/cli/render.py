@@ -112,7 +112,11 @@ def counts_line(document: StatusDocument) -> Text:
         if i:
             line.append(", ")
         count = document.counts.get(status, 0)
-        line.append(f"{count} {status.value.lower()}", style=TRIAL_STATUS_STYLES[status])
+        label = status.value.lower()
+        if status is TrialStatus.RUNNING and count and document.state is not SearchState.RUNNING:
+            # The ledger's in-flight trials, with no chief to run them: resume re-runs them.
+            label = "interrupted (to re-run on resume)"
+        line.append(f"{count} {label}", style=TRIAL_STATUS_STYLES[status])
     if document.max_trials is not None:
         line.append(f" (max_trials {document.max_trials})")
     return line

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
+
+from orchestrator.cli.search_arg import add_cluster_argument, add_search_argument
 
 
 def register(subparsers: Any) -> None:
@@ -26,7 +27,8 @@ def register(subparsers: Any) -> None:
             "TensorBoard summaries under DIR/tensorboard (tensorboard --logdir DIR/tensorboard)."
         ),
     )
-    parser.add_argument("search_dir", metavar="DIR", type=Path, help="the search directory")
+    add_search_argument(parser)
+    add_cluster_argument(parser)
     parser.add_argument("--no-tensorboard", action="store_true", help="write the HTML report only")
     parser.set_defaults(func=run)
 

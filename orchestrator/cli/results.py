@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.render import make_console, scheduler_line, trials_table
+from orchestrator.cli.search_arg import add_cluster_argument, add_search_argument
 from orchestrator.errors import ConfigError
 from orchestrator.evaluation_results import (
     EvaluationFileError,
@@ -32,7 +33,8 @@ def register(subparsers: Any) -> None:
         help="list a search's trials, best first",
         description="List a search's trials, best first (completed, ranked by the objective).",
     )
-    parser.add_argument("search_dir", metavar="DIR", type=Path, help="the search directory")
+    add_search_argument(parser)
+    add_cluster_argument(parser)
     parser.add_argument(
         "--json",
         action="store_true",

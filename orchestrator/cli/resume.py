@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator.cli.search_arg import add_search_argument
 from orchestrator.cli.session_cli import (
     add_session_arguments,
     hide_gpus_from_chief,
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("resume", help="continue an interrupted search", description=__doc__)
-    parser.add_argument("dir", metavar="DIR", help="the search directory")
+    add_search_argument(parser, dest="dir")
     add_session_arguments(parser)
     parser.set_defaults(func=run)
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli.search_arg import add_cluster_argument, add_search_argument
 from orchestrator.config.loader import load_cluster_text
 from orchestrator.errors import ChiefUnavailableError, ConfigError
 from orchestrator.protocol.client import TrialClient
@@ -34,7 +35,8 @@ def register(subparsers: Any) -> None:
             "Scaling down drains running trials first unless --now."
         ),
     )
-    parser.add_argument("search_dir", metavar="DIR", type=Path, help="the search directory")
+    add_search_argument(parser)
+    add_cluster_argument(parser)
     parser.add_argument("--workers", type=str, default=None, metavar="N", help="total workers")
     parser.add_argument(
         "--node",

@@ -12,13 +12,13 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.live import Live
 
 from orchestrator.cli.render import make_console, render_status
 from orchestrator.cli.results import read_evaluation
+from orchestrator.cli.search_arg import add_cluster_argument, add_search_argument
 from orchestrator.evaluation_results import summary_line
 from orchestrator.status import status_document
 
@@ -35,7 +35,8 @@ def register(subparsers: Any) -> None:
             "when no chief is alive), its trials by status, its workers and the best so far."
         ),
     )
-    parser.add_argument("search_dir", metavar="DIR", type=Path, help="the search directory")
+    add_search_argument(parser)
+    add_cluster_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the status document as JSON")
     parser.add_argument(
         "--watch",

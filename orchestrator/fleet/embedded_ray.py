@@ -247,7 +247,7 @@ def _connect_ray(cluster: ClusterSpec, *, user_code: bool, settled: threading.Ev
         logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
     if not cluster.is_local:
         settled.set()  # a connection changes no environment variable
-        return _connect_cluster(ray, cluster)
+        return _connect_cluster(ray, cluster, user_code=user_code)
     nodes = cluster.nodes
     # Every node of the file shares this one raylet, so its GPU pool is the
     # sum of the nodes' GPUs (indices are per node). Ray's own GPU ids never
@@ -301,11 +301,33 @@ def _connect_ray(cluster: ClusterSpec, *, user_code: bool, settled: threading.Ev
     return True
 
 
-def _connect_cluster(ray: Any, cluster: ClusterSpec) -> bool:
+def local_working_dir(cluster: ClusterSpec, *, user_code: bool) -> str | None:
+    """``ray.working_dir`` when it is a folder on this machine that user code needs.
+
+    Ray uploads a local folder only for a whole job (``ray.init``'s runtime env:
+    "Passing directories ... to be dynamically uploaded is only supported at the
+    job level"); the actors then inherit it. A URI (``s3://...``) may go to each
+    actor instead (:func:`actor_working_dir`)."""
+    value = cluster.ray.working_dir
+    if not user_code or value is None or "://" in value:
+        return None
+    return value
+
+
+def actor_working_dir(cluster: ClusterSpec, *, user_code: bool) -> str | None:
+    """``ray.working_dir`` when it is a URI that an actor's own runtime env may name."""
+    value = cluster.ray.working_dir
+    return value if user_code and value is not None and "://" in value else None
+
+
+def _connect_cluster(ray: Any, cluster: ClusterSpec, *, user_code: bool = False) -> bool:
+    working_dir = local_working_dir(cluster, user_code=user_code)
     try:
         ray.init(
             address=cluster.ray.address,
             namespace=RAY_NAMESPACE,
+            # The actors this driver starts inherit it (local_working_dir).
+            runtime_env={"working_dir": working_dir} if working_dir else None,
             # Workers' output stays in their log files (DIR/logs/ on this
             # machine, Ray's session logs elsewhere), never on the terminal.
             log_to_driver=False,

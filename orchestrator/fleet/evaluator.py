@@ -120,7 +120,7 @@ def start_actor(
     """
     import ray
 
-    from orchestrator.fleet.embedded_ray import user_pythonpath
+    from orchestrator.fleet.embedded_ray import actor_working_dir, user_pythonpath
     from orchestrator.fleet.placement import (
         actor_options,
         holders_by_label,
@@ -136,8 +136,9 @@ def start_actor(
         runtime_env["env_vars"] = env
         if cluster.is_local:
             env["PYTHONPATH"] = user_pythonpath()
-        elif user_code and cluster.ray.working_dir:
-            runtime_env["working_dir"] = cluster.ray.working_dir
+        elif actor_working_dir(cluster, user_code=user_code):
+            # A local folder went with ray.init (connect_ray), for the whole job.
+            runtime_env["working_dir"] = actor_working_dir(cluster, user_code=user_code)
     options = actor_options(slot, name=name, runtime_env=runtime_env)
     actor = remote_evaluation_class().options(**options).remote(slot, log_dir)
     try:

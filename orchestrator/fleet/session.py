@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.chief.chief import Chief
 from orchestrator.config import ClusterSpec, SearchSpec, WorkerSlot, parse_cluster, spec_json
 from orchestrator.errors import ConfigError, FleetError, KtClusterError
-from orchestrator.fleet.embedded_ray import connect_ray, search_uses_user_code, user_pythonpath
+from orchestrator.fleet.embedded_ray import (
+    actor_working_dir,
+    connect_ray,
+    search_uses_user_code,
+    user_pythonpath,
+)
 from orchestrator.fleet.ray_processes import (
     reap_leftover_ray_processes,
     record_ray_processes,
@@ -251,9 +256,9 @@ class SearchSession:
             if self._started_ray:
                 return {}  # the raylet's environment has it (embedded_worker_env)
             return {"env_vars": {"PYTHONPATH": user_pythonpath()}}
-        if search_uses_user_code(self.search) and self.cluster.ray.working_dir:
-            return {"working_dir": self.cluster.ray.working_dir}
-        return {}
+        # A local folder went with ray.init (connect_ray), for the whole job.
+        uri = actor_working_dir(self.cluster, user_code=search_uses_user_code(self.search))
+        return {"working_dir": uri} if uri else {}
 
     def _dataset_ref(self) -> Any:
         """Load the dataset once here: record its shape for export, and ship it

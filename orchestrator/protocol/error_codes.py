@@ -41,6 +41,7 @@ from orchestrator.errors import (
     LedgerError,
     LimitExceededError,
     NotFoundError,
+    NothingToResumeError,
     PermissionDeniedError,
     SearchDirError,
     SearchFailedError,
@@ -72,6 +73,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode(InvalidRequestError, _Code.INVALID_ARGUMENT, "{method}: {details}"),
     ErrorCode(ConfigError, _Code.INVALID_ARGUMENT),  # e.g. scale to an unknown node
     ErrorCode(SearchDirError, _Code.INVALID_ARGUMENT),
+    ErrorCode(NothingToResumeError, _Code.INVALID_ARGUMENT),  # resume of a completed search
     ErrorCode(InputError, _Code.INVALID_ARGUMENT),
     # Well formed, but the object does not exist (an artifact not uploaded).
     ErrorCode(NotFoundError, _Code.NOT_FOUND, "{method}: {details}"),

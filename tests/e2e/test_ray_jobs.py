@@ -266,7 +266,7 @@ def test_submit_detached_list_logs_and_completion(ray_head: RayHead, tmp_path: P
     assert re.search(r"INFO \[head-w0\] \S+: trial \S+ attempt 1: ended COMPLETED", worker.stdout)
     assert "# worker head-w0, process 1 (pid " in worker.stderr
     nosuch = _ktc(ray_head, "logs", search_id, "--worker", "w9", cwd=elsewhere, config=config)
-    assert nosuch.returncode == 1
+    assert nosuch.returncode == 2  # bad input: it names no worker of the search
     assert f"--worker w9: search {search_id} has no such worker" in nosuch.stderr
     assert "(head-w0)" in nosuch.stderr
 
@@ -396,6 +396,9 @@ def test_a_killed_chief_is_resumed_as_a_new_job_with_no_trial_lost_or_rerun(
     status = _ok(_ktc(ray_head, "status", submitted.search_id, cwd=elsewhere, config=config))
     assert f"chief's job: {submitted.search_id} failed" in status, status
     assert f"`ktc resume {submitted.search_id}` submits its chief again" in status, status
+    # One line for the dead job, where its whole log is, and no path on the head (U4).
+    assert f"its full log: `ktc logs {submitted.search_id}`" in status, status
+    assert str(search_dir) + "`" not in status and len(status) < 4000, status
     out = _ok(_ktc(ray_head, "resume", submitted.search_id, cwd=elsewhere, config=config))
     resumed_id = f"{submitted.search_id}-r1"
     assert f"as job {resumed_id}" in out, out
@@ -410,18 +413,47 @@ def test_a_killed_chief_is_resumed_as_a_new_job_with_no_trial_lost_or_rerun(
     # One search in the list, its logs the two jobs' in order.
     assert [s.search_id for s in client.searches()].count(submitted.search_id) == 1
     assert f"# ---- resumed: job {submitted.search_id}-r1 ----" in client.logs(submitted.search_id)
+    # A completed search: refused as a local resume refuses it, and nothing is submitted (B4).
+    again = _ktc(ray_head, "resume", submitted.search_id, cwd=elsewhere, config=config)
+    assert again.returncode == 2, again
+    assert again.stderr == (
+        f"error: {submitted.search_id}: the search already completed; nothing to resume. "
+        f"See the results with `ktc results {submitted.search_id}`.\n"
+    )
+    assert client.search(submitted.search_id).runs == 2
+    assert client.search(submitted.search_id).state is jobs.JobState.FINISHED
+
+
+MY_MODELS = """\
+import keras
+
+
+def build_model(hp):
+    model = keras.Sequential([keras.layers.Flatten()])
+    model.add(keras.layers.Dense(hp.Choice("units", [16, 32]), activation="relu"))
+    model.add(keras.layers.Dense(10, activation="softmax"))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+"""
 
 
 def test_every_verb_works_from_another_machine_by_search_id(
     ray_head: RayHead, tmp_path: Path
 ) -> None:
-    """status, results, report, export, evaluate and cancel of a digits CNN search, from a
-    folder with no search directory: each runs on the head as a short job
-    (orchestrator/remote_verbs.py), with the remembered cluster file and Ray's
-    token only."""
+    """status, results, report, export, evaluate and cancel of a digits search whose
+    hypermodel is the user's own module, from a folder with no search directory:
+    each runs on the head as a short job (orchestrator/remote_verbs.py), with the
+    remembered cluster file (or --cluster) and Ray's token only. export and evaluate
+    import the code the search shipped, never a module of that name elsewhere (B2)."""
     project = tmp_path / "project"
     project.mkdir()
-    search = digits_search("remote", oracle={"type": "random", "max_trials": 2}, epochs=1)
+    (project / "my_models.py").write_text(MY_MODELS)
+    search = digits_search(
+        "remote",
+        oracle={"type": "random", "max_trials": 2},
+        epochs=1,
+        hypermodel="my_models:build_model",
+    )
     (project / "search.yaml").write_text(yaml.safe_dump(search, sort_keys=False))
     cluster = _cluster_file(ray_head, tmp_path)
     config = tmp_path / "config"
@@ -429,6 +461,9 @@ def test_every_verb_works_from_another_machine_by_search_id(
     search_id = _search_id(_ok(_submit(ray_head, "search.yaml", cwd=project, config=config)))
     here = tmp_path / "laptop"
     here.mkdir()
+    # After the submit, the user's folder changes; a verb must not import this.
+    (project / "my_models.py").write_text("raise ImportError('changed after the submit')\n")
+    (here / "my_models.py").write_text("raise ImportError('not the search s code')\n")
 
     def ktc(*args: str | Path, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return _ktc(ray_head, *args, cwd=here, timeout=timeout, config=config)
@@ -437,7 +472,18 @@ def test_every_verb_works_from_another_machine_by_search_id(
     status = json.loads(_ok(ktc("status", search_id, "--json")))
     assert status["state"] == "completed" and status["counts"]["COMPLETED"] == 2, status
     assert status["job"]["id"] == search_id and status["job"]["state"] == "finished"
-    rows = json.loads(_ok(ktc("results", search_id, "--json")))
+    # The follow-up commands with --cluster instead of `ktc use` (B3).
+    nothing_remembered = tmp_path / "no-config"
+    rows = json.loads(
+        _ok(
+            _ktc(
+                ray_head,
+                *("results", search_id, "--json", "--cluster", cluster),
+                cwd=here,
+                config=nothing_remembered,
+            )
+        )
+    )
     assert sorted(r["status"] for r in rows) == ["COMPLETED"] * 2
     # ktc list reads every search's progress and best score on the head, in one job.
     listed = json.loads(_ok(ktc("list", "--json")))

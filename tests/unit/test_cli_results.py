@@ -139,7 +139,9 @@ def test_status_cli_json_and_table(make_finished_search: Any, capsys: Any) -> No
     assert doc["best"]["trial_id"] == ids[0.9]
     assert main(["status", str(directory)]) == 0
     out = capsys.readouterr().out
-    assert "INTERRUPTED" in out and "0.9000" in out and "1 running" in out
+    # Its in-flight trial has no chief to run it: resume re-runs it (U4).
+    assert "INTERRUPTED" in out and "0.9000" in out
+    assert "1 interrupted (to re-run on resume)" in out and "1 running" not in out
 
 
 def test_status_watch_stops_at_a_final_state(make_finished_search: Any, capsys: Any) -> None:

@@ -38,6 +38,12 @@ def test_entrypoint_makes_storage_then_runs_the_chief_in_it() -> None:
     )
     home = job_package.search_entrypoint("~/ktc", "s-1")
     assert 'storage "$HOME"/ktc &&' in home and '--dir "$HOME"/ktc/s-1' in home
+    # A detached submit keeps the code it ships in the search directory first (B2).
+    kept = job_package.search_entrypoint("/srv/ktc", "s-1", keep_code=True)
+    assert kept.startswith(
+        "python -m orchestrator.storage /srv/ktc && python -m orchestrator.search_code "
+        "/srv/ktc/s-1 && ktc submit "
+    ), kept
 
 
 def test_job_cluster_file_joins_the_cluster_it_runs_in() -> None:
@@ -157,7 +163,6 @@ def test_remote_working_dir_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_worker_actor_names_and_the_newest_process() -> None:
-    from orchestrator.errors import NotFoundError
     from orchestrator.worker_logs import _NAME, WorkerProcess, latest_process
 
     match = _NAME.match("ktc-0123abcd-a1b2c3-gpu-b-w2-3")
@@ -169,8 +174,9 @@ def test_worker_actor_names_and_the_newest_process() -> None:
         WorkerProcess("a-w1", 1, "x3", "ALIVE", 12, "n"),
     ]
     assert latest_process(processes, "a-w0", "s-1").actor_id == "x2"
+    # An argument that names no worker: bad input (exit 2), listing the known ones.
     with pytest.raises(
-        NotFoundError, match=r"--worker b-w0: search s-1 has no such worker; .*\(a-w0, a-w1\)"
+        ConfigError, match=r"--worker b-w0: search s-1 has no such worker; .*\(a-w0, a-w1\)"
     ):
         latest_process(processes, "b-w0", "s-1")
 
@@ -278,3 +284,55 @@ def test_helper_jobs_are_deleted_and_earlier_ones_ray_brought_back_are_swept() -
     ran = next(d for d in fake.deleted if d.startswith("ktc-verb-2"))
     assert fake.deleted == [ran, "ktc-verb-back", "ktc-check-over"]
     assert sorted(table) == ["digits-20261130-101010", "ktc-verb-just-over", "ktc-verb-running"]
+
+
+def test_a_jobs_end_in_one_line() -> None:
+    """U4: Ray's message for a dead driver carries the job's log tail (up to 20,000
+    characters); the reason shown is its first line and the last error line."""
+    tail = "\n".join(f"line {i}" for i in range(3000))
+    message = (
+        "Job entrypoint command failed with exit code -9, last available logs (truncated to "
+        f"20,000 chars):\n{tail}\nValueError: bad thing\nINFO shutting down\n"
+    )
+    assert jobs.end_reason(message) == (
+        "Job entrypoint command failed with exit code -9: ValueError: bad thing"
+    )
+    assert jobs.end_reason("Job was intentionally stopped.") == "Job was intentionally stopped."
+    assert jobs.end_reason("") == "no reason given"
+    assert len(jobs.end_reason("x" * 5000)) == jobs.MAX_REASON_CHARS
+
+
+def _local_search(tmp_path: Path) -> Path:
+    search_dir = tmp_path / "run"
+    (search_dir / "logs").mkdir(parents=True)
+    (search_dir / "ledger.db").write_bytes(b"")
+    (search_dir / "chief.log").write_text("search directory: run\nsearch completed\n")
+    (search_dir / "logs" / "worker-local-w0.log").write_text("trial 0 attempt 1: ended COMPLETED\n")
+    return search_dir
+
+
+def test_logs_of_a_local_search_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """U7: `ktc logs DIR` prints DIR/chief.log (--follow too, here with no live chief)
+    and says where the workers' logs are; --worker prints one; an unknown worker is
+    bad input (exit 2) naming the known ones."""
+    from orchestrator.cli.main import main
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no cluster known
+    monkeypatch.chdir(tmp_path)
+    _local_search(tmp_path)
+    for follow in ([], ["--follow"]):
+        assert main(["logs", "run", *follow]) == 0
+        out, err = capsys.readouterr()
+        assert out == "search directory: run\nsearch completed\n"
+        assert "run/logs/worker-*.log" in err and "local-w0" in err, err
+    assert main(["logs", "run", "--worker", "local-w0"]) == 0
+    assert capsys.readouterr().out == "trial 0 attempt 1: ended COMPLETED\n"
+    assert main(["logs", "run", "--worker", "w7"]) == 2
+    err = capsys.readouterr().err
+    assert "--worker w7: search run has no log of such a worker here; expected one of " in err
+    assert "(local-w0)" in err
+    # Neither a directory nor an id with a cluster to look it up on.
+    assert main(["logs", "run-20261130-120000"]) == 2
+    assert "`ktc use CLUSTER.yaml`" in capsys.readouterr().err
