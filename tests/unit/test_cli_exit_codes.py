@@ -122,6 +122,8 @@ def test_bad_input_to_a_stopped_search_exits_2(
         (["resume", str(stopped_search), "--cluster", "bad-cluster.yaml"], "expected a list"),
         (["results", str(stopped_search), "--top", "0"], "--top: expected a number of trials"),
         (["export", str(stopped_search), "--out", "m.keras", "--rank", "0"], "--rank: expected"),
+        # No completed trial: bad input, as `ktc evaluate` says of the same search.
+        (["export", str(stopped_search), "--out", "m.keras"], "no completed trial to export"),
     ):
         code, err = _run(capsys, *argv)
         assert code == 2, (argv, err)
@@ -214,3 +216,14 @@ def test_control_rpcs_without_a_handler_exit_1(
         code, err = _run(capsys, *argv)
         assert code == 1
         assert err.startswith("error: this chief runs without a fleet"), err
+
+
+def test_cluster_down_local_with_nothing_running_is_a_no_op(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A second `down` (the state file is gone): the cluster is down, as asked.
+    for _ in range(2):
+        assert main(["cluster", "down", "--local", "--state-dir", str(tmp_path)]) == 0
+        captured = capsys.readouterr()
+        assert f"no local cluster is running from {tmp_path}; nothing to stop" in captured.out
+        assert captured.err == ""

@@ -198,6 +198,10 @@ def test_a_search_without_dataset_info_is_refused(finished: Path) -> None:
 def test_exit_codes(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(finished), "--top", "9"]) == 2
     assert "only 3 completed trial(s)" in capsys.readouterr().err
+    # export's --rank past the completed trials is bad input too, like evaluate's --top.
+    out = str(finished.parent / "x.keras")
+    assert main(["export", str(finished), "--out", out, "--rank", "9"]) == 2
+    assert "--rank 9: the search has only 3 completed trial(s)" in capsys.readouterr().err
     assert main(["evaluate", str(finished.parent / "nowhere")]) == 2
     _set_meta(finished, "test_split", None)
     assert main(["evaluate", str(finished)]) == 2
