@@ -158,6 +158,9 @@ def workers_table(workers: Sequence[WorkerStatus]) -> Table:
 def render_status(document: StatusDocument) -> RenderableType:
     """The whole ``ktc status`` view of a status document."""
     parts: list[RenderableType] = [state_line(document), counts_line(document)]
+    paused = paused_line(document)
+    if paused is not None:
+        parts.append(paused)
     if document.workers:
         parts.append(workers_table(document.workers))
     elif document.state is not SearchState.RUNNING:
@@ -168,6 +171,17 @@ def render_status(document: StatusDocument) -> RenderableType:
     if document.last_failure is not None:
         parts.append(last_failure_line(document))
     return Group(*parts)
+
+
+def paused_line(document: StatusDocument) -> Text | None:
+    """While a running search's fleet is asked for no worker (``ktc scale DIR
+    --workers 0``), the line that says nothing will progress and how to resume."""
+    if document.state is not SearchState.RUNNING or document.workers_wanted != 0:
+        return None
+    return Text(
+        f"0 workers wanted: no progress until `ktc scale {document.search_dir} --workers N`",
+        style="bold yellow",
+    )
 
 
 def last_failure_line(document: StatusDocument) -> Text:
