@@ -434,3 +434,20 @@ def test_the_workers_table_counts_epochs_from_one_as_keras_prints_them() -> None
         if line.startswith("│")
     }
     assert cells == {"w0": "1", "w1": "6", "w2": "-"}
+
+
+def test_the_final_table_is_skipped_when_no_trial_completed() -> None:
+    from rich.console import Console
+
+    from orchestrator.cli.render import top_trials_table
+
+    def shown(trials: list[TrialView]) -> str:
+        console = Console(record=True, width=160)
+        console.print(top_trials_table(trials, objective="score", direction="max"))
+        return console.export_text()
+
+    failed = [_view("0", None, TrialStatus.FAILED), _view("1", None, TrialStatus.PENDING)]
+    text = shown(failed)
+    assert "no trial completed (1 failed): there is no best trial to show" in text
+    assert "top 0 trials" not in text and "┏" not in text
+    assert "top 1 trials" in shown([*failed, _view("2", 0.5, TrialStatus.COMPLETED)])
