@@ -109,10 +109,12 @@ def start_local_cluster(
     *,
     ray_auth: bool,
     timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    head_port: int | None = None,
 ) -> LocalClusterInfo:
     """Start the simulated cluster for ``spec`` and wait until every node is up.
 
-    ``ray_auth=False`` sets ``RAY_AUTH_MODE=disabled`` for the simulated nodes
+    ``head_port``: the head's GCS port (``--head-port``); None lets Ray pick a
+    free one. ``ray_auth=False`` sets ``RAY_AUTH_MODE=disabled`` for the simulated nodes
     (loopback tests); True leaves Ray's own default. Raises :class:`DeployError`
     if a cluster is already recorded in ``state_dir`` and alive, or if start-up
     fails or times out (the supervisor log is named in the message).
@@ -129,8 +131,7 @@ def start_local_cluster(
             )
         existing.state_file.unlink(missing_ok=True)
     (state_dir / ERROR_FILE).unlink(missing_ok=True)
-    nodes = [{"name": n.name, "gpus": list(n.gpus), "cpus": n.cpus} for n in spec.nodes]
-    (state_dir / NODES_FILE).write_text(json.dumps({"cluster": spec.name, "nodes": nodes}))
+    (state_dir / NODES_FILE).write_text(json.dumps(node_plan(spec, head_port)))
 
     env = dict(os.environ)
     if not ray_auth:
@@ -222,13 +223,24 @@ def stop_local_cluster(state_dir: Path, *, timeout_s: float = DEFAULT_STOP_TIMEO
 # --- the supervisor process ------------------------------------------------
 
 
-def _node_args(node: dict[str, Any]) -> dict[str, Any]:
-    return {
+def node_plan(spec: ClusterSpec, head_port: int | None) -> dict[str, Any]:
+    """What the supervisor starts (its ``local-nodes.json``): the nodes, head first."""
+    nodes = [{"name": n.name, "gpus": list(n.gpus), "cpus": n.cpus} for n in spec.nodes]
+    return {"cluster": spec.name, "nodes": nodes, "head_port": head_port}
+
+
+def node_args(node: dict[str, Any], *, head_port: int | None = None) -> dict[str, Any]:
+    """``Cluster.add_node`` keyword arguments for one planned node; ``head_port``
+    (the head only) pins its GCS port, else Ray picks a free one."""
+    args: dict[str, Any] = {
         "num_cpus": int(node["cpus"]),
         "num_gpus": len(node["gpus"]),
         "resources": {node_resource_name(str(node["name"])): NODE_RESOURCE_UNITS},
         "include_dashboard": False,
     }
+    if head_port is not None:
+        args["gcs_server_port"] = head_port
+    return args
 
 
 def _serve(state_dir: Path) -> int:
@@ -244,9 +256,10 @@ def _serve(state_dir: Path) -> int:
             # The raylet inherits this: Ray then hands out the YAML's GPU ids.
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in node["gpus"])
             if i == 0:
-                cluster = Cluster(initialize_head=True, head_node_args=_node_args(node))
+                head_args = node_args(node, head_port=plan.get("head_port"))
+                cluster = Cluster(initialize_head=True, head_node_args=head_args)
             else:
-                cluster.add_node(**_node_args(node))
+                cluster.add_node(**node_args(node))
         cluster.wait_for_nodes()
         pids = sorted(
             info.process.pid

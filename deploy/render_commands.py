@@ -4,7 +4,7 @@ users who start machines by hand."""
 from __future__ import annotations
 
 from deploy.ray_start import head_of, node_starts, ray_start_line
-from deploy.render_options import RenderOptions
+from deploy.render_options import RenderOptions, head_port
 from orchestrator.config.cluster import ClusterSpec
 
 
@@ -13,7 +13,8 @@ def render_commands(spec: ClusterSpec, options: RenderOptions) -> str:
     ``# node <name> (<host>)`` comment."""
     ray_auth = spec.ray.auth if options.ray_auth is None else options.ray_auth
     head = head_of(spec)
-    head_address = f"{head.host}:{options.head_port}"
+    port = head_port(spec, options)
+    head_address = f"{head.host}:{port}"
     lines = [f"# ktcluster: Ray cluster {spec.name!r}; run each block on its machine."]
     if ray_auth:
         lines += [
@@ -26,7 +27,7 @@ def render_commands(spec: ClusterSpec, options: RenderOptions) -> str:
             ray_start_line(
                 node,
                 head_address=None if node.is_head else head_address,
-                port=options.head_port,
+                port=port,
                 ray_auth=ray_auth,
             )
         )

@@ -31,7 +31,7 @@ from deploy.ray_start import (
     ray_start_line,
     require_distinct_hosts,
 )
-from deploy.render_options import RenderOptions
+from deploy.render_options import RenderOptions, head_port
 from orchestrator.config.cluster import ClusterSpec
 
 RAY_TOKEN_PATH = "~/.ray/auth_token"
@@ -73,7 +73,7 @@ def render_ray_up(spec: ClusterSpec, options: RenderOptions) -> dict[str, Any]:
     ray_auth = spec.ray.auth if options.ray_auth is None else options.ray_auth
     starts = node_starts(spec)
     head, workers = starts[0], starts[1:]
-    port = options.head_port
+    port = head_port(spec, options)
     config: dict[str, Any] = {
         "cluster_name": spec.name,
         "provider": {

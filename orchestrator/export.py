@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ConfigError, KtClusterError
+from orchestrator.errors import ConfigError, InputError, KtClusterError
 from orchestrator.protocol.trials import TrialStatus, TrialView, rank_trials
 from orchestrator.search_dir import TRIALS_DIR
 from orchestrator.search_meta import DatasetInfo
@@ -80,12 +80,13 @@ def pick_trial(search: OfflineSearch, rank: int) -> TrialView:
         if t.status is TrialStatus.COMPLETED
     ]
     if not completed:
-        raise KtClusterError(
-            f"{search.search_dir}: no completed trial to export yet; see `ktc status "
+        # Bad input (exit 2), as `ktc evaluate` says of the same search.
+        raise InputError(
+            f"{search.search_dir}: no completed trial to export; see `ktc status "
             f"{search.search_dir}`"
         )
     if rank > len(completed):
-        raise KtClusterError(
+        raise ConfigError(
             f"--rank {rank}: the search has only {len(completed)} completed trial(s); "
             f"pick a rank from 1 to {len(completed)} (see `ktc results {search.search_dir}`)"
         )

@@ -45,26 +45,40 @@ _MAX_PARENT_COMBINATIONS = 100_000
 KT_FLOAT_GRID_SAMPLES = 10
 
 
+# A stepped Float lists its grid in the table while it has at most this many points.
+_LISTED_FLOAT_POINTS = 12
+# --json lists a stepped range's values up to this many (else "values" is null).
+_MAX_LISTED_VALUES = 1000
+
+
 @dataclass(frozen=True)
 class HpRow:
-    """One hyperparameter of a space, as printed."""
+    """One hyperparameter of a space: structured for ``--json``, with the
+    ``values`` text the table prints."""
 
     name: str
     type: str  # Int, Float, Choice, Boolean, Fixed
-    values: str  # the range or the values
+    values: str  # the range or the values, as the table prints them
     step: Any
     sampling: str | None
     default: Any
     conditions: tuple[tuple[str, tuple[Any, ...]], ...]  # (parent, values), all must hold
+    minimum: Any = None  # Int, Float
+    maximum: Any = None  # Int, Float (as declared: a stepped Float may never reach it)
+    # Every value it can take (Choice, Boolean, Fixed, and a stepped Int or
+    # Float, as Keras Tuner's own ``values`` gives them); None for a Float without step.
+    choices: tuple[Any, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The row as JSON data."""
+        """The row as JSON data: numbers and lists, never display strings."""
         return {
             "name": self.name,
             "type": self.type,
-            "values": self.values,
+            "min": self.minimum,
+            "max": self.maximum,
             "step": self.step,
             "sampling": self.sampling,
+            "values": None if self.choices is None else list(self.choices),
             "default": self.default,
             "conditions": [{"parent": p, "values": list(v)} for p, v in self.conditions],
         }
@@ -140,16 +154,31 @@ def rows(hp: keras_tuner.HyperParameters) -> list[HpRow]:
     for param in hp.space:
         config = param.get_config()
         kind = type(param).__name__
+        minimum = maximum = step = sampling = None
+        choices: tuple[Any, ...] | None
         if kind in ("Int", "Float"):
-            values = f"{config['min_value']} .. {config['max_value']}"
+            minimum, maximum = config["min_value"], config["max_value"]
             step, sampling = config.get("step"), config.get("sampling")
+            values = f"{minimum} .. {maximum}"
+            choices = None
+            if not (kind == "Float" and step is None):
+                grid = tuple(itertools.islice(param.values, _MAX_LISTED_VALUES + 1))
+                choices = grid if len(grid) <= _MAX_LISTED_VALUES else None
+            if kind == "Float" and choices is not None:
+                # Keras Tuner's rounding may stop short of max (0.0 .. 0.3 step 0.1
+                # is 0.0, 0.1, 0.2): list the grid it really samples.
+                choices = tuple(float(f"{v:.12g}") for v in choices)
+                if len(choices) <= _LISTED_FLOAT_POINTS:
+                    values = ", ".join(str(v) for v in choices)
         elif kind == "Choice":
-            values = ", ".join(map(str, config["values"]))
-            step, sampling = None, None
+            choices = tuple(config["values"])
+            values = ", ".join(map(str, choices))
         elif kind == "Boolean":
-            values, step, sampling = "True, False", None, None
+            choices = (True, False)
+            values = "True, False"
         else:
-            values, step, sampling = str(config.get("value")), None, None
+            choices = (config.get("value"),)
+            values = str(config.get("value"))
         out.append(
             HpRow(
                 name=param.name,
@@ -159,6 +188,9 @@ def rows(hp: keras_tuner.HyperParameters) -> list[HpRow]:
                 sampling=sampling,
                 default=param.default,
                 conditions=tuple((c.name, tuple(c.values)) for c in param.conditions),
+                minimum=minimum,
+                maximum=maximum,
+                choices=choices,
             )
         )
     return out

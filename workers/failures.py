@@ -16,6 +16,7 @@ Tuner's errors are recognised without importing either.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from orchestrator.errors import (
@@ -23,7 +24,7 @@ from orchestrator.errors import (
     DatasetUnavailableError,
     InputError,
 )
-from orchestrator.protocol.failures import FailureKind, format_error
+from orchestrator.protocol.failures import FailureKind, format_error, objective_missing_message
 
 # May pass on another try: memory, an unavailable service, a cancelled op.
 _TRANSIENT_NAMES = frozenset(
@@ -82,6 +83,20 @@ _INTEGER_LABELS = re.compile(
 ONE_HOT_HINT = (
     "labels are integers; use sparse_categorical_crossentropy or set `dataset.labels: one_hot`"
 )
+
+
+class ObjectiveNotLoggedError(LookupError):
+    """The search's objective is not among the metrics the model logs (a typo
+    in ``objective:``, or a metric the model's compile does not ask for).
+    Deterministic: every attempt would log the same metrics, so it is raised at
+    the first epoch's end instead of after the whole training."""
+
+    def __init__(self, objective: str, logged: Iterable[str]) -> None:
+        super().__init__(objective_missing_message(objective, logged))
+
+    def __str__(self) -> str:
+        # LookupError's str() would quote the message as KeyError does.
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.protocol.failures import TRACEBACK_TAIL_CHARS, strip_ansi
 from orchestrator.protocol.trials import AttemptStatus
-from workers.failures import classify
+from workers.failures import ObjectiveNotLoggedError, classify
 
 if TYPE_CHECKING:
     from workers.runner import TrialRunner
@@ -85,6 +85,10 @@ def _make_tuner_class() -> type:
         runner: TrialRunner | None = None
 
         def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: Any = None) -> None:
+            objective = self.oracle.objective
+            if logs is not None and not objective.has_value(logs):
+                # Keras Tuner would train to the end, then fail with KeyError.
+                raise ObjectiveNotLoggedError(getattr(objective, "name", str(objective)), logs)
             super().on_epoch_end(trial, model, epoch, logs=logs)
             if self.oracle.report_epoch(trial.trial_id, epoch, logs):
                 model.stop_training = True

@@ -64,6 +64,7 @@ from orchestrator.protocol.answers import (
     EndOutcome,
     ReportDecision,
 )
+from orchestrator.protocol.failures import objective_missing_message
 from orchestrator.protocol.kt_state import canonical_json, check_assigned_values
 from orchestrator.protocol.trials import (
     AttemptStatus,
@@ -407,11 +408,10 @@ class TrialBroker(LongPolls, SearchLifecycle, BookReads):
                     where="trial_state_json.hyperparameters",
                 )
             if status is AttemptStatus.COMPLETED and self.objective not in metrics:
-                status = AttemptStatus.INVALID
-                error_message = (
-                    f"the objective {self.objective!r} is missing from the reported metrics "
-                    f"{sorted(metrics)}; check the metric name in the search file's objective"
-                )
+                # FAILED, not INVALID: another attempt would report the same
+                # metrics, so retrying it as if transient only repeats the training.
+                status = AttemptStatus.FAILED
+                error_message = objective_missing_message(self.objective, metrics)
             events: list[TrialEvent]
             if status is AttemptStatus.COMPLETED:
                 now = self.clock.wall()

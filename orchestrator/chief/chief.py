@@ -222,7 +222,11 @@ class Chief:
             search=search, ledger=ledger, oracle_host=host, clock=clock, long_poll_s=long_poll_s
         )
         broker.restore(replayed, keep_leases=keep_leases)
-        previous = replayed.state.value
+        # A ledger still RUNNING had its chief stop without saying so (killed,
+        # the machine rebooted): interrupted, as `ktc status` reports it.
+        previous = (
+            SearchState.INTERRUPTED if replayed.state is SearchState.RUNNING else replayed.state
+        ).value
         done = replayed.book.finished()
         chief = cls(
             search=search,

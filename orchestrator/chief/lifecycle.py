@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.chief.chief_log import TRIAL_LINE
 from orchestrator.chief.events import SearchChanged, TrialEvent, TrialFailed, TrialRequeued
 from orchestrator.chief.leases import Lease, LeaseTable
 from orchestrator.chief.trial_book import TrialBook, TrialRecord
@@ -53,7 +54,14 @@ class SearchLifecycle:
     def _log_end(rec: TrialRecord, lease: Lease, events: Sequence[TrialEvent]) -> None:
         for event in events:
             if isinstance(event, TrialFailed):
-                log.warning("trial %s FAILED: %s", rec.trial_id, event.error_message)
+                # The CLI prints each ended trial as its own line: this record
+                # goes to chief.log only (chief_log.TRIAL_LINE).
+                log.warning(
+                    "trial %s FAILED: %s",
+                    rec.trial_id,
+                    event.error_message,
+                    extra={TRIAL_LINE: True},
+                )
             elif isinstance(event, TrialRequeued):
                 # A failed attempt is worth a warning; a cancel, interrupt or drain is expected.
                 level = logging.WARNING if event.counted else logging.INFO

@@ -18,6 +18,7 @@ from deploy.local import (
     stop_local_cluster,
 )
 from deploy.render import RenderFormat, RenderOptions, render
+from deploy.render_options import head_port
 from orchestrator.errors import ConfigError, DeployError
 
 RAY_TOKEN_FILE = Path("~/.ray/auth_token")
@@ -84,7 +85,7 @@ def _local_dir(args: argparse.Namespace, cluster_name: str | None) -> Path:
 def _run_launcher(args: argparse.Namespace, action: LauncherAction) -> int:
     spec = _load(args.cluster)
     options = _options(args)
-    text = render(spec, RenderFormat.RAY_UP, options)
+    text = render(spec, RenderFormat.RAY_UP, options)  # ConfigError on a --head-port conflict
     if args.dry_run:
         target = Path(args.out or f"<temp>/{spec.name}-ray-up.yaml")
         print(f"# would run: {format_argv(launcher_argv(action, target))}")
@@ -110,7 +111,7 @@ def _run_launcher(args: argparse.Namespace, action: LauncherAction) -> int:
     if action is LauncherAction.UP:
         print(
             f"Point the cluster YAML at it: ray.address: {spec.nodes[0].host}:"
-            f"{options.head_port}, then `ktc submit SEARCH.yaml --cluster {args.cluster}`."
+            f"{head_port(spec, options)}, then `ktc submit SEARCH.yaml --cluster {args.cluster}`."
         )
     return 0
 
@@ -125,11 +126,16 @@ def run_up(args: argparse.Namespace) -> int:
         raise ConfigError("ktc cluster up --local: expected a cluster YAML argument.")
     spec = _load(args.cluster)
     state_dir = _local_dir(args, spec.name)
+    where = "" if args.head_port is None else f" (head on port {args.head_port})"
     if args.dry_run:
-        print(f"# would start {len(spec.nodes)} simulated Ray nodes, state in {state_dir}")
+        print(f"# would start {len(spec.nodes)} simulated Ray nodes{where}, state in {state_dir}")
         return 0
     info = start_local_cluster(
-        spec, state_dir, ray_auth=not args.no_ray_auth, timeout_s=args.timeout
+        spec,
+        state_dir,
+        ray_auth=not args.no_ray_auth,
+        timeout_s=args.timeout,
+        head_port=args.head_port,
     )
     nodes = ", ".join(
         f"{n.name} ({len(n.gpus)} GPU, {n.cpus} CPU, ktc_node_{n.name})" for n in spec.nodes
@@ -153,12 +159,16 @@ def run_down(args: argparse.Namespace) -> int:
     name = _load(args.cluster).name if args.cluster and not args.state_dir else None
     state_dir = _local_dir(args, name)
     info = read_state(state_dir)
+    if info is None:
+        # Already down (a second `down`, or a cluster that stopped itself): the
+        # goal holds, so this is a successful no-op, not an error.
+        print(f"no local cluster is running from {state_dir}; nothing to stop.")
+        return 0
     if args.dry_run:
         print(f"# would stop the local cluster recorded in {state_dir}: {info}")
         return 0
     stop_local_cluster(state_dir)
-    pids = len(info.pids) if info else 0
-    print(f"local cluster in {state_dir} stopped; {pids} recorded processes are gone.")
+    print(f"local cluster in {state_dir} stopped; {len(info.pids)} recorded processes are gone.")
     return 0
 
 
@@ -183,7 +193,13 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
         default="pip install ktcluster",
         help="setup command that installs ktcluster on each node",
     )
-    parser.add_argument("--head-port", type=int, default=6379, help="Ray GCS port (6379)")
+    parser.add_argument(
+        "--head-port",
+        type=int,
+        default=None,
+        help="the head's Ray (GCS) port (default: the port of ray.address, else 6379; "
+        "with up --local: a free port)",
+    )
     parser.add_argument(
         "--no-ray-auth",
         action="store_true",

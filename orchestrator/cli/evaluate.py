@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -82,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
     console = make_console()
     console.print(results_table(results))
     if results.retrain is not None:
-        console.print(retrain_text(results))
+        # soft_wrap, no markup: the command is copied as printed.
+        console.print(
+            retrain_text(results, args.search_dir), soft_wrap=True, markup=False, highlight=False
+        )
     console.print(f"results: {plan.search_dir / 'evaluation.json'}")
     return 0
 
@@ -125,14 +129,14 @@ def results_table(results: EvaluationResults) -> Table:
     return table
 
 
-def retrain_text(results: EvaluationResults) -> str:
-    """Where the retrained model is, and how to export it."""
+def retrain_text(results: EvaluationResults, search_dir: Path) -> str:
+    """Where the retrained model is, and the command that exports it."""
     r = results.retrain
     if r is None:
         return ""
     return (
         f"retrained model: {r.model_path} (trial {r.trial_id}'s hyperparameters); export it "
-        "with `ktc export DIR --retrained --out model.keras`"
+        f"with `ktc export {search_dir} --retrained --out model.keras`"
     )
 
 

@@ -70,13 +70,24 @@ def format_value(value: Any) -> str:
     return printable(str(value))
 
 
-def format_hyperparameters(values: Mapping[str, Any], *, max_chars: int = 120) -> str:
-    """``name=value`` pairs, without Keras Tuner's bookkeeping (``tuner/...``)."""
+TERMINAL_HP_CHARS = 120
+
+
+def format_hyperparameters(values: Mapping[str, Any], *, max_chars: int | None = None) -> str:
+    """``name=value`` pairs, without Keras Tuner's bookkeeping (``tuner/...``).
+
+    Cut to ``max_chars`` with ``…``; by default to :data:`TERMINAL_HP_CHARS` when
+    stdout is a terminal (a screen of trials stays readable), and never in a pipe
+    or a log, where every value must be there to be read back."""
     text = " ".join(
         f"{printable(str(name))}={format_value(value)}"
         for name, value in values.items()
         if not str(name).startswith("tuner/")
     )
+    if max_chars is None:
+        if not sys.stdout.isatty():
+            return text
+        max_chars = TERMINAL_HP_CHARS
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
@@ -162,6 +173,9 @@ def workers_table(workers: Sequence[WorkerStatus]) -> Table:
 def render_status(document: StatusDocument) -> RenderableType:
     """The whole ``ktc status`` view of a status document."""
     parts: list[RenderableType] = [state_line(document), counts_line(document)]
+    paused = paused_line(document)
+    if paused is not None:
+        parts.append(paused)
     if document.workers:
         parts.append(workers_table(document.workers))
     elif document.state is not SearchState.RUNNING:
@@ -172,6 +186,17 @@ def render_status(document: StatusDocument) -> RenderableType:
     if document.last_failure is not None:
         parts.append(last_failure_line(document))
     return Group(*parts)
+
+
+def paused_line(document: StatusDocument) -> Text | None:
+    """While a running search's fleet is asked for no worker (``ktc scale DIR
+    --workers 0``), the line that says nothing will progress and how to resume."""
+    if document.state is not SearchState.RUNNING or document.workers_wanted != 0:
+        return None
+    return Text(
+        f"0 workers wanted: no progress until `ktc scale {document.search_dir} --workers N`",
+        style="bold yellow",
+    )
 
 
 def last_failure_line(document: StatusDocument) -> Text:
@@ -275,9 +300,14 @@ def trial_end_line(trial: TrialView, objective: str) -> str:
 
 def top_trials_table(
     trials: Sequence[TrialView], *, objective: str, direction: str, n: int = 5
-) -> Table:
-    """The ``n`` best completed trials, best first (submit's final table)."""
+) -> RenderableType:
+    """The ``n`` best completed trials, best first (submit's final table); with
+    no completed trial, a line that says so instead of an empty table."""
     ranked = [t for t in rank_trials(list(trials), direction) if t.status is TrialStatus.COMPLETED]
+    if not ranked:
+        ended = sum(1 for t in trials if t.status is TrialStatus.FAILED)
+        why = f" ({ended} failed)" if ended else ""
+        return Text(f"no trial completed{why}: there is no best trial to show", style="yellow")
     return trials_table(
         ranked[: max(n, 0)], objective=objective, title=f"top {min(n, len(ranked))} trials"
     )

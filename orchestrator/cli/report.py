@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.search_arg import add_cluster_argument, add_search_argument
+
+if TYPE_CHECKING:
+    from orchestrator.report.data import ReportData
 
 
 def register(subparsers: Any) -> None:
@@ -47,9 +50,24 @@ def run(args: argparse.Namespace) -> int:
         from orchestrator.report.tensorboard import write_tensorboard
 
         written = write_tensorboard(data)
-        pending = f", {written.not_ended} still running" if written.not_ended else ""
+        pending = f", {not_ended_text(data)}" if written.not_ended else ""
         print(
             f"tensorboard: tensorboard --logdir {written.log_dir}  "
             f"({written.written} trial runs written, {written.already} already there{pending})"
         )
     return 0
+
+
+def not_ended_text(data: ReportData) -> str:
+    """The trials that have no TensorBoard run yet, by what they are doing: a
+    live search's run or wait; with no live chief, nothing runs them."""
+    from orchestrator.protocol.trials import SearchState, TrialStatus
+    from orchestrator.status import live_chief
+
+    counts = data.counts()
+    running, pending = counts[TrialStatus.RUNNING], counts[TrialStatus.PENDING]
+    if data.state is SearchState.RUNNING and live_chief(data.search_dir) is not None:
+        parts = [f"{running} running" if running else "", f"{pending} pending" if pending else ""]
+        return ", ".join(p for p in parts if p) + " (written as they end)"
+    state = SearchState.INTERRUPTED if data.state is SearchState.RUNNING else data.state
+    return f"{running + pending} not run (the search is {state.value}, with no live chief)"

@@ -54,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
     search = read_search(args.search_dir)
     for problem in search.damaged:
         print(f"warning: {problem}", file=sys.stderr)
-    ranked = rank_trials(search.trials(), search.direction)
+    every = rank_trials(search.trials(), search.direction)
+    ranked = every
     if args.top is not None:
-        ranked = [t for t in ranked if t.status is TrialStatus.COMPLETED][: args.top]
+        ranked = [t for t in every if t.status is TrialStatus.COMPLETED][: args.top]
     evaluation = read_evaluation(args.search_dir)
     if args.json:
         tested = evaluation.test_metrics_by_trial() if evaluation is not None else {}
@@ -67,11 +68,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     console = make_console()
-    done = sum(1 for t in ranked if t.status is TrialStatus.COMPLETED)
+    # The header describes the whole search; --top only picks which rows follow.
+    done = sum(1 for t in every if t.status is TrialStatus.COMPLETED)
     title = (
-        f"{search.spec.name}: {len(ranked)} trial(s), {done} completed, "
+        f"{search.spec.name}: {len(every)} trial(s), {done} completed, "
         f"{search.objective} ({search.direction})"
     )
+    if args.top is not None:
+        title += f"; the top {len(ranked)}"
     console.print(trials_table(ranked, objective=search.objective, title=title))
     if not ranked:
         console.print("no trials yet", style="dim")

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
         )
     chief_spec = (cluster or _stored_cluster(search_dir)).chief
     check_metrics_port(chief_spec.metrics_host, chief_spec.metrics_port)
+    chief = Chief.resume(search_dir, cluster=cluster)  # refuses a completed search: only the error
     print(f"search directory: {search_dir}", flush=True)
-    chief = Chief.resume(search_dir, cluster=cluster)
     chief.start()
     print(f"resuming: {chief.broker.message}", flush=True)
     return run_in_foreground(chief, args)

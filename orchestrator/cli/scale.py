@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,14 @@ def run(args: argparse.Namespace) -> int:
         "scaling needs a running search (resume it with `ktc resume {dir}`)",
     ) as client:
         summary = client.scale(**kwargs)
+        wanted = client.status().get("workers_wanted")
     print(summary)
+    if wanted == 0:
+        # Legitimate (a pause), but the search now sits RUNNING with nothing to run it.
+        print(
+            f"warning: 0 workers wanted: nothing progresses until "
+            f"`ktc scale {args.search_dir} --workers N`",
+            file=sys.stderr,
+        )
     print(f"watch the fleet with `ktc status {args.search_dir} --watch`")
     return 0

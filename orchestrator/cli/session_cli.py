@@ -102,10 +102,17 @@ def _worker_count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if not 0 <= value <= MAX_MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value == 0:
+        # No worker would ever take a trial: the search would sit RUNNING forever.
         raise argparse.ArgumentTypeError(
-            f"expected a whole number from 0 to {MAX_MAX_WORKERS} (and at most the cluster "
+            "expected at least 1 worker, got 0: a search with no workers never makes "
+            "progress. Start with --workers 1 (or more); a running search can be paused "
+            "with `ktc scale DIR --workers 0` and resumed with `ktc scale DIR --workers N`"
+        )
+    if not 1 <= value <= MAX_MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 1 to {MAX_MAX_WORKERS} (and at most the cluster "
             f"file's fleet.max_workers), got {value}"
         )
     return value

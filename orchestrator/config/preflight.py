@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config.cluster import ClusterSpec, default_cluster
+from orchestrator.config.errors_format import suggest
 from orchestrator.config.loader import load_cluster, load_search_document
 from orchestrator.config.search import SearchSpec
 from orchestrator.config.user_code import check_importable
@@ -50,8 +51,11 @@ class SubmitPlan:
 
 
 def check_hypermodel_space(spec: SearchSpec, doc: YamlDocument) -> None:
-    """The hypermodel's overrides and options against its space (no TensorFlow import)."""
+    """The hypermodel's overrides and options against its space, and the metric
+    names the search reads against those it logs (no TensorFlow import)."""
     from workers.hypermodels import validate_overrides
+
+    check_metric_names(spec, doc)
 
     try:
         validate_overrides(spec.hypermodel)
@@ -61,6 +65,31 @@ def check_hypermodel_space(spec: SearchSpec, doc: YamlDocument) -> None:
             raise ConfigError(f"{doc.source}: {str(exc).removeprefix('search.yaml: ')}") from None
         path: KeyPath = tuple(match["key"].split("."))
         raise doc.error(path, match["rest"]) from None
+
+
+def check_metric_names(spec: SearchSpec, doc: YamlDocument) -> None:
+    """``objective`` and ``early_stopping.monitor`` name metrics a built-in
+    hypermodel logs: a typo (``val_acc``) would otherwise train every trial to the
+    end and fail each one with ``KeyError``. User hypermodels log what their
+    compile asks for, which is known only once a trial runs (the worker names
+    the logged metrics then)."""
+    from workers.hypermodels import logged_metrics
+
+    known = logged_metrics(spec.hypermodel)
+    if known is None:
+        return
+    reads: list[tuple[KeyPath, str]] = [(("objective", "name"), spec.objective.name)]
+    if spec.training.early_stopping is not None:
+        monitor = spec.training.early_stopping.monitor
+        reads.append((("training", "early_stopping", "monitor"), monitor))
+    for path, name in reads:
+        if name not in known:
+            raise doc.error(
+                path,
+                f"hypermodel {spec.hypermodel.name!r} logs no metric {name!r}"
+                f"{suggest(name, known) or '.'} Expected one of the metrics it logs: "
+                f"{', '.join(known)}. Use one of those.",
+            )
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ def live_document(
     workers: Sequence[WorkerStatus],
     chief: ChiefProcess | None,
     with_trials: bool = True,
+    workers_wanted: int | None = None,
 ) -> StatusDocument:
     """The status document of a running search, from its broker and its fleet's rows.
 
@@ -118,6 +119,7 @@ def live_document(
         best=best,
         chief=chief,
         last_failure=LastFailure.of(broker.last_failure()),
+        workers_wanted=workers_wanted,
     )
 
 
@@ -376,6 +378,7 @@ class SearchSession:
             workers=self.fleet.rows() if self.fleet else [],
             chief=ChiefProcess(self.chief.endpoint.address, os.getpid()),
             with_trials=with_trials,
+            workers_wanted=self.fleet.wanted_count() if self.fleet else None,
         )
 
     def _worker_states(self) -> dict[str, int]:

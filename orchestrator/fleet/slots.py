@@ -137,6 +137,7 @@ class Fleet(FleetScaling, FleetSpares):
         self._thread: threading.Thread | None = None
         self._rows_lock = threading.Lock()
         self._rows: list[WorkerStatus] = []
+        self._wanted: int | None = None  # slots that should have a worker, as last published
         self._tensorflow: bool | None = None  # whether the hypermodel needs it (spares import it)
         # A spare starts when its process starts one of the last _spare_lead
         # trials of its recycle quota: 1, raised while spares take over unwarmed.
@@ -170,6 +171,13 @@ class Fleet(FleetScaling, FleetSpares):
         """
         with self._rows_lock:
             return list(self._rows)
+
+    def wanted_count(self) -> int | None:
+        """How many workers the fleet is asked for (after ``ktc scale``), as last
+        published by the monitor; None before its first pass. 0 means the search
+        is paused: nothing runs until it is scaled up again."""
+        with self._rows_lock:
+            return self._wanted
 
     def scale_total(self, workers: int, *, now: bool) -> str:
         return self._submit(lambda: self._scale_total(workers, now))
@@ -242,9 +250,14 @@ class Fleet(FleetScaling, FleetSpares):
             except queue.Empty:
                 return
             try:
-                future.set_result(command())
+                result = command()
             except Exception as exc:
                 future.set_exception(exc)
+                continue
+            # Published before the caller hears back, so a status read right
+            # after `ktc scale` already shows the new target (workers_wanted).
+            self._publish()
+            future.set_result(result)
 
     def _reconcile(self) -> None:
         """Give every wanted slot a process (its warm spare first) while trials
@@ -487,8 +500,10 @@ class Fleet(FleetScaling, FleetSpares):
 
     def _publish(self) -> None:
         rows = self._slots.rows()
+        wanted = len(self._slots.wanted_ids())
         with self._rows_lock:
             self._rows = rows
+            self._wanted = wanted
 
 
 def _watched(rt: SlotRuntime) -> tuple[Any, ...]:

@@ -17,6 +17,7 @@ the search as if they did not.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from enum import Enum
 
 MAX_ERROR_CHARS = 2000
@@ -75,6 +76,18 @@ def format_error(type_name: str, message: str, *, hint: str = "") -> str:
     if hint:
         text = f"{text} — {hint}"
     return one_line(text)
+
+
+def objective_missing_message(objective: str, logged: Iterable[str]) -> str:
+    """Why a trial has no score: its objective is not among the metrics it
+    logged. Names them and the two fixes (the worker raises it at the first
+    epoch; the chief says it of a result reported without the objective)."""
+    names = ", ".join(sorted(logged)) or "none"
+    return (
+        f"the objective {objective!r} is not among the metrics the model logged ({names}); "
+        "set the search file's `objective:` to one of them, or have the model log it "
+        "(compile(metrics=[...]))"
+    )
 
 
 def error_signature(message: str) -> str:

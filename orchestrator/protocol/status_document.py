@@ -29,8 +29,12 @@ they do not know)::
                    "spare": null | "warming" | "warm"}],
       "best": null | {"trial_id", "score", "hyperparameters"},
       "chief": null | {"address", "pid"},
-      "last_failure": null | {"trial_id", "error"}
+      "last_failure": null | {"trial_id", "error"},
+      "workers_wanted": null | int
     }
+
+``workers_wanted`` is how many workers a live fleet is asked for (0 after
+``ktc scale DIR --workers 0``: paused); null without a live fleet.
 """
 
 from __future__ import annotations
@@ -315,6 +319,7 @@ class StatusDocument:
     best: BestTrial | None = None
     chief: ChiefProcess | None = None
     last_failure: LastFailure | None = None
+    workers_wanted: int | None = None  # a live fleet's target; 0: paused by `ktc scale`
     schema_version: int = STATUS_SCHEMA_VERSION
 
     @property
@@ -339,6 +344,7 @@ class StatusDocument:
             "best": self.best.to_json() if self.best is not None else None,
             "chief": self.chief.to_json() if self.chief is not None else None,
             "last_failure": self.last_failure.to_json() if self.last_failure else None,
+            "workers_wanted": self.workers_wanted,
         }
 
     @classmethod
@@ -365,6 +371,7 @@ class StatusDocument:
         chief = data.get("chief")
         last_failure = data.get("last_failure")
         max_trials = data.get("max_trials")
+        workers_wanted = data.get("workers_wanted")
         return cls(
             state=_enum(SearchState, _required(data, "state", "status document"), "state"),
             message=str(data.get("message", "")),
@@ -379,6 +386,7 @@ class StatusDocument:
             best=BestTrial.from_json(best) if best else None,
             chief=ChiefProcess.from_json(chief) if chief else None,
             last_failure=LastFailure.from_json(last_failure) if last_failure else None,
+            workers_wanted=None if workers_wanted is None else int(workers_wanted),
             schema_version=int(data.get("schema_version", STATUS_SCHEMA_VERSION)),
         )
 

@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.chief.chief import Chief
 from orchestrator.chief.ledger import Ledger
+from orchestrator.errors import SearchFailedError
 from orchestrator.protocol.client import AssignmentKind, TrialClient
 from orchestrator.protocol.trials import SearchState, TrialStatus
 from tests.helpers import parse_search
@@ -119,3 +120,41 @@ def test_the_users_early_stopping_completes_a_trial_not_marked(
     (rec,) = chief.broker.book.records.values()
     assert rec.status is TrialStatus.COMPLETED and not rec.stopped_early
     assert len(_progress(search_dir, rec.trial_id)) == 2
+
+
+def test_an_objective_the_model_does_not_log_fails_at_the_first_epoch_naming_the_logged_ones(
+    start_chief: StartChief, search_dir: Path, tmp_path: Path
+) -> None:
+    search = parse_search(
+        {
+            "name": "kt-typo",
+            "hypermodel": "mlp",
+            "objective": {"name": "val_acc", "direction": "max"},
+            "oracle": {"type": "random", "max_trials": 1, "seed": 1},
+            "training": {"epochs": EPOCHS},
+            "failure": {"retries_per_trial": 2},
+        }
+    )
+    chief, ep = start_chief(search, long_poll_s=1.0)
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 4)).astype("float32")
+    y = (x[:, 0] > 0.5).astype("int32")
+    with TrialClient(ep.address, ep.token, worker_id="kt") as client:
+        oracle = RemoteOracle(
+            client, objective=keras_tuner.Objective("val_acc", "max"), max_trials=0, wait_s=1.0
+        )
+        tuner = ktc_tuner_class()(
+            oracle=oracle, hypermodel=_build, directory=str(tmp_path), project_name="p"
+        )
+        # The search's one trial failed: the chief ends it, and the tuner says why.
+        with pytest.raises(SearchFailedError, match=r"ObjectiveNotLoggedError: the objective"):
+            tuner.search(x, y, validation_data=(x, y), epochs=EPOCHS, verbose=0)
+    assert chief.wait(30) is SearchState.FAILED
+    (rec,) = chief.broker.book.records.values()
+    # Deterministic: one attempt, stopped at its first epoch's end, not retried.
+    assert rec.status is TrialStatus.FAILED and rec.attempt == 1
+    assert _progress(search_dir, rec.trial_id) == []
+    assert (rec.error_message or "").startswith(
+        "ObjectiveNotLoggedError: the objective 'val_acc' is not among the metrics the model "
+        "logged (loss, val_loss); set the search file's `objective:` to one of them"
+    )

@@ -115,14 +115,20 @@ def test_unknown_trial_id_is_invalid(make_broker: Callable[..., TrialBroker]) ->
         broker.report("42", "tok", epoch=0, metrics={})
 
 
-def test_completed_without_objective_is_invalid_and_retried(
+def test_completed_without_objective_fails_naming_the_metrics_and_is_not_retried(
     make_broker: Callable[..., TrialBroker],
 ) -> None:
     broker = _broker(make_broker)
     a = broker.create_trial("w0", wait_s=0)
-    out = broker.end_trial(a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics={"acc": 1})
-    assert out.final_status is TrialStatus.PENDING
-    assert "the objective 'score' is missing" in (broker.get_trial(a.trial_id).error_message or "")
+    metrics = {"acc": 1.0, "loss": 0.5}
+    out = broker.end_trial(a.trial_id, a.token, status=AttemptStatus.COMPLETED, metrics=metrics)
+    # Another attempt would report the same metrics: FAILED, not requeued.
+    assert out.final_status is TrialStatus.FAILED
+    assert broker.get_trial(a.trial_id).error_message == (
+        "the objective 'score' is not among the metrics the model logged (acc, loss); set the "
+        "search file's `objective:` to one of them, or have the model log it "
+        "(compile(metrics=[...]))"
+    )
 
 
 @pytest.mark.parametrize(

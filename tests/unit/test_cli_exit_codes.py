@@ -122,6 +122,8 @@ def test_bad_input_to_a_stopped_search_exits_2(
         (["resume", str(stopped_search), "--cluster", "bad-cluster.yaml"], "expected a list"),
         (["results", str(stopped_search), "--top", "0"], "--top: expected a number of trials"),
         (["export", str(stopped_search), "--out", "m.keras", "--rank", "0"], "--rank: expected"),
+        # No completed trial: bad input, as `ktc evaluate` says of the same search.
+        (["export", str(stopped_search), "--out", "m.keras"], "no completed trial to export"),
     ):
         code, err = _run(capsys, *argv)
         assert code == 2, (argv, err)
@@ -214,3 +216,58 @@ def test_control_rpcs_without_a_handler_exit_1(
         code, err = _run(capsys, *argv)
         assert code == 1
         assert err.startswith("error: this chief runs without a fleet"), err
+
+
+class PausingControl(FleetLikeControl):
+    """A fleet whose target is what the last ``--workers`` asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wanted = 2
+
+    def status_document(self) -> dict[str, Any]:
+        return {"state": "running", "workers_wanted": self.wanted}
+
+    def scale(self, request: Any) -> str:
+        before, self.wanted = self.wanted, request.total_workers
+        return f"scaling down {before} -> {self.wanted}: draining local-w1, local-w0"
+
+
+def test_scale_to_zero_workers_warns_that_nothing_progresses(
+    start_chief: Any, search_dir: Path, capsys: Any
+) -> None:
+    chief, _ = start_chief(make_search(), initial_space=float_space(), long_poll_s=0.2)
+    chief.control.handler = PausingControl()
+    assert main(["scale", str(search_dir), "--workers", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "scaling down 2 -> 0" in captured.out
+    assert captured.err == (
+        "warning: 0 workers wanted: nothing progresses until "
+        f"`ktc scale {search_dir} --workers N`\n"
+    )
+    assert main(["scale", str(search_dir), "--workers", "1"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_cluster_down_local_with_nothing_running_is_a_no_op(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A second `down` (the state file is gone): the cluster is down, as asked.
+    for _ in range(2):
+        assert main(["cluster", "down", "--local", "--state-dir", str(tmp_path)]) == 0
+        captured = capsys.readouterr()
+        assert f"no local cluster is running from {tmp_path}; nothing to stop" in captured.out
+        assert captured.err == ""
+
+
+@pytest.mark.parametrize("verb", ["submit", "resume"])
+def test_no_workers_at_start_is_refused(
+    verb: str, files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With 0 workers the search would sit RUNNING forever ("workers: none reported").
+    target = str(SEARCH_FILE) if verb == "submit" else "empty"
+    with pytest.raises(SystemExit, match="^2$"):
+        main([verb, target, "--workers", "0"])
+    err = capsys.readouterr().err
+    assert "--workers: expected at least 1 worker, got 0" in err
+    assert "`ktc scale DIR --workers N`" in err

@@ -111,6 +111,34 @@ def test_results_top(make_finished_search: Any, capsys: Any) -> None:
     assert [row["trial_id"] for row in rows] == [ids[0.9], ids[0.7]]
 
 
+def test_results_top_header_describes_the_whole_search(
+    make_finished_search: Any, capsys: Any
+) -> None:
+    directory, _ = make_finished_search("max", [0.5, 0.9, None, 0.7])
+    assert main(["results", str(directory), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    # 5 trials (one still running), 3 completed; the table shows the best 2.
+    assert "test: 5 trial(s), 3 completed, score (max); the top 2" in out
+    assert main(["results", str(directory)]) == 0
+    assert "the top" not in capsys.readouterr().out
+
+
+def test_hyperparameters_are_cut_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from orchestrator.cli.render import TERMINAL_HP_CHARS, format_hyperparameters
+
+    values = {f"units_{i}": 128 for i in range(20)}
+    full = " ".join(f"units_{i}=128" for i in range(20))
+    assert len(full) > TERMINAL_HP_CHARS
+    # A pipe or a log (and pytest's capture): every value, as written.
+    assert format_hyperparameters(values) == full
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    cut = format_hyperparameters(values)
+    assert len(cut) == TERMINAL_HP_CHARS and cut.endswith("…")
+    assert format_hyperparameters(values, max_chars=400) == full
+
+
 def test_results_table(make_finished_search: Any, capsys: Any) -> None:
     directory, ids = make_finished_search("max", [0.5, 0.9])
     assert main(["results", str(directory)]) == 0

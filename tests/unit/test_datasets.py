@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,9 +100,18 @@ def test_bad_labels_are_explained(tmp_path: Path) -> None:
     np.savez(tmp_path / "frac.npz", x=x, y=np.linspace(0, 1, 10))
     with pytest.raises(DatasetError, match=r"y_train: expected integer class labels 0\.\."):
         load_dataset(DatasetSpec(source="npz", path=str(tmp_path / "frac.npz")))
-    np.savez(tmp_path / "short.npz", x=x, y=np.zeros(7, dtype=int))
-    with pytest.raises(DatasetError, match=r"expected one label per sample \(10\), got 7"):
-        load_dataset(DatasetSpec(source="npz", path=str(tmp_path / "short.npz")))
+    # The file and its keys are named, not only the split they would become.
+    short = tmp_path / "short.npz"
+    np.savez(short, x=x, y=np.zeros(7, dtype=int))
+    with pytest.raises(
+        DatasetError,
+        match=rf"^dataset 'npz': {re.escape(str(short))}: expected one label per sample, but x "
+        r"has 10 samples and y has 7 labels\. Save arrays of the same length\.$",
+    ):
+        load_dataset(DatasetSpec(source="npz", path=str(short)))
+    np.savez(short, x_train=x, y_train=np.zeros(10, dtype=int), x_val=x, y_val=np.zeros(9))
+    with pytest.raises(DatasetError, match=r"but x_val has 10 samples and y_val has 9 labels"):
+        load_dataset(DatasetSpec(source="npz", path=str(short)))
 
 
 @pytest.mark.parametrize(

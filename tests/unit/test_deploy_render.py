@@ -313,3 +313,54 @@ def test_cli_up_dry_run_and_real(
     monkeypatch.setenv("PATH", f"{bin_dir2}:{os.environ['PATH']}")
     assert ktc_main(["cluster", "down", str(cluster), "--yes", "--no-ray-auth"]) == 1
     assert "Permission denied (publickey)" in capsys.readouterr().err
+
+
+# --- the head's port ----------------------------------------------------------
+
+
+def _two_nodes(address: str) -> ClusterSpec:
+    return _spec(
+        ray={"address": address},
+        nodes=[
+            {"name": "a", "host": "10.0.0.1", "gpus": [0], "cpus": 4},
+            {"name": "b", "host": "10.0.0.2", "gpus": [0], "cpus": 4},
+        ],
+    )
+
+
+@pytest.mark.parametrize("fmt", [RenderFormat.COMMANDS, RenderFormat.RAY_UP])
+def test_the_head_port_comes_from_ray_address(fmt: RenderFormat) -> None:
+    text = render(_two_nodes("10.0.0.1:7000"), fmt, RenderOptions(ray_auth=False))
+    assert "--port=7000" in text and "6379" not in text
+    if fmt is RenderFormat.COMMANDS:
+        assert "--address=10.0.0.1:7000" in text
+    # No port in ray.address: Ray's default; --head-port that agrees is fine.
+    assert "--port=6379" in render(_two_nodes("auto"), fmt, RenderOptions(ray_auth=False))
+    agreed = render(_two_nodes("10.0.0.1:7000"), fmt, RenderOptions(head_port=7000))
+    assert "--port=7000" in agreed
+
+
+def test_a_head_port_that_conflicts_with_ray_address_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text(
+        "kind: cluster\nname: lab\nray: {address: '10.0.0.1:7000'}\nchief: {insecure: true}\n"
+        "nodes:\n  - {name: a, host: 10.0.0.1, cpus: 4}\n  - {name: b, host: 10.0.0.2, cpus: 4}\n"
+    )
+    for fmt in ("commands", "ray-up"):
+        argv = ["cluster", "render", str(cluster), "--format", fmt, "--head-port", "6379"]
+        assert ktc_main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--head-port 6379 conflicts with ray.address '10.0.0.1:7000' (port 7000)" in err
+
+
+def test_up_local_pins_the_head_port_it_is_given() -> None:
+    from deploy.local import node_args, node_plan
+
+    plan = node_plan(_two_nodes("auto"), 7123)
+    assert plan["head_port"] == 7123
+    head, other = plan["nodes"]
+    assert node_args(head, head_port=plan["head_port"])["gcs_server_port"] == 7123
+    assert "gcs_server_port" not in node_args(other)
+    assert node_plan(_two_nodes("auto"), None)["head_port"] is None

@@ -198,6 +198,10 @@ def test_a_search_without_dataset_info_is_refused(finished: Path) -> None:
 def test_exit_codes(finished: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(finished), "--top", "9"]) == 2
     assert "only 3 completed trial(s)" in capsys.readouterr().err
+    # export's --rank past the completed trials is bad input too, like evaluate's --top.
+    out = str(finished.parent / "x.keras")
+    assert main(["export", str(finished), "--out", out, "--rank", "9"]) == 2
+    assert "--rank 9: the search has only 3 completed trial(s)" in capsys.readouterr().err
     assert main(["evaluate", str(finished.parent / "nowhere")]) == 2
     _set_meta(finished, "test_split", None)
     assert main(["evaluate", str(finished)]) == 2
@@ -341,3 +345,34 @@ def test_the_worker_refuses_a_loaded_dataset_without_test_split_or_of_another_sh
     job = EvaluationJob(search, (64,), 10, "int", (), None, 8)
     with pytest.raises(WorkerEvaluationError, match=r"built for \(\(64,\), 10, 'int'\); the data"):
         evaluate(job, other)
+
+
+def test_the_export_hint_names_the_search_directory() -> None:
+    from orchestrator.cli.evaluate import retrain_text
+    from orchestrator.evaluation_results import EvaluationResults, RetrainEvaluation
+
+    retrain = RetrainEvaluation(
+        trial_id="2",
+        hyperparameters={},
+        seed=0,
+        epochs=5,
+        train_examples=1149,
+        val_examples=288,
+        test_examples=360,
+        metrics={"accuracy": 0.98},
+        duration_s=1.0,
+        model_path="evaluation/retrained/model.keras",
+        evaluated_at=1.0,
+    )
+    results = EvaluationResults(
+        search_id="s",
+        evaluated_at=1.0,
+        objective="val_accuracy",
+        test_split="digits",
+        worker={},
+        batch_size=32,
+        trials=(),
+        retrain=retrain,
+    )
+    text = retrain_text(results, Path("/tmp/evaldemo"))
+    assert text.endswith("export it with `ktc export /tmp/evaldemo --retrained --out model.keras`")

@@ -389,3 +389,24 @@ def test_a_process_with_other_threads_draws_every_picture_itself(
     finally:
         blocker.set()
     assert all((tmp_path / p.file_name).is_file() for p in pictures) and len(pictures) >= 4
+
+
+def test_trials_not_ended_are_not_called_running_without_a_live_chief(
+    search_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    import orchestrator.status
+    from orchestrator.cli.report import not_ended_text
+    from orchestrator.protocol.trials import SearchState
+
+    data = read_report_data(search_dir)
+    # No chief.json: whatever the ledger last said, nothing runs these trials.
+    assert not_ended_text(data) == (
+        f"{RUNNING} not run (the search is interrupted, with no live chief)"
+    )
+    failed = replace(data, state=SearchState.FAILED)
+    assert not_ended_text(failed) == f"{RUNNING} not run (the search is failed, with no live chief)"
+    monkeypatch.setattr(orchestrator.status, "live_chief", lambda path: object())
+    live = replace(data, state=SearchState.RUNNING)
+    assert not_ended_text(live) == f"{RUNNING} running (written as they end)"

@@ -82,4 +82,4 @@ def test_a_negative_worker_count_is_refused_by_the_parser(
 ) -> None:
     with pytest.raises(SystemExit, match="^2$"):
         main(["resume", str(stopped), "--workers", "-1"])
-    assert "expected a whole number from 0 to 65536" in capsys.readouterr().err
+    assert "expected a whole number from 1 to 65536" in capsys.readouterr().err

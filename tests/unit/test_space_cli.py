@@ -74,7 +74,10 @@ def test_space_of_a_search_file_and_of_its_directory(tmp_path: Path, capsys: Any
     search_file.write_text(SLEEP_GRID)
     assert main(["space", str(search_file), "--json"]) == 0
     listed = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
-    assert listed["x"]["type"] == "Choice" and listed["x"]["values"] == "0.1, 0.5"
+    assert listed["x"]["type"] == "Choice" and listed["x"]["values"] == [0.1, 0.5]
+    # Structured, not display text: the values as a list, never "64, 128, 256".
+    units = listed["units"]
+    assert units["values"] == [64, 128, 256] and units["min"] is None
     assert listed["units"]["default"] == 64
     assert main(["space", str(search_file)]) == 0
     printed = capsys.readouterr().out
@@ -100,6 +103,21 @@ def test_space_of_the_cnn_shows_its_conditions(tmp_path: Path, capsys: Any) -> N
     listed = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert listed["filters_1"]["conditions"] == [{"parent": "conv_blocks", "values": [2]}]
     assert listed["conv_blocks"]["conditions"] == []
+
+
+def test_a_stepped_float_lists_the_grid_keras_tuner_samples(tmp_path: Path, capsys: Any) -> None:
+    search_file = tmp_path / "cnn.yaml"
+    # Keras Tuner's rounding: 0.0 .. 0.3 step 0.1 is 0.0, 0.1, 0.2 (0.3 is never sampled).
+    search_file.write_text(
+        "hypermodel: {name: mlp, overrides: {dropout: {min: 0.0, max: 0.3, step: 0.1}}}\n"
+        "dataset: digits\n"
+    )
+    assert main(["space", str(search_file), "--json"]) == 0
+    dropout = {row["name"]: row for row in json.loads(capsys.readouterr().out)}["dropout"]
+    assert dropout["values"] == [0.0, 0.1, 0.2]
+    assert (dropout["min"], dropout["max"], dropout["step"]) == (0.0, 0.3, 0.1)
+    assert main(["space", str(search_file)]) == 0
+    assert "│ 0.0, 0.1, 0.2 " in capsys.readouterr().out
 
 
 def test_space_errors(tmp_path: Path, capsys: Any) -> None:
@@ -143,3 +161,10 @@ def test_validate_warns_when_a_keras_dataset_is_not_cached(
         and "each worker downloads it on first use" in w
         for w in report.warnings
     ), report.warnings
+
+
+def test_the_digits_demo_samples_every_dropout_it_declares(capsys: Any) -> None:
+    config = Path(__file__).resolve().parents[2] / "configs" / "digits-cnn.yaml"
+    assert main(["space", str(config), "--json"]) == 0
+    listed = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert listed["dropout"]["values"] == [0.0, 0.1, 0.2, 0.3]

@@ -308,6 +308,7 @@ def _sample_document() -> StatusDocument:
         ),
         best=BestTrial("0", 0.8, {"lr": 0.01}),
         chief=ChiefProcess("127.0.0.1:5000", 1),
+        workers_wanted=2,
     )
 
 
@@ -351,6 +352,26 @@ def test_render_status_shows_workers_and_best() -> None:
     console = Console(record=True, width=160)
     console.print(render_status(replace(document, workers=workers)))
     assert "spare" not in console.export_text()
+
+
+def test_status_says_a_fleet_scaled_to_zero_makes_no_progress() -> None:
+    from rich.console import Console
+
+    from orchestrator.cli.render import render_status
+
+    def shown(document: StatusDocument) -> str:
+        console = Console(record=True, width=160)
+        console.print(render_status(document))
+        return console.export_text()
+
+    # `ktc scale DIR --workers 0`: a worker still drains, none is wanted.
+    paused = replace(_sample_document(), workers_wanted=0)
+    assert "0 workers wanted: no progress until `ktc scale /runs/s1 --workers N`" in shown(paused)
+    assert StatusDocument.from_json(paused.to_json()).workers_wanted == 0
+    drained = replace(paused, workers=())
+    assert "0 workers wanted: no progress until" in shown(drained)
+    for document in (_sample_document(), replace(paused, state=SearchState.COMPLETED)):
+        assert "0 workers wanted" not in shown(document)
 
 
 def test_the_progress_displays_document_agrees_with_the_full_one(make_broker: Any) -> None:
@@ -413,3 +434,20 @@ def test_the_workers_table_counts_epochs_from_one_as_keras_prints_them() -> None
         if line.startswith("│")
     }
     assert cells == {"w0": "1", "w1": "6", "w2": "-"}
+
+
+def test_the_final_table_is_skipped_when_no_trial_completed() -> None:
+    from rich.console import Console
+
+    from orchestrator.cli.render import top_trials_table
+
+    def shown(trials: list[TrialView]) -> str:
+        console = Console(record=True, width=160)
+        console.print(top_trials_table(trials, objective="score", direction="max"))
+        return console.export_text()
+
+    failed = [_view("0", None, TrialStatus.FAILED), _view("1", None, TrialStatus.PENDING)]
+    text = shown(failed)
+    assert "no trial completed (1 failed): there is no best trial to show" in text
+    assert "top 0 trials" not in text and "┏" not in text
+    assert "top 1 trials" in shown([*failed, _view("2", 0.5, TrialStatus.COMPLETED)])

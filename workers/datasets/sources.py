@@ -84,10 +84,22 @@ def _npz(path: str, role: str) -> dict[str, np.ndarray]:
         ) from exc
 
 
+def _matched(where: str, data: Mapping[str, np.ndarray], x_key: str, y_key: str) -> tuple[Any, Any]:
+    """``data[x_key], data[y_key]``, checked to hold one label per sample, so
+    the message names the file and its keys (not the split they end up in)."""
+    x, y = data[x_key], data[y_key]
+    if np.ndim(x) >= 1 and np.ndim(y) >= 1 and len(x) != len(y):
+        raise DatasetError(
+            f"{where}: expected one label per sample, but {x_key} has {len(x)} samples and "
+            f"{y_key} has {len(y)} labels. Save arrays of the same length."
+        )
+    return x, y
+
+
 def _pair(where: str, data: Mapping[str, np.ndarray], prefer: tuple[str, str]) -> tuple[Any, Any]:
     for x_key, y_key in (prefer, ("x", "y")):
         if x_key in data and y_key in data:
-            return data[x_key], data[y_key]
+            return _matched(where, data, x_key, y_key)
     raise DatasetError(
         f"{where}: expected arrays {prefer[0]}/{prefer[1]} (or x/y), found keys "
         f"{sorted(data) or '(none)'}; save with np.savez(path, {prefer[0]}=..., {prefer[1]}=...)."
@@ -101,7 +113,7 @@ def _optional_pair(
         raise DatasetError(
             f"{where} has only one of {x_key}/{y_key} (keys {sorted(data)}); save both or neither."
         )
-    return (data[x_key], data[y_key]) if x_key in data else (None, None)
+    return _matched(where, data, x_key, y_key) if x_key in data else (None, None)
 
 
 def load_npz(spec: DatasetSpecLike) -> RawData:

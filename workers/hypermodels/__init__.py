@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_HYPERMODELS",
+    "BUILTIN_METRICS",
     "HypermodelSpecLike",
     "declare_sleep_space",
     "needs_tensorflow",
@@ -29,6 +30,12 @@ __all__ = [
 ]
 
 BUILTIN_HYPERMODELS = ("cnn", "mlp", "transfer", "sleep")
+
+# What every built-in logs each epoch: its loss and the one metric its compile
+# adds (base.BuiltinHyperModel.compile: metrics=["accuracy"]), on the training
+# data and, with the val_ prefix, on the validation data. The sleep benchmark
+# returns the same four (sleep.run_sleep_epoch).
+BUILTIN_METRICS: tuple[str, ...] = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 class HypermodelSpecLike(Protocol):
@@ -64,6 +71,12 @@ def _split(spec: HypermodelSpecLike) -> tuple[str, str] | None:
 def needs_tensorflow(spec: HypermodelSpecLike) -> bool:
     """Whether running this hypermodel needs TF (every one but ``sleep``)."""
     return spec.name != "sleep"
+
+
+def logged_metrics(spec: HypermodelSpecLike) -> tuple[str, ...] | None:
+    """The metric names the hypermodel logs each epoch: :data:`BUILTIN_METRICS`
+    for a built-in; None for user code, whose metrics are known once it runs."""
+    return BUILTIN_METRICS if _split(spec) is None else None
 
 
 def validate_overrides(spec: HypermodelSpecLike) -> None:
