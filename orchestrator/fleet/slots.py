@@ -451,9 +451,8 @@ class Fleet(FleetScaling, FleetSpares):
         A worker whose node is not in the Ray cluster waits
         ``fleet.startup_timeout_s`` for it to join (a node still booting, an
         autoscaler's), then its slot is given up (DEAD, with the reason). On the
-        embedded local Ray the one node is this machine's, so a missing node
-        means its raylet died: nothing can join, and the slot is given up at
-        once. A worker waiting for CPUs or GPUs that are in use (another search
+        embedded local Ray with no node left, its raylet died: nothing can join,
+        and every slot is given up at once. A worker waiting for CPUs or GPUs that are in use (another search
         holds them) waits as long as they are held. When no wanted slot is left,
         the search fails with the reason (resumable once Ray is back)."""
         now = time.monotonic()
@@ -468,16 +467,18 @@ class Fleet(FleetScaling, FleetSpares):
         by_label = resources_by_label()
         holders = holders_by_label()
         own = search_tag(self.actor_name_prefix)
-        timeout_s = 0.0 if self.cluster.is_local else self.cluster.fleet.startup_timeout_s
+        # The embedded Ray with no node alive: its raylet died, nothing can join.
+        raylet_gone = self.cluster.is_local and not by_label
+        timeout_s = 0.0 if raylet_gone else self.cluster.fleet.startup_timeout_s
         for rt in slow:
             rt.state = WorkerState.PENDING
             rt.pending_reason = pending_reason(rt.slot, by_label, holders, own)
             if rt.slot.node_resource not in by_label and now - rt.created_at > timeout_s:
-                self._give_up(rt, now - rt.created_at)
+                self._give_up(rt, now - rt.created_at, raylet_gone=raylet_gone)
 
-    def _give_up(self, rt: SlotRuntime, waited_s: float) -> None:
+    def _give_up(self, rt: SlotRuntime, waited_s: float, *, raylet_gone: bool) -> None:
         wid = rt.slot.worker_id
-        if self.cluster.is_local:
+        if raylet_gone:
             reason = (
                 f"the embedded Ray's node is gone (its raylet died), so worker {wid} cannot "
                 f"start; resume the search (`ktc resume`) to start Ray again"

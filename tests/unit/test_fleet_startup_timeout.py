@@ -100,3 +100,18 @@ def test_one_slot_given_up_leaves_the_search_running_on_the_others(
     fleet._update_pending()
     assert (first.state, second.state) == (WorkerState.DEAD, WorkerState.IDLE)
     assert hooks.failed == []
+
+
+def test_on_the_embedded_ray_a_node_added_by_apply_waits_like_any_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """This machine's node is alive; a node `scale --apply` added is not (yet)."""
+    two = LOCAL + "  - {name: b, cpus: 2, cpu_workers: 1}\n"
+    fleet, hooks = _fleet(two, monkeypatch, by_label={})
+    local = next(rt for rt in fleet._slots if rt.slot.node == "local").slot.node_resource
+    monkeypatch.setattr(slots_module, "resources_by_label", lambda: {local: {"CPU": 2.0}})
+    _starting_since(fleet, PENDING_AFTER_S + 1)
+    fleet._update_pending()
+    b = next(rt for rt in fleet._slots if rt.slot.node == "b")
+    assert b.state is WorkerState.PENDING and hooks.failed == []
+    assert "no Ray node carries the label" in (b.pending_reason or "")

@@ -53,7 +53,7 @@ def test_resuming_a_completed_search_prints_only_the_error(
         assert chief.broker.state is SearchState.COMPLETED
     finally:
         chief.close(grace_s=0.1)
-    assert main(["resume", str(directory), "--no-progress"]) == 1
+    assert main(["resume", str(directory), "--no-progress"]) == 2  # bad input: NothingToResumeError
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
