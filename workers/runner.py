@@ -389,7 +389,7 @@ class TrialRunner:
                 executions_per_trial=self.search.oracle.executions_per_trial,
                 distribution_strategy=setup.strategy() if setup.visible_gpus > 1 else None,
             )
-        except (ChiefUnavailableError, KtClusterError):
+        except KtClusterError:  # ours (the chief gone, a refused request): as raised
             raise
         except Exception as exc:
             # Keras Tuner's constructor builds the model to declare the space:

@@ -32,6 +32,7 @@ from orchestrator.protocol.names import (
     check_worker_id,
     is_forbidden_control,
     is_metric_name,
+    shown_name,
 )
 from orchestrator.protocol.protos import ktcluster_pb2 as pb
 
@@ -46,10 +47,6 @@ LEASE_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 _LEASE_TOKEN = re.compile(LEASE_TOKEN_PATTERN)
 _NODE_NAME = re.compile(NAME_PATTERN)
-
-
-def _shown(value: str) -> str:
-    return repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value)} characters)"
 
 
 def check_lease_token(value: str, *, field: str = "lease_token") -> None:
@@ -108,7 +105,7 @@ def check_metrics(metrics: Mapping[str, float], *, max_metrics: int = MAX_METRIC
         if not is_metric_name(name):
             raise InvalidRequestError(
                 f"metrics: metric names must be {METRIC_NAME_RULE}, got "
-                + (_shown(name) if isinstance(name, str) else repr(name))
+                + (shown_name(name) if isinstance(name, str) else repr(name))
             )
         if not isinstance(value, float | int) or not math.isfinite(value):
             raise InvalidRequestError(
@@ -182,7 +179,7 @@ def check_scale(request: pb.ScaleRequest, *, max_workers: int) -> None:
     for node, count in request.node_workers.items():
         if len(node) > 128 or _NODE_NAME.fullmatch(node) is None:
             raise InvalidRequestError(
-                f"--node {_shown(node)}: expected a node name of the cluster file "
+                f"--node {shown_name(node)}: expected a node name of the cluster file "
                 f"({NAME_PATTERN}, at most 128 characters)"
             )
         check_range(

@@ -164,9 +164,9 @@ def check_hyperparameters(hp: keras_tuner.HyperParameters, *, where: str) -> Non
         _check_name(name, where=f"{where}.values")
         at = f"{where}.values[{name!r}]"
         _check_scalar(value, where=at)
-        declared = by_name.get(name)
-        if declared and all(_value_problem(item, value) for item in declared):
-            raise InvalidRequestError(f"{at}: {_value_problem(declared[0], value)}")
+        problems = [_value_problem(item, value) for item in by_name.get(name, [])]
+        if problems and all(problems):
+            raise InvalidRequestError(f"{at}: {problems[0]}")
 
 
 def check_assigned_values(
@@ -183,11 +183,8 @@ def check_assigned_values(
 
 
 def _same_value(got: Any, want: Any) -> bool:
-    return (
-        type(got) is type(want)
-        and got == want
-        or (_is_number(got) and _is_number(want) and got == want)
-    )
+    """Equal, and of one type (numbers count as one: 2 and 2.0; True is not 1)."""
+    return got == want and (type(got) is type(want) or (_is_number(got) and _is_number(want)))
 
 
 def _names(by_name: Mapping[str, Any]) -> str:
@@ -206,26 +203,31 @@ def _check_name(name: Any, *, where: str) -> None:
 
 
 def _check_scalar(value: Any, *, where: str) -> None:
-    """A value or choice: None, a bool, a finite number or printable text."""
+    problem = _scalar_problem(value)
+    if problem is not None:
+        raise InvalidRequestError(f"{where}: {problem}")
+
+
+def _scalar_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a value or a choice (None, a bool, a finite
+    number or printable text), or None."""
     if value is None or isinstance(value, bool):
-        return
+        return None
     if _is_number(value):
         if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidRequestError(f"{where}: expected a finite number, got {value!r}")
+            return f"expected a finite number, got {value!r}"
         if isinstance(value, int) and abs(value) > MAX_HP_INT:
-            raise InvalidRequestError(f"{where}: expected an integer within +-2**53, got {value}")
-        return
+            return f"expected an integer within +-2**53, got {value}"
+        return None
     if isinstance(value, str):
         if len(value) > MAX_HP_TEXT_CHARS or not value.isprintable():
-            raise InvalidRequestError(
-                f"{where}: expected printable text (no control or format characters) of at "
-                f"most {MAX_HP_TEXT_CHARS} characters, got {value[:60]!r}"
+            return (
+                f"expected printable text (no control or format characters) of at most "
+                f"{MAX_HP_TEXT_CHARS} characters, got {value[:60]!r}"
                 + ("..." if len(value) > 60 else "")
             )
-        return
-    raise InvalidRequestError(
-        f"{where}: expected an int, float, str, bool or null, got {type(value).__name__}"
-    )
+        return None
+    return f"expected an int, float, str, bool or null, got {type(value).__name__}"
 
 
 def _is_number(value: Any) -> bool:
@@ -264,14 +266,6 @@ def _definition_problem(item: Any) -> str | None:
         problem = _value_problem(item, item.default)
         if problem is not None:
             return f"its default: {problem}"
-    return None
-
-
-def _scalar_problem(value: Any) -> str | None:
-    try:
-        _check_scalar(value, where="")
-    except InvalidRequestError as exc:
-        return str(exc).removeprefix(": ")
     return None
 
 
