@@ -46,7 +46,7 @@ _WINDOW = Bounds(1, MAX_WINDOW)
 
 def _dropout(doc: str) -> HpDef:
     """Every built-in's dropout rate: declared 0 to 0.5 by 0.1, 0.2 by default (Keras
-    Tuner's float steps stop at 0.4 here: 5 x 0.1 rounds above 0.5)."""
+    Tuner's stepped Float gives 0.0 to 0.4 here, never 0.5; `ktc space` lists them)."""
     return HpDef(
         "dropout", "float", default=0.2, min=0.0, max=0.5, step=0.1, doc=doc,
         bounds=UNIT_INTERVAL,
